@@ -1,0 +1,1 @@
+//! The Weft server library.
