@@ -9,6 +9,9 @@ use crate::{Limits, ProtocolError};
 /// The smallest encoded entry: one-byte client id, one-byte clock, empty string.
 const MIN_ENTRY_BYTES: usize = 3;
 
+/// Entries reserved up front; a real room has a few dozen peers at most.
+const PREALLOCATED_ENTRIES: usize = 64;
+
 /// One client's awareness state at a given clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwarenessEntry {
@@ -55,7 +58,9 @@ impl AwarenessUpdate {
                 available: d.remaining(),
             });
         }
-        let mut entries = Vec::with_capacity(count as usize);
+        // Entries are decoded to owned strings (far larger than their minimum wire size), so
+        // reserve modestly and let a genuine large update grow the vector.
+        let mut entries = Vec::with_capacity((count as usize).min(PREALLOCATED_ENTRIES));
         for _ in 0..count {
             let client_id = d.read_var_uint("awareness client id")?;
             let clock = d.read_var_uint("awareness clock")?;

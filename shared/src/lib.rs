@@ -42,6 +42,16 @@
 //! | `error` | server → client | `code` (stable), `message` |
 //! | `saved` | server → client | `version`: updates durable so far |
 //!
+//! A control message's JSON is bounded by [`Limits::max_awareness_state`], like any other small
+//! JSON the server relays.
+//!
+//! ## Limits
+//! [`Limits`] bounds the whole frame and each payload (`max_message`), each awareness state and
+//! control message (`max_awareness_state`), room names (`max_room_name`) and the number of
+//! messages packed into one frame (`max_frame_messages`). A violation is
+//! [`ProtocolError::TooLarge`] naming the field; a length larger than the bytes left is
+//! [`ProtocolError::LengthExceedsInput`]. Both are caught before anything is allocated.
+//!
 //! Example: `{"type":"welcome","connection":"6f1c…","role":"write","room":"notes","users":2}`.
 
 pub mod encoding;

@@ -160,6 +160,13 @@ pub fn decode_frame(frame: &[u8], limits: &Limits) -> Result<Vec<Message>, Proto
     let mut d = Decoder::new(frame);
     let mut out = Vec::with_capacity(1);
     while !d.is_empty() {
+        if out.len() == limits.max_frame_messages {
+            return Err(ProtocolError::TooLarge {
+                what: "messages in one frame",
+                len: out.len() as u64 + 1,
+                max: limits.max_frame_messages,
+            });
+        }
         out.push(Message::decode_one(&mut d, limits)?);
     }
     Ok(out)
