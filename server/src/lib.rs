@@ -1,1 +1,128 @@
-//! The Weft server library.
+//! # weft-server
+//!
+//! The Weft collaboration server: y-websocket rooms over axum, durable in sled.
+//!
+//! ## Layout
+//! - [`config`]: flags, environment variables and safe defaults.
+//! - `http`: the axum `Router`, built in one place; `/ws/{room}` upgrades hand over to
+//!   `connection`.
+//! - `connection`: one task per socket. The reader decodes frames with `weft-protocol` and hands
+//!   messages to the room; a writer drains a bounded queue, pings, and closes cleanly.
+//! - `room`: one actor per open document, sole owner of the yrs `Doc` and the awareness table
+//!   (`presence`). It applies, appends to the store, waits for the group commit, then broadcasts.
+//! - `rooms`: the registry (get-or-load, unload when idle) and what rooms share.
+//! - `commit`: group commit, one flush for every write that arrived meanwhile.
+//! - `store`: the [`Store`] trait and its sled implementation: where bytes hit disk.
+//! - [`shutdown`]: cancellation token plus task tracker threaded through every loop.
+//!
+//! A frame's path: socket → `connection` (decode) → `room` (apply, append) → `commit` (flush)
+//! → `room` (broadcast one shared `Bytes`) → each member's `connection` writer.
+
+pub mod config;
+pub mod shutdown;
+
+mod commit;
+mod connection;
+mod http;
+mod presence;
+mod room;
+mod rooms;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+pub use config::{Cli, Config, Durability};
+pub use shutdown::Shutdown;
+pub use store::{DocMeta, SledStore, Store, StoreError};
+
+use commit::GroupCommit;
+use rooms::RoomContext;
+
+/// Errors that stop the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be opened (locked, unreadable or corrupt).
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] StoreError),
+    /// The listening socket failed.
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A server with its store open, ready to serve on a listener.
+pub struct Server {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+}
+
+impl Server {
+    /// Opens the data directory named in `config`.
+    ///
+    /// # Errors
+    /// [`ServerError::Store`] when the directory is locked by another process, unreadable or
+    /// corrupt; the server never starts on an empty store in its place.
+    pub fn open(config: Config) -> Result<Self, ServerError> {
+        let store = SledStore::open(&config.data)?;
+        Ok(Self {
+            config: Arc::new(config),
+            store: Arc::new(store),
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` is triggered, then closes every socket with 1001,
+    /// flushes and compacts every room, and returns.
+    ///
+    /// # Errors
+    /// [`ServerError::Io`] when the listener fails.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServerError> {
+        let addr = listener.local_addr()?;
+        let commit = GroupCommit::start(
+            self.store.clone(),
+            Duration::from_millis(self.config.relaxed_flush_ms),
+            |_elapsed| {},
+        );
+        let ctx = Arc::new(RoomContext::new(
+            self.store.clone(),
+            commit,
+            self.config.clone(),
+            shutdown.clone(),
+        ));
+        let state = Arc::new(http::AppState {
+            ctx: ctx.clone(),
+            connections: Arc::new(Semaphore::new(self.config.max_connections)),
+            next_conn: AtomicU64::new(1),
+        });
+        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        // Without TCP_NODELAY, small frames meet Nagle plus delayed ACKs: ~40 ms tails.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                warn!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        info!(%addr, data = %self.config.data.display(), durability = ?self.config.durability, "serving");
+        let stop = shutdown.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.triggered().await })
+            .await?;
+        info!("no longer accepting; closing sockets and flushing rooms");
+        shutdown.wait_for_tasks().await;
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => info!(
+                rooms = ctx.open_rooms(),
+                "shutdown complete; everything flushed"
+            ),
+            Ok(Err(e)) => warn!(error = %e, "final flush failed"),
+            Err(e) => warn!(error = %e, "final flush task failed"),
+        }
+        Ok(())
+    }
+}

@@ -1,2 +1,54 @@
-//! The `weft` binary.
-fn main() {}
+//! The `weft` binary: parse flags, install logging, open the store, bind, serve until a signal.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use weft_server::{Cli, Server, Shutdown};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let config = Cli::parse().into_config();
+    let bind = config.bind;
+    let data = config.data.clone();
+    let server = Server::open(config)
+        .with_context(|| format!("could not open the data directory {}", data.display()))?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("could not listen on {bind}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tracing::info!("Weft is running: open {url} (Ctrl-C to stop)");
+    let shutdown = Shutdown::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    server
+        .serve(listener, shutdown)
+        .await
+        .context("server failed")?;
+    Ok(())
+}
+
+/// Triggers graceful shutdown on SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: Shutdown) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+    shutdown.trigger();
+}

@@ -1,0 +1,162 @@
+//! Configuration: command-line flags with environment-variable equivalents and safe defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use weft_protocol::Limits;
+
+/// `weft`: a self-hosted collaborative text editor server speaking the y-websocket protocol.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; with none, `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `serve`, also accepted without the subcommand.
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+/// The subcommands of `weft`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(Config),
+}
+
+impl Cli {
+    /// The server configuration, whether given with or without the `serve` subcommand.
+    pub fn into_config(self) -> Config {
+        match self.command {
+            Some(Command::Serve(config)) => config,
+            None => self.serve,
+        }
+    }
+}
+
+/// When an edit is acknowledged relative to when it is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// Flush to disk before broadcasting: whatever any client has seen survives a crash.
+    Strict,
+    /// Broadcast at once, flush within `--relaxed-flush-ms`: a crash loses at most that window.
+    Relaxed,
+}
+
+/// Everything the server needs to run. Every field has a flag and an environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on. Loopback by default: put a TLS proxy in front to serve others.
+    #[arg(long, env = "WEFT_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Directory of the sled database that holds every document; created if absent.
+    #[arg(long, env = "WEFT_DATA", default_value = "./data")]
+    pub data: PathBuf,
+
+    /// `strict` (default) makes every broadcast edit durable first; `relaxed` broadcasts at once.
+    #[arg(long, env = "WEFT_DURABILITY", value_enum, default_value_t = Durability::Strict)]
+    pub durability: Durability,
+
+    /// In relaxed mode, the longest an acknowledged edit waits before it is flushed, in ms.
+    #[arg(long, env = "WEFT_RELAXED_FLUSH_MS", default_value_t = 50)]
+    pub relaxed_flush_ms: u64,
+
+    /// Largest WebSocket message accepted, in bytes; larger ones close the socket with 1009.
+    #[arg(long, env = "WEFT_MAX_MESSAGE", default_value_t = Limits::DEFAULT.max_message)]
+    pub max_message: usize,
+
+    /// Largest awareness (cursor/presence) state of one client, in bytes.
+    #[arg(long, env = "WEFT_MAX_AWARENESS_STATE", default_value_t = Limits::DEFAULT.max_awareness_state)]
+    pub max_awareness_state: usize,
+
+    /// Longest room (document) name, in UTF-8 bytes.
+    #[arg(long, env = "WEFT_MAX_ROOM_NAME", default_value_t = Limits::DEFAULT.max_room_name)]
+    pub max_room_name: usize,
+
+    /// Most y-websocket messages packed into one WebSocket frame; stock clients send one.
+    #[arg(long, env = "WEFT_MAX_FRAME_MESSAGES", default_value_t = Limits::DEFAULT.max_frame_messages)]
+    pub max_frame_messages: usize,
+
+    /// Most WebSocket connections open at once; further upgrades get HTTP 503.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most connections in one room; further joins are closed with 1013 (try again later).
+    #[arg(long, env = "WEFT_MAX_ROOM_CONNECTIONS", default_value_t = 500)]
+    pub max_room_connections: usize,
+
+    /// Frames queued for one connection before it counts as too slow and is closed with 1013.
+    #[arg(long, env = "WEFT_SEND_QUEUE", default_value_t = 1024)]
+    pub send_queue: usize,
+
+    /// Seconds between WebSocket pings; a connection that has not answered the previous ping by
+    /// the next one is terminated.
+    #[arg(long, env = "WEFT_PING_SECS", default_value_t = 30)]
+    pub ping_secs: u64,
+
+    /// Seconds a document stays loaded with nobody connected before it is compacted and unloaded.
+    #[arg(long, env = "WEFT_IDLE_UNLOAD_SECS", default_value_t = 30)]
+    pub idle_unload_secs: u64,
+
+    /// Updates in a document's log that trigger compaction into its snapshot.
+    #[arg(long, env = "WEFT_COMPACT_EVERY", default_value_t = 500)]
+    pub compact_every: u64,
+}
+
+impl Config {
+    /// A configuration with every default, the data directory at `data` and an ephemeral port:
+    /// what tests start from.
+    pub fn for_tests(data: PathBuf) -> Self {
+        let mut config = Cli::parse_from(["weft"]).into_config();
+        config.data = data;
+        config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+
+    /// The decoding limits this configuration implies.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message: self.max_message,
+            max_awareness_state: self.max_awareness_state,
+            max_room_name: self.max_room_name,
+            max_frame_messages: self.max_frame_messages,
+        }
+    }
+
+    /// Interval between pings.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_secs.max(1))
+    }
+
+    /// How long an empty room stays loaded.
+    pub fn idle_unload(&self) -> Duration {
+        Duration::from_secs(self.idle_unload_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The clap definition is consistent and the defaults are the documented safe ones.
+    #[test]
+    fn defaults_are_safe() {
+        Cli::command().debug_assert();
+        let c = Cli::parse_from(["weft"]).into_config();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data, PathBuf::from("./data"));
+        assert_eq!(c.durability, Durability::Strict);
+    }
+
+    /// `weft serve --bind ...` and `weft --bind ...` mean the same.
+    #[test]
+    fn serve_subcommand_is_optional() {
+        let a = Cli::parse_from(["weft", "serve", "--bind", "127.0.0.1:9"]).into_config();
+        let b = Cli::parse_from(["weft", "--bind", "127.0.0.1:9"]).into_config();
+        assert_eq!(a.bind, b.bind);
+    }
+}

@@ -1,0 +1,114 @@
+//! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}` and health checks.
+//! Handlers are thin: they validate, then hand over to `connection`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tracing::warn;
+use weft_protocol::{Role, RoomName};
+
+use crate::connection::{self, Peer};
+use crate::rooms::RoomContext;
+
+/// State shared by every handler.
+pub(crate) struct AppState {
+    pub(crate) ctx: Arc<RoomContext>,
+    /// Counts open WebSockets: tower's concurrency limit does not see upgraded sockets, so each
+    /// socket task holds a permit until it ends.
+    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) next_conn: AtomicU64,
+}
+
+/// Builds the application's router.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ws/{room}", get(ws_upgrade))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// An HTTP error with a stable code and a human message, as JSON.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "code": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+async fn ws_upgrade(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let config = &state.ctx.config;
+    let room = RoomName::parse(&room, &config.limits()).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        code: "invalid_room",
+        message: e.to_string(),
+    })?;
+    let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
+        warn!(peer = %addr, room = %room, "connection refused: server at its connection limit");
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "too_many_connections",
+            message: format!("the server allows {} connections", config.max_connections),
+        }
+    })?;
+    let peer = Peer {
+        id: state.next_conn.fetch_add(1, Ordering::Relaxed),
+        addr,
+        room,
+        role: Role::Write,
+    };
+    let ctx = state.ctx.clone();
+    let tracker = ctx.shutdown.clone();
+    Ok(ws
+        .max_message_size(config.max_message)
+        .max_frame_size(config.max_message)
+        .on_upgrade(move |socket| {
+            tracker.track(async move {
+                connection::serve(socket, ctx, peer).await;
+                drop(permit);
+            })
+        }))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let store = state.ctx.store.clone();
+    match tokio::task::spawn_blocking(move || store.check_writable()).await {
+        Ok(Ok(())) => "ready".into_response(),
+        Ok(Err(e)) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "store_unavailable",
+            message: e.to_string(),
+        }
+        .into_response(),
+        Err(e) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "store_unavailable",
+            message: e.to_string(),
+        }
+        .into_response(),
+    }
+}
