@@ -13,6 +13,7 @@
 //! - `rooms`: the registry (get-or-load, unload when idle) and what rooms share.
 //! - `commit`: group commit, one flush for every write that arrived meanwhile.
 //! - `store`: the [`Store`] trait and its sled implementation: where bytes hit disk.
+//! - `stats`: [`Stats`], live room counters.
 //! - [`shutdown`]: cancellation token plus task tracker threaded through every loop.
 //!
 //! A frame's path: socket → `connection` (decode) → `room` (apply, append) → `commit` (flush)
@@ -27,6 +28,7 @@ mod http;
 mod presence;
 mod room;
 mod rooms;
+mod stats;
 mod store;
 
 use std::net::SocketAddr;
@@ -41,6 +43,7 @@ use tracing::{info, warn};
 
 pub use config::{Cli, Config, Durability};
 pub use shutdown::Shutdown;
+pub use stats::Stats;
 pub use store::{DocMeta, SledStore, Store, StoreError};
 
 use commit::GroupCommit;
@@ -61,6 +64,7 @@ pub enum ServerError {
 pub struct Server {
     config: Arc<Config>,
     store: Arc<dyn Store>,
+    stats: Stats,
 }
 
 impl Server {
@@ -74,7 +78,13 @@ impl Server {
         Ok(Self {
             config: Arc::new(config),
             store: Arc::new(store),
+            stats: Stats::default(),
         })
+    }
+
+    /// Live counters of this server, usable before and while it serves.
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
     }
 
     /// Serves on `listener` until `shutdown` is triggered, then closes every socket with 1001,
@@ -94,6 +104,7 @@ impl Server {
             commit,
             self.config.clone(),
             shutdown.clone(),
+            self.stats.clone(),
         ));
         let state = Arc::new(http::AppState {
             ctx: ctx.clone(),

@@ -5,6 +5,11 @@
 //! look inside a state, so the room keeps this table instead and relays JSON states verbatim.
 //! Rules follow y-protocols `awareness.js`: an entry applies when its clock is newer than the
 //! known one, or equal with a `null` state (removal).
+//!
+//! Stock y-websocket clients re-send every awareness change they receive, other clients'
+//! states included. Those echoes are dropped quietly: a live id stays with its owner, and the id
+//! of a connection that just left stays removed (a tombstone) unless a connection that owns no
+//! id claims it, which is the owner coming back on a new socket.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,7 +31,10 @@ struct Known {
     /// `None` once removed; the clock is kept so a stale re-add cannot resurrect it.
     state: Option<String>,
     owner: ConnId,
+    /// Last renewal, or the removal time of a tombstone.
     renewed: Instant,
+    /// The owning connection has gone; the entry only guards against echoes until swept.
+    orphaned: bool,
 }
 
 /// What an incoming awareness update did.
@@ -34,7 +42,8 @@ struct Known {
 pub(crate) struct Applied {
     /// Entries that took effect, to broadcast to the room.
     pub(crate) accepted: Vec<AwarenessEntry>,
-    /// Entries refused because another connection owns the client id.
+    /// Entries refused because another connection owns the client id and the entry was not a
+    /// mere echo of what is already known: a likely spoof.
     pub(crate) foreign: usize,
 }
 
@@ -50,8 +59,26 @@ impl Presence {
         let mut out = Applied::default();
         for entry in update.entries {
             let removal = entry.is_removal();
+            let owns_nothing = !self.owns_any(conn);
             match self.known.get_mut(&entry.client_id) {
-                Some(k) if k.owner != conn => out.foreign += 1,
+                Some(k) if k.orphaned && k.owner != conn => {
+                    // The owner reconnecting; anyone else is echoing a departed client.
+                    if owns_nothing && !removal {
+                        *k = Known {
+                            clock: entry.clock.max(k.clock),
+                            state: Some(entry.state.clone()),
+                            owner: conn,
+                            renewed: now,
+                            orphaned: false,
+                        };
+                        out.accepted.push(entry);
+                    }
+                }
+                Some(k) if k.owner != conn => {
+                    if entry.clock > k.clock {
+                        out.foreign += 1;
+                    }
+                }
                 Some(k) => {
                     let newer = entry.clock > k.clock;
                     let removes_live = entry.clock == k.clock && removal && k.state.is_some();
@@ -71,6 +98,7 @@ impl Presence {
                             state: Some(entry.state.clone()),
                             owner: conn,
                             renewed: now,
+                            orphaned: false,
                         },
                     );
                     out.accepted.push(entry);
@@ -80,30 +108,42 @@ impl Presence {
         out
     }
 
-    /// Forgets every client id `conn` owned; returns the removals to broadcast.
-    pub(crate) fn remove_connection(&mut self, conn: ConnId) -> Vec<AwarenessEntry> {
+    fn owns_any(&self, conn: ConnId) -> bool {
+        self.known.values().any(|k| k.owner == conn && !k.orphaned)
+    }
+
+    /// Removes the states of every client id `conn` owned; returns the removals to broadcast.
+    /// The ids stay as tombstones for [`STATE_TTL`] so echoes from other clients stay out.
+    pub(crate) fn remove_connection(&mut self, conn: ConnId, now: Instant) -> Vec<AwarenessEntry> {
         let mut removed = Vec::new();
-        self.known.retain(|&client_id, k| {
-            if k.owner != conn {
-                return true;
+        for (&client_id, k) in &mut self.known {
+            if k.owner != conn || k.orphaned {
+                continue;
             }
-            if k.state.is_some() {
+            if k.state.take().is_some() {
                 removed.push(removal(client_id, k.clock));
             }
-            false
-        });
+            k.orphaned = true;
+            k.renewed = now;
+        }
         removed
     }
 
-    /// Removes states not renewed within [`STATE_TTL`]; returns the removals to broadcast.
+    /// Removes states not renewed within [`STATE_TTL`] and forgets old tombstones; returns the
+    /// removals to broadcast.
     pub(crate) fn sweep(&mut self, now: Instant) -> Vec<AwarenessEntry> {
         let mut removed = Vec::new();
-        for (&client_id, k) in &mut self.known {
-            if k.state.is_some() && now.duration_since(k.renewed) >= STATE_TTL {
+        self.known.retain(|&client_id, k| {
+            let stale = now.duration_since(k.renewed) >= STATE_TTL;
+            if k.orphaned {
+                return !stale;
+            }
+            if k.state.is_some() && stale {
                 k.state = None;
                 removed.push(removal(client_id, k.clock));
             }
-        }
+            true
+        });
         removed
     }
 
@@ -184,15 +224,41 @@ mod tests {
         let t = Instant::now();
         p.apply(1, upd(7, 4, "{}"), t);
         p.apply(2, upd(8, 1, "{}"), t);
-        let gone = p.remove_connection(1);
+        let gone = p.remove_connection(1, t);
         assert_eq!(gone.len(), 1);
         assert_eq!(
             (gone[0].client_id, gone[0].clock, gone[0].is_removal()),
             (7, 4, true)
         );
         assert_eq!(p.snapshot().entries.len(), 1);
-        // The id is free again for whoever reconnects with it.
-        assert_eq!(p.apply(3, upd(7, 5, "{}"), t).accepted.len(), 1);
+        // Connection 2 echoing 7's last state (as y-websocket clients do) cannot resurrect it.
+        let echo = p.apply(2, upd(7, 4, "{}"), t);
+        assert_eq!((echo.accepted.len(), echo.foreign), (0, 0));
+        // The owner reconnecting on a fresh socket, even with its old clock, gets it back.
+        assert_eq!(p.apply(3, upd(7, 4, "{}"), t).accepted.len(), 1);
+        assert_eq!(p.live(), 2);
+    }
+
+    /// Echoes of another live client's current state are dropped without counting as spoofs.
+    #[test]
+    fn echoes_are_quiet() {
+        let mut p = Presence::default();
+        let t = Instant::now();
+        p.apply(1, upd(7, 2, "{}"), t);
+        p.apply(2, upd(8, 1, "{}"), t);
+        let echo = p.apply(2, upd(7, 2, "{}"), t);
+        assert_eq!((echo.accepted.len(), echo.foreign), (0, 0));
+    }
+
+    /// Tombstones are forgotten after the TTL, so the table does not grow with every visitor.
+    #[test]
+    fn tombstones_expire() {
+        let mut p = Presence::default();
+        let t = Instant::now();
+        p.apply(1, upd(7, 1, "{}"), t);
+        p.remove_connection(1, t);
+        assert!(p.sweep(t + STATE_TTL).is_empty());
+        assert!(p.known.is_empty());
     }
 
     /// States not renewed within the TTL are swept.

@@ -178,7 +178,10 @@ impl Room {
                         last_sent: Instant::now(),
                         empty_since: Some(Instant::now()),
                     };
-                    room.run(rx).await
+                    let stats = room.ctx.stats.clone();
+                    stats.room_loaded();
+                    room.run(rx).await;
+                    stats.room_closed();
                 }
                 Ok(Err(e)) => refuse_all(rx, &ctx, &name, generation, e).await,
                 Err(e) => refuse_all(rx, &ctx, &name, generation, e.to_string()).await,
@@ -329,7 +332,7 @@ impl Room {
         let Some(member) = self.members.remove(&conn) else {
             return;
         };
-        let removed = self.presence.remove_connection(conn);
+        let removed = self.presence.remove_connection(conn, Instant::now());
         self.queue_awareness(removed);
         if member.control {
             let left = Control::Left {
@@ -444,11 +447,18 @@ impl Room {
         }
         let applied = catch_unwind(AssertUnwindSafe(|| {
             let decoded = Update::decode_v1(&update).map_err(|e| e.to_string())?;
+            if decoded.is_empty() {
+                return Ok::<bool, String>(false);
+            }
             let mut txn = self.doc.transact_mut();
-            txn.apply_update(decoded).map_err(|e| e.to_string())
+            txn.apply_update(decoded).map_err(|e| e.to_string())?;
+            Ok(true)
         }));
         match applied {
-            Ok(Ok(())) => {}
+            Ok(Ok(true)) => {}
+            // Clients answer the server's sync step 1 with a step 2 that is usually empty:
+            // nothing to store or broadcast.
+            Ok(Ok(false)) => return,
             Ok(Err(e)) => {
                 warn!(room = %self.name, conn, error = %e, "refused an update that does not decode");
                 self.close_member(conn, 1007, "invalid update");

@@ -11,6 +11,7 @@ use crate::commit::GroupCommit;
 use crate::config::Config;
 use crate::room::{JoinError, Joiner, Room, RoomHandle};
 use crate::shutdown::Shutdown;
+use crate::stats::Stats;
 use crate::store::Store;
 
 /// How many times a join retries a room that was unloading at that very moment.
@@ -26,6 +27,8 @@ pub(crate) struct RoomContext {
     pub(crate) config: Arc<Config>,
     /// Stop signal and task tracker.
     pub(crate) shutdown: Shutdown,
+    /// Room counters visible outside the server.
+    pub(crate) stats: Stats,
     rooms: Mutex<HashMap<RoomName, RoomHandle>>,
     generation: AtomicU64,
 }
@@ -37,12 +40,14 @@ impl RoomContext {
         commit: GroupCommit,
         config: Arc<Config>,
         shutdown: Shutdown,
+        stats: Stats,
     ) -> Self {
         Self {
             store,
             commit,
             config,
             shutdown,
+            stats,
             rooms: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(1),
         }

@@ -26,7 +26,7 @@ use weft_protocol::{
     decode_frame, encode_sync, AwarenessEntry, AwarenessUpdate, Control, Limits, Message,
     SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
 };
-use weft_server::{Config, Server, Shutdown};
+use weft_server::{Config, Server, Shutdown, Stats};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
@@ -77,6 +77,7 @@ pub struct TestServer {
     /// Its data directory (kept alive by `_dir` unless given by the caller).
     pub data: PathBuf,
     shutdown: Shutdown,
+    stats: Stats,
     done: Option<std::sync::mpsc::Receiver<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -115,6 +116,7 @@ impl TestServer {
         let data = data.to_path_buf();
         // Opening may wait for a lock held by a server that is still stopping.
         let server = tokio::task::spawn_blocking(move || Server::open(config)).await??;
+        let stats = server.stats();
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -141,6 +143,7 @@ impl TestServer {
             addr,
             data,
             shutdown,
+            stats,
             done: Some(done),
             _dir: None,
         })
@@ -149,6 +152,11 @@ impl TestServer {
     /// `ws://127.0.0.1:PORT/ws`, the `serverUrl` a y-websocket client is given.
     pub fn ws_base(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// The server's live room counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// The WebSocket URL of `room`.
@@ -207,6 +215,8 @@ struct Seen {
     close: Option<(u16, String)>,
     frames: u64,
     permission_denied: Vec<String>,
+    /// Updates this client sent that the server has not echoed yet.
+    unacked: HashMap<Vec<u8>, usize>,
 }
 
 /// A Yjs peer: its own yrs `Doc` synced with a room over a real WebSocket.
@@ -292,7 +302,7 @@ impl Client {
             txt.insert(&mut txn, index, s);
             txn.encode_update_v1()
         };
-        self.send_raw(encode_sync(SYNC_UPDATE, &update))
+        self.send_update(update)
     }
 
     /// Appends `s` at the end of `content`.
@@ -320,7 +330,7 @@ impl Client {
             }
             txn.encode_update_v1()
         };
-        self.send_raw(encode_sync(SYNC_UPDATE, &update))?;
+        self.send_update(update)?;
         Ok(true)
     }
 
@@ -335,7 +345,27 @@ impl Client {
             txt.remove_range(&mut txn, index, len);
             txn.encode_update_v1()
         };
-        self.send_raw(encode_sync(SYNC_UPDATE, &update))
+        self.send_update(update)
+    }
+
+    /// Sends a local update and remembers it until the server echoes it back.
+    fn send_update(&self, update: Vec<u8>) -> anyhow::Result<()> {
+        let frame = encode_sync(SYNC_UPDATE, &update);
+        *self.seen().unacked.entry(update).or_default() += 1;
+        self.send_raw(frame)
+    }
+
+    /// Waits until the server has echoed every update this client sent. The server broadcasts
+    /// an update only once it is applied (and, in strict durability, on disk).
+    ///
+    /// # Errors
+    /// On timeout, with how many are still outstanding.
+    pub async fn wait_acked(&self) -> anyhow::Result<()> {
+        let r = wait_until("the server to echo every update sent", WAIT, || {
+            self.seen().unacked.is_empty()
+        })
+        .await;
+        r.with_context(|| format!("{} updates unacknowledged", self.seen().unacked.len()))
     }
 
     /// This peer's Yjs client id.
@@ -446,6 +476,11 @@ impl Client {
         self.close_frame().context("close frame")
     }
 
+    /// Whether the connection has ended (the server closed it or went away).
+    pub fn is_disconnected(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Closes the socket with a normal close handshake.
     pub async fn close(self) {
         let _ = self.out.send(WsMessage::Close(None));
@@ -518,7 +553,15 @@ fn handle(doc: &Doc, s: &mut Seen, out: &mpsc::UnboundedSender<WsMessage>, m: Me
             apply(doc, &u);
             s.synced = true;
         }
-        Message::Update(u) => apply(doc, &u),
+        Message::Update(u) => {
+            if let Some(n) = s.unacked.get_mut(&u) {
+                *n -= 1;
+                if *n == 0 {
+                    s.unacked.remove(&u);
+                }
+            }
+            apply(doc, &u);
+        }
         Message::Awareness(a) => {
             for e in a.entries {
                 s.awareness.insert(e.client_id, (e.clock, e.state));
@@ -619,4 +662,209 @@ pub async fn within<T>(
     tokio::time::timeout(timeout, f)
         .await
         .map_err(|_| anyhow!("timed out after {timeout:?}: {what}"))?
+}
+
+/// The path of the `weft` binary built in the same profile as this test, building it first.
+///
+/// Cargo gives `CARGO_BIN_EXE_*` only to the binary's own package, so the test asks cargo to
+/// build it (a no-op when it is fresh).
+///
+/// # Errors
+/// When cargo cannot build it.
+pub fn weft_binary() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_weft().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_weft() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary is not under target/<profile>/deps")?
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "weft-server", "--bin", "weft"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .context("running cargo to build the weft binary")?;
+    if !status.success() {
+        bail!("cargo build of the weft binary failed: {status}");
+    }
+    let bin = profile_dir.join(format!("weft{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        bail!("{} missing after cargo build", bin.display());
+    }
+    Ok(bin)
+}
+
+/// The real `weft` binary running as a child process, for tests that kill it.
+pub struct WeftProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: std::process::Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl WeftProcess {
+    /// Starts `weft --bind 127.0.0.1:0 --data <data> <extra>` and waits until it listens.
+    ///
+    /// # Errors
+    /// When it cannot start or exits before listening (its log is in the error).
+    pub async fn spawn(data: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let bin = weft_binary()?;
+        let mut child = std::process::Command::new(bin)
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("starting weft")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let mut me = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+            log,
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(addr) = me.listening_addr() {
+                me.addr = addr;
+                return Ok(me);
+            }
+            if let Some(status) = me.child.try_wait()? {
+                bail!(
+                    "weft exited with {status} before listening; log:\n{}",
+                    me.log()
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "weft did not start listening within {WAIT:?}; log:\n{}",
+                    me.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn listening_addr(&self) -> Option<SocketAddr> {
+        let log = self.log();
+        let rest = &log[log.find("open http://")? + "open http://".len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Everything it has printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The WebSocket URL of `room`.
+    pub fn room_url(&self, room: &str) -> String {
+        format!("ws://{}/ws/{}", self.addr, room)
+    }
+
+    /// Kills it with SIGKILL, as a crash or the OOM killer would, and reaps it.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Sends SIGTERM and waits (bounded) for it to exit; returns its exit status.
+    ///
+    /// # Errors
+    /// When it does not exit within [`WAIT`].
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("sending SIGTERM")?;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "weft did not exit within {WAIT:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for WeftProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `weft` binary with `args` to completion (for startup failures), returning its exit
+/// status and everything it printed.
+///
+/// # Errors
+/// When it cannot be started or does not exit within [`WAIT`].
+pub async fn run_weft(
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<(std::process::ExitStatus, String)> {
+    let bin = weft_binary()?;
+    let child = tokio::process::Command::new(bin)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, child)
+        .await
+        .context("weft did not exit")??;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status, text))
 }

@@ -100,7 +100,7 @@ async fn late_joiner_and_resync() -> anyhow::Result<()> {
     for i in 0..50 {
         a.push(&format!("line {i}\n"))?;
     }
-    a.wait_text("own edits", |t| t.contains("line 49")).await?;
+    a.wait_acked().await?;
     let late = Client::connect_synced(&url).await?;
     late.wait_text("the full document", |t| {
         t.contains("line 0\n") && t.contains("line 49\n")
@@ -185,6 +185,13 @@ async fn slow_member_is_closed_others_keep_receiving() -> anyhow::Result<()> {
     let url = server.room_url("slow");
     let watcher = Client::connect_synced(&url).await?;
     watcher.send_control(Control::Hello { user: None })?;
+    wait_until("the watcher's welcome", WAIT, || {
+        watcher
+            .controls()
+            .iter()
+            .any(|c| matches!(c, Control::Welcome { .. }))
+    })
+    .await?;
     // The stalled peer says hello (so the watcher hears when it leaves), then never reads.
     let mut stalled = RawSocket::connect(&url).await?;
     stalled
@@ -276,7 +283,8 @@ async fn hostile_frames_get_defined_closes() -> anyhow::Result<()> {
     // The target room itself still works for well-behaved clients.
     let c = Client::connect_synced(&url).await?;
     c.push("fine")?;
-    c.wait_text("echo in target room", |t| t == "fine").await?;
+    c.wait_acked().await?;
+    assert_eq!(c.text(), "fine");
     Ok(())
 }
 
