@@ -1,0 +1,267 @@
+//! Interop with the stock JS client: starts the real server in-process and runs the Node tests in
+//! `tests/interop` (yjs + y-websocket, the packages browsers use) against it with `node --test`.
+//!
+//! The Node side prints a closing `N passed, N failed` line; this wrapper passes only when Node
+//! exits successfully and that line reports at least one pass and no failure.
+//!
+//! Without `node` (20 or newer) on `PATH` or without `tests/interop/node_modules`, the test is
+//! skipped with a message saying to run `npm ci` in `tests/interop`, except when the `CI`
+//! environment variable is set (non-empty): there a missing prerequisite is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use tokio::io::AsyncReadExt;
+use weft_tests::TestServer;
+
+/// The Node test files, relative to `tests/interop`.
+const TEST_FILES: &[&str] = &["interop.test.mjs"];
+
+/// Reporters: `spec` for the details, ours for the closing `N passed, N failed` line (the same
+/// flags as `npm test` in `tests/interop/package.json`).
+const REPORTERS: &[&str] = &[
+    "--test-reporter=spec",
+    "--test-reporter-destination=stdout",
+    "--test-reporter=./summary-reporter.mjs",
+    "--test-reporter-destination=stdout",
+];
+
+/// Packages that must be installed in `tests/interop/node_modules`.
+const PACKAGES: &[&str] = &["yjs", "y-websocket", "ws"];
+
+/// The whole Node run must end within this (it takes a few seconds).
+const NODE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Oldest Node major version whose test runner has what the run needs (custom reporters).
+const MIN_NODE_MAJOR: u32 = 20;
+
+/// The stock y-websocket client syncs, merges concurrent edits, shares awareness and reconnects
+/// against the real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_yjs_client_interop() -> anyhow::Result<()> {
+    let dir = interop_dir();
+    if let Some(missing) = missing_prerequisite(&dir).await {
+        if in_ci() {
+            bail!(
+                "the JS interop tests cannot run: {missing}. CI is set, so this is a failure, not \
+                 a skip: install Node {MIN_NODE_MAJOR}+ and run `npm ci` in tests/interop"
+            );
+        }
+        println!(
+            "skipped: {missing}; install Node {MIN_NODE_MAJOR}+ and run `npm ci` in tests/interop"
+        );
+        return Ok(());
+    }
+
+    let server = TestServer::start().await?;
+    let started = Instant::now();
+    let run = run_node(&dir, &server.ws_base()).await?;
+    let elapsed = started.elapsed();
+    println!("--- node --test stdout ---\n{}", run.stdout);
+    println!("--- node --test stderr ---\n{}", run.stderr);
+    let ended = run
+        .status
+        .map_or_else(|| "killed at the timeout".to_owned(), |s| s.to_string());
+    println!("--- node --test: {ended} after {elapsed:.1?} ---");
+
+    let Some(status) = run.status else {
+        bail!("node --test did not finish within {NODE_TIMEOUT:?} (killed); output above");
+    };
+    let summary = summary_line(&run.stdout)
+        .context("node --test printed no `N passed, N failed` line; output above")?;
+    assert!(
+        status.success() && summary.failed == 0 && summary.passed > 0,
+        "JS interop tests failed: {status}, {} passed, {} failed; output above",
+        summary.passed,
+        summary.failed
+    );
+    Ok(())
+}
+
+/// `tests/interop`, next to this crate's manifest.
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
+}
+
+/// Whether the `CI` environment variable is set to something non-empty.
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// What is missing to run the Node tests, if anything.
+async fn missing_prerequisite(dir: &Path) -> Option<String> {
+    let version = match tokio::process::Command::new("node")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+    {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        Ok(out) => return Some(format!("`node --version` failed ({})", out.status)),
+        Err(e) => return Some(format!("`node` is not on PATH ({e})")),
+    };
+    let major = version
+        .strip_prefix('v')
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    if major.is_none_or(|m| m < MIN_NODE_MAJOR) {
+        return Some(format!(
+            "node {version} is older than {MIN_NODE_MAJOR} (or unrecognised)"
+        ));
+    }
+    let modules = dir.join("node_modules");
+    if !modules.is_dir() {
+        return Some(format!("{} is absent", modules.display()));
+    }
+    if let Some(pkg) = PACKAGES
+        .iter()
+        .find(|p| !modules.join(p).join("package.json").is_file())
+    {
+        return Some(format!(
+            "package `{pkg}` is not installed in {}",
+            modules.display()
+        ));
+    }
+    None
+}
+
+/// What the Node run left behind.
+struct NodeRun {
+    /// The exit status, or `None` when it was killed for taking longer than [`NODE_TIMEOUT`].
+    status: Option<ExitStatus>,
+    /// Everything written to stdout (the reporters' output).
+    stdout: String,
+    /// Everything written to stderr (uncaught errors, warnings).
+    stderr: String,
+}
+
+/// Runs `node --test` in `dir` against `ws_base`, killing its whole process group (the runner
+/// spawns one child per test file) on timeout or when this future is dropped by a panic.
+async fn run_node(dir: &Path, ws_base: &str) -> anyhow::Result<NodeRun> {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg("--test")
+        .args(REPORTERS)
+        .args(TEST_FILES)
+        .current_dir(dir)
+        .env("WEFT_WS_URL", ws_base)
+        // Colours would garble the captured output.
+        .env("NO_COLOR", "1")
+        .env_remove("FORCE_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    cmd.process_group(0);
+    let mut child = cmd.spawn().context("spawning `node --test`")?;
+    let mut group = GroupKiller(child.id());
+
+    let mut stdout = child.stdout.take().context("node stdout")?;
+    let mut stderr = child.stderr.take().context("node stderr")?;
+    let out_task = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf).await;
+        buf
+    });
+    let err_task = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf).await;
+        buf
+    });
+
+    let status = match tokio::time::timeout(NODE_TIMEOUT, child.wait()).await {
+        Ok(status) => {
+            // The runner waits for its test-file processes before it exits: nothing left to kill.
+            group.disarm();
+            Some(status.context("waiting for node")?)
+        }
+        Err(_) => {
+            group.kill();
+            None
+        }
+    };
+    let read = Duration::from_secs(10);
+    let stdout = tokio::time::timeout(read, out_task)
+        .await
+        .unwrap_or(Ok(Vec::new()))?;
+    let stderr = tokio::time::timeout(read, err_task)
+        .await
+        .unwrap_or(Ok(Vec::new()))?;
+    Ok(NodeRun {
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+/// Sends SIGKILL to a process group, once, at the latest when dropped (unless disarmed).
+struct GroupKiller(Option<u32>);
+
+impl GroupKiller {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+
+    fn kill(&mut self) {
+        let Some(pgid) = self.0.take() else { return };
+        if cfg!(unix) {
+            // No libc binding in this crate: `kill -KILL -- -PGID` signals the whole group.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The counts of the closing `N passed, N failed` line.
+#[derive(Debug, PartialEq, Eq)]
+struct Summary {
+    passed: u32,
+    failed: u32,
+}
+
+/// Finds the last line of the exact form `N passed, N failed`.
+fn summary_line(stdout: &str) -> Option<Summary> {
+    stdout.lines().rev().find_map(|line| {
+        let (passed, failed) = line.trim_end().split_once(" passed, ")?;
+        let failed = failed.strip_suffix(" failed")?;
+        Some(Summary {
+            passed: passed.parse().ok()?,
+            failed: failed.parse().ok()?,
+        })
+    })
+}
+
+/// The summary parser accepts only the exact closing line.
+#[test]
+fn summary_line_is_parsed_exactly() {
+    let ok = "ℹ pass 4\nℹ fail 0\n4 passed, 0 failed\n";
+    assert_eq!(
+        summary_line(ok),
+        Some(Summary {
+            passed: 4,
+            failed: 0
+        })
+    );
+    assert_eq!(
+        summary_line("3 passed, 1 failed"),
+        Some(Summary {
+            passed: 3,
+            failed: 1
+        })
+    );
+    assert_eq!(summary_line("ℹ pass 4\nℹ fail 0\n"), None);
+    assert_eq!(summary_line("x 4 passed, 0 failed"), None);
+    assert_eq!(summary_line("4 passed, 0 failed, 1 skipped"), None);
+}
