@@ -1,4 +1,5 @@
-//! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}` and health checks.
+//! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}`, the `/api`
+//! routes and health checks.
 //! Handlers are thin: they validate, then hand over to `connection`.
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 use weft_protocol::{Role, RoomName};
 
+use crate::api;
 use crate::connection::{self, Peer};
 use crate::rooms::RoomContext;
 
@@ -34,14 +36,27 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/ws/{room}", get(ws_upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(api::routes())
         .with_state(state)
 }
 
 /// An HTTP error with a stable code and a human message, as JSON.
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    /// A server-side failure (storage, a failed task): 500 `internal`, logged.
+    pub(crate) fn internal(message: String) -> Self {
+        tracing::error!(error = %message, "request failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -4,6 +4,7 @@
 //!
 //! ## Layout
 //! - [`config`]: flags, environment variables and safe defaults.
+//! - `api`: the JSON API under `/api` (document listing).
 //! - `http`: the axum `Router`, built in one place; `/ws/{room}` upgrades hand over to
 //!   `connection`.
 //! - `connection`: one task per socket. The reader decodes frames with `weft-protocol` and hands
@@ -22,6 +23,7 @@
 pub mod config;
 pub mod shutdown;
 
+mod api;
 mod commit;
 mod connection;
 mod http;

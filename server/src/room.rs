@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,8 @@ pub(crate) struct RoomHandle {
     tx: mpsc::Sender<Command>,
     /// Distinguishes incarnations of the same room name in the registry.
     pub(crate) generation: u64,
+    /// Members right now, kept by the room, read by listings without asking the actor.
+    users: Arc<AtomicU32>,
 }
 
 impl RoomHandle {
@@ -112,6 +115,11 @@ impl RoomHandle {
     /// Whether the room task has stopped.
     pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Connections in the room right now.
+    pub(crate) fn users(&self) -> u32 {
+        self.users.load(Ordering::Relaxed)
     }
 }
 
@@ -150,13 +158,16 @@ pub(crate) struct Room {
     queued: Vec<(Target, Bytes)>,
     last_sent: Instant,
     empty_since: Option<Instant>,
+    users: Arc<AtomicU32>,
 }
 
 impl Room {
     /// Loads `name` from the store and spawns its actor; the handle is usable at once.
     pub(crate) fn spawn(name: RoomName, ctx: Arc<RoomContext>, generation: u64) -> RoomHandle {
         let (tx, rx) = mpsc::channel(MAILBOX);
+        let users = Arc::new(AtomicU32::new(0));
         let shutdown = ctx.shutdown.clone();
+        let room_users = users.clone();
         shutdown.spawn(async move {
             let loaded = {
                 let (ctx, name) = (ctx.clone(), name.clone());
@@ -177,6 +188,7 @@ impl Room {
                         queued: Vec::new(),
                         last_sent: Instant::now(),
                         empty_since: Some(Instant::now()),
+                        users: room_users,
                     };
                     let stats = room.ctx.stats.clone();
                     stats.room_loaded();
@@ -187,7 +199,11 @@ impl Room {
                 Err(e) => refuse_all(rx, &ctx, &name, generation, e.to_string()).await,
             }
         });
-        RoomHandle { tx, generation }
+        RoomHandle {
+            tx,
+            generation,
+            users,
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -324,6 +340,8 @@ impl Room {
                 told_read_only: false,
             },
         );
+        self.users
+            .store(self.members.len() as u32, Ordering::Relaxed);
         self.empty_since = None;
         Ok(())
     }
@@ -332,6 +350,8 @@ impl Room {
         let Some(member) = self.members.remove(&conn) else {
             return;
         };
+        self.users
+            .store(self.members.len() as u32, Ordering::Relaxed);
         let removed = self.presence.remove_connection(conn, Instant::now());
         self.queue_awareness(removed);
         if member.control {

@@ -108,6 +108,15 @@ impl RoomContext {
         removable
     }
 
+    /// Connections per open room, by room name.
+    pub(crate) fn live_users(&self) -> HashMap<String, u32> {
+        self.lock()
+            .iter()
+            .filter(|(_, h)| !h.is_closed())
+            .map(|(name, h)| (name.as_str().to_owned(), h.users()))
+            .collect()
+    }
+
     /// Number of rooms loaded in memory.
     pub(crate) fn open_rooms(&self) -> usize {
         self.lock().len()

@@ -419,3 +419,77 @@ async fn shutdown_closes_with_1001() -> anyhow::Result<()> {
     assert_eq!(code, 1001);
     Ok(())
 }
+
+/// A peer that stops answering pings is terminated (and its departure announced), while a peer
+/// that answers stays connected across many ping intervals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresponsive_peers_are_terminated() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.ping_secs = 1).await?;
+    let url = server.room_url("pings");
+    let watcher = Client::connect_synced(&url).await?;
+    watcher.send_control(Control::Hello { user: None })?;
+    wait_until("the watcher's welcome", WAIT, || {
+        watcher
+            .controls()
+            .iter()
+            .any(|c| matches!(c, Control::Welcome { .. }))
+    })
+    .await?;
+    // Says hello, then never reads again, so it never answers a ping.
+    let mut silent = RawSocket::connect(&url).await?;
+    silent
+        .send(WsMessage::binary(
+            Message::Control(Control::Hello { user: None }).encode(),
+        ))
+        .await?;
+    wait_until("the silent peer to be terminated", WAIT, || {
+        watcher
+            .controls()
+            .iter()
+            .any(|c| matches!(c, Control::Left { users: 1, .. }))
+    })
+    .await?;
+    assert!(
+        watcher.close_frame().is_none() && !watcher.is_disconnected(),
+        "the responsive watcher must stay connected"
+    );
+    watcher.push("still here")?;
+    watcher.wait_acked().await?;
+    drop(silent);
+    Ok(())
+}
+
+/// A quiet room still sends each member an empty awareness update well within 15 s, so stock
+/// y-websocket clients (which reconnect after 30 s of silence) stay connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_rooms_get_keepalives() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut s = RawSocket::connect(&server.room_url("quiet")).await?;
+    s.send(WsMessage::binary(weft_protocol::encode_sync(
+        weft_protocol::SYNC_STEP1,
+        &[0],
+    )))
+    .await?;
+    let joined = tokio::time::Instant::now();
+    let keepalive = weft_tests::within(
+        "an empty awareness update",
+        Duration::from_secs(20),
+        async {
+            loop {
+                let msgs = s.next_messages().await?;
+                if msgs
+                    .iter()
+                    .any(|m| matches!(m, Message::Awareness(a) if a.entries.is_empty()))
+                {
+                    return anyhow::Ok(joined.elapsed());
+                }
+            }
+        },
+    )
+    .await?;
+    assert!(
+        keepalive <= Duration::from_secs(15),
+        "first keepalive after {keepalive:?}"
+    );
+    Ok(())
+}

@@ -11,6 +11,7 @@ const TINY: Limits = Limits {
     max_message: 64,
     max_awareness_state: 16,
     max_room_name: 8,
+    max_frame_messages: 4,
 };
 
 fuzz_target!(|frame: &[u8]| {
