@@ -46,6 +46,10 @@ const KEEPALIVE: Duration = Duration::from_secs(10);
 /// How often the room checks keepalive, stale awareness and idleness.
 const TICK: Duration = Duration::from_secs(1);
 
+/// How often an edited document's title (its first line) is refreshed in its metadata, so
+/// listings show a title long before the next compaction.
+const TITLE_EVERY: Duration = Duration::from_secs(2);
+
 /// `01 01 00`: an awareness update with no entries, a no-op every client accepts.
 const EMPTY_AWARENESS: &[u8] = &[1, 1, 0];
 
@@ -159,6 +163,10 @@ pub(crate) struct Room {
     last_sent: Instant,
     empty_since: Option<Instant>,
     users: Arc<AtomicU32>,
+    /// The title last written to the store, and whether edits since may have changed it.
+    title: Option<String>,
+    title_stale: bool,
+    title_checked: Instant,
 }
 
 impl Room {
@@ -189,6 +197,9 @@ impl Room {
                         last_sent: Instant::now(),
                         empty_since: Some(Instant::now()),
                         users: room_users,
+                        title: None,
+                        title_stale: false,
+                        title_checked: Instant::now(),
                     };
                     let stats = room.ctx.stats.clone();
                     stats.room_loaded();
@@ -255,6 +266,9 @@ impl Room {
         if !removed.is_empty() {
             debug!(room = %self.name, count = removed.len(), "swept stale awareness states");
             self.queue_awareness(removed);
+        }
+        if self.title_stale && now.duration_since(self.title_checked) >= TITLE_EVERY {
+            self.refresh_title(now);
         }
         if !self.members.is_empty() && now.duration_since(self.last_sent) >= KEEPALIVE {
             self.queued
@@ -494,6 +508,7 @@ impl Room {
                 self.last_seq = seq;
                 self.log_len += 1;
                 self.dirty = true;
+                self.title_stale = true;
             }
             Err(e) => {
                 // Not durable, so it must not be acknowledged: drop the in-memory copy too.
@@ -630,6 +645,33 @@ impl Room {
         }
     }
 
+    /// Writes the document's first line to its metadata if it changed.
+    fn refresh_title(&mut self, now: Instant) {
+        self.title_stale = false;
+        self.title_checked = now;
+        let title = catch_unwind(AssertUnwindSafe(|| {
+            let txn = self.doc.transact();
+            let text = txn
+                .get_text("content")
+                .map(|t| t.get_string(&txn))
+                .unwrap_or_default();
+            title_of(&text)
+        }))
+        .ok()
+        .flatten();
+        if title.is_none() || title == self.title {
+            return;
+        }
+        match self
+            .ctx
+            .store
+            .set_title(self.name.as_str(), title.as_deref().unwrap_or_default())
+        {
+            Ok(()) => self.title = title,
+            Err(e) => warn!(room = %self.name, error = %e, "could not update the title"),
+        }
+    }
+
     /// Merges the log into one snapshot, atomically.
     fn compact(&mut self) {
         if self.log_len == 0 {
@@ -658,6 +700,10 @@ impl Room {
             Ok(()) => {
                 debug!(room = %self.name, upto = self.last_seq, bytes = snapshot.len(), "compacted");
                 self.log_len = 0;
+                if title.is_some() {
+                    self.title = title;
+                    self.title_stale = false;
+                }
             }
             Err(e) => error!(room = %self.name, error = %e, "compaction failed; log kept"),
         }

@@ -1,7 +1,7 @@
 //! The JSON API over real HTTP: document listing with metadata and live user counts.
 
 use serde_json::Value;
-use weft_tests::{Client, TestServer};
+use weft_tests::{Client, TestServer, WAIT};
 
 /// `GET /api/docs` lists stored documents, newest first, with titles and who is connected,
 /// and pages through them.
@@ -41,6 +41,26 @@ async fn list_documents_with_live_users() -> anyhow::Result<()> {
         .await?;
     assert_eq!(first["docs"].as_array().map(Vec::len), Some(1));
     assert_eq!(first["next_offset"], 1);
+    // Titles (first lines) show up within seconds, long before any compaction.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page: Value = http.get(&url).send().await?.json().await?;
+        let docs = page["docs"].as_array().cloned().unwrap_or_default();
+        let title_of = |id: &str| {
+            docs.iter()
+                .find(|d| d["id"] == id)
+                .map(|d| d["title"].clone())
+        };
+        if title_of("groceries") == Some("Groceries".into())
+            && title_of("plans") == Some("Plans for Monday".into())
+        {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {WAIT:?} waiting for titles; last listing: {page}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     drop(a);
     Ok(())
 }
