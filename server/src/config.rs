@@ -92,6 +92,26 @@ pub struct Config {
     #[arg(long, env = "WEFT_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
 
+    /// Frames a connection may send per second, on average; bursts of twice that are fine.
+    /// Exceeding it closes the connection with 1008 (policy violation).
+    #[arg(long, env = "WEFT_MAX_FRAMES_PER_SEC", default_value_t = 1000)]
+    pub max_frames_per_sec: u32,
+
+    /// Bytes a connection may send per second, on average; a burst may reach the larger of
+    /// `--max-message` and twice this. Exceeding it closes the connection with 1008.
+    #[arg(long, env = "WEFT_MAX_BYTES_PER_SEC", default_value_t = 8 * 1024 * 1024)]
+    pub max_bytes_per_sec: u32,
+
+    /// Seconds a new connection has to send sync step 1 before it is closed with 1008; stock
+    /// clients send it at once, so a silent socket is only holding a slot.
+    #[arg(long, env = "WEFT_HANDSHAKE_SECS", default_value_t = 15)]
+    pub handshake_secs: u64,
+
+    /// Largest stored size of one document (snapshot plus update log), in bytes. Past it, writes
+    /// are refused and the writer is told; reading and awareness keep working.
+    #[arg(long, env = "WEFT_MAX_DOC_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub max_doc_bytes: u64,
+
     /// Seconds between WebSocket pings; a connection that has not answered the previous ping by
     /// the next one is terminated.
     #[arg(long, env = "WEFT_PING_SECS", default_value_t = 30)]
@@ -124,6 +144,11 @@ impl Config {
             max_room_name: self.max_room_name,
             max_frame_messages: self.max_frame_messages,
         }
+    }
+
+    /// How long a new connection may take to send sync step 1.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_secs.max(1))
     }
 
     /// Interval between pings.

@@ -5,6 +5,7 @@
 //! instead of silently missing an update or growing server memory.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,10 +14,13 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use weft_protocol::{decode_frame, Role, RoomName};
+use weft_protocol::{decode_frame, Message, Role, RoomName};
+
+use crate::config::Config;
 
 use crate::room::{Command, ConnId, JoinError, Joiner};
 use crate::rooms::RoomContext;
@@ -170,13 +174,22 @@ async fn read_loop(
     alive: &AtomicBool,
 ) -> bool {
     let limits = ctx.config.limits();
+    let mut rate = InboundRate::new(&ctx.config);
     let mut close_received = false;
+    let handshake = tokio::time::sleep(ctx.config.handshake_timeout());
+    tokio::pin!(handshake);
+    let mut handshaken = false;
     loop {
         let msg = tokio::select! {
             biased;
             _ = closer.token.cancelled() => return false,
             _ = ctx.shutdown.triggered() => {
                 closer.end(Ending::Close(1001, "server shutting down".into()));
+                return false;
+            }
+            _ = &mut handshake, if !handshaken => {
+                info!(room = %peer.room, peer = %peer.addr, "no sync step 1 in time");
+                closer.end(Ending::Close(1008, "no sync step 1 within the handshake timeout".into()));
                 return false;
             }
             msg = stream.next() => msg,
@@ -200,8 +213,14 @@ async fn read_loop(
             continue;
         }
         match msg {
+            WsMessage::Binary(frame) if !rate.allows(frame.len()) => {
+                warn!(room = %peer.room, peer = %peer.addr, "rate limit exceeded");
+                closer.end(Ending::Close(1008, "rate limit exceeded".into()));
+                return false;
+            }
             WsMessage::Binary(frame) => match decode_frame(&frame, &limits) {
                 Ok(msgs) => {
+                    handshaken |= msgs.iter().any(|m| matches!(m, Message::SyncStep1(_)));
                     if !room.send(Command::Messages(peer.id, msgs)).await {
                         closer.end(Ending::Close(1011, "room closed".into()));
                         return false;
@@ -278,6 +297,37 @@ async fn write_loop(
             sink.send(WsMessage::Close(Some(frame))),
         )
         .await;
+    }
+}
+
+/// Token buckets for what one connection sends: frames and bytes per second.
+struct InboundRate {
+    frames: DefaultDirectRateLimiter,
+    bytes: DefaultDirectRateLimiter,
+}
+
+impl InboundRate {
+    fn new(config: &Config) -> Self {
+        let per_sec = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        let frame_rate = per_sec(config.max_frames_per_sec);
+        let byte_rate = per_sec(config.max_bytes_per_sec);
+        // One maximal message must always fit, or a legitimate large paste could never pass.
+        let max_message = u32::try_from(config.max_message).unwrap_or(u32::MAX);
+        let byte_burst = per_sec(max_message.max(byte_rate.get().saturating_mul(2)));
+        Self {
+            frames: RateLimiter::direct(
+                Quota::per_second(frame_rate)
+                    .allow_burst(per_sec(frame_rate.get().saturating_mul(2))),
+            ),
+            bytes: RateLimiter::direct(Quota::per_second(byte_rate).allow_burst(byte_burst)),
+        }
+    }
+
+    /// Takes one frame of `len` bytes from the buckets; false when either is empty.
+    fn allows(&mut self, len: usize) -> bool {
+        let len =
+            NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        self.frames.check().is_ok() && matches!(self.bytes.check_n(len), Ok(Ok(())))
     }
 }
 

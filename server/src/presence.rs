@@ -42,8 +42,9 @@ struct Known {
 pub(crate) struct Applied {
     /// Entries that took effect, to broadcast to the room.
     pub(crate) accepted: Vec<AwarenessEntry>,
-    /// Entries refused because another connection owns the client id and the entry was not a
-    /// mere echo of what is already known: a likely spoof.
+    /// Entries refused because another connection owns the client id (and the entry was not a
+    /// mere echo of what is already known), or because the connection already owns an id: a
+    /// likely spoof.
     pub(crate) foreign: usize,
 }
 
@@ -90,6 +91,9 @@ impl Presence {
                     }
                 }
                 None if removal => {}
+                // One client id per connection, as every stock client has; a connection
+                // inventing more would be filling the room with ghost cursors.
+                None if !owns_nothing => out.foreign += 1,
                 None => {
                     self.known.insert(
                         entry.client_id,
@@ -239,6 +243,17 @@ mod tests {
         assert_eq!(p.live(), 2);
     }
 
+    /// A connection owns one client id; a second one is refused.
+    #[test]
+    fn one_client_id_per_connection() {
+        let mut p = Presence::default();
+        let t = Instant::now();
+        assert_eq!(p.apply(1, upd(7, 1, "{}"), t).accepted.len(), 1);
+        let second = p.apply(1, upd(9, 1, "{}"), t);
+        assert_eq!((second.accepted.len(), second.foreign), (0, 1));
+        assert_eq!(p.live(), 1);
+    }
+
     /// Echoes of another live client's current state are dropped without counting as spoofs.
     #[test]
     fn echoes_are_quiet() {
@@ -267,7 +282,7 @@ mod tests {
         let mut p = Presence::default();
         let t = Instant::now();
         p.apply(1, upd(7, 1, "{}"), t);
-        p.apply(1, upd(8, 1, "{}"), t + Duration::from_secs(20));
+        p.apply(2, upd(8, 1, "{}"), t + Duration::from_secs(20));
         let swept = p.sweep(t + STATE_TTL);
         assert_eq!(swept.len(), 1);
         assert_eq!(swept[0].client_id, 7);

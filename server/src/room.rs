@@ -135,6 +135,7 @@ struct Member {
     control: bool,
     user: Option<UserInfo>,
     told_read_only: bool,
+    told_full: bool,
 }
 
 /// Where a queued frame goes once the batch is durable.
@@ -157,6 +158,8 @@ pub(crate) struct Room {
     last_seq: u64,
     /// Updates in the store's log since the last compaction.
     log_len: u64,
+    /// Bytes the document occupies in the store (snapshot plus log).
+    stored_bytes: u64,
     /// Store writes of this batch not yet flushed.
     dirty: bool,
     queued: Vec<(Target, Bytes)>,
@@ -192,6 +195,7 @@ impl Room {
                         members: HashMap::new(),
                         last_seq: loaded.last_seq,
                         log_len: loaded.log_len,
+                        stored_bytes: loaded.stored_bytes,
                         dirty: false,
                         queued: Vec::new(),
                         last_sent: Instant::now(),
@@ -352,6 +356,7 @@ impl Room {
                 control: false,
                 user: None,
                 told_read_only: false,
+                told_full: false,
             },
         );
         self.users
@@ -463,19 +468,28 @@ impl Room {
             return;
         };
         if m.role == Role::Read {
-            if !m.told_read_only {
-                m.told_read_only = true;
-                let err = Control::Error {
-                    code: "read_only".into(),
-                    message: "this connection is read-only; edits are not saved".into(),
-                };
-                let frame = if m.control {
-                    Message::Control(err)
-                } else {
-                    Message::PermissionDenied("read-only connection".into())
-                };
-                self.queued
-                    .push((Target::One(conn), Bytes::from(frame.encode())));
+            if !std::mem::replace(&mut m.told_read_only, true) {
+                let frame = refusal(
+                    m.control,
+                    "read_only",
+                    "this connection is read-only; edits are not saved",
+                );
+                self.queued.push((Target::One(conn), frame));
+            }
+            return;
+        }
+        let max = self.ctx.config.max_doc_bytes;
+        if self.stored_bytes.saturating_add(update.len() as u64) > max {
+            if !std::mem::replace(&mut m.told_full, true) {
+                warn!(room = %self.name, conn, max, "document size limit reached; write refused");
+                let frame = refusal(
+                    m.control,
+                    "document_too_large",
+                    &format!(
+                        "the document reached its size limit of {max} bytes; edits are not saved"
+                    ),
+                );
+                self.queued.push((Target::One(conn), frame));
             }
             return;
         }
@@ -507,6 +521,7 @@ impl Room {
             Ok(seq) => {
                 self.last_seq = seq;
                 self.log_len += 1;
+                self.stored_bytes += update.len() as u64;
                 self.dirty = true;
                 self.title_stale = true;
             }
@@ -540,6 +555,7 @@ impl Room {
                 self.doc = loaded.doc;
                 self.last_seq = loaded.last_seq;
                 self.log_len = loaded.log_len;
+                self.stored_bytes = loaded.stored_bytes;
             }
             Err(e) => {
                 error!(room = %self.name, error = %e, "reload failed; closing every member");
@@ -700,6 +716,7 @@ impl Room {
             Ok(()) => {
                 debug!(room = %self.name, upto = self.last_seq, bytes = snapshot.len(), "compacted");
                 self.log_len = 0;
+                self.stored_bytes = snapshot.len() as u64;
                 if title.is_some() {
                     self.title = title;
                     self.title_stale = false;
@@ -708,6 +725,20 @@ impl Room {
             Err(e) => error!(room = %self.name, error = %e, "compaction failed; log kept"),
         }
     }
+}
+
+/// Tells a writer, once, why its edits are not saved: a control error for Weft-aware clients,
+/// the y-protocols auth permission-denied message for stock ones.
+fn refusal(control: bool, code: &str, message: &str) -> Bytes {
+    let frame = if control {
+        Message::Control(Control::Error {
+            code: code.into(),
+            message: message.into(),
+        })
+    } else {
+        Message::PermissionDenied(message.into())
+    };
+    Bytes::from(frame.encode())
 }
 
 /// The first non-empty line of a document, trimmed to 80 characters, as its title.
@@ -728,6 +759,8 @@ struct Loaded {
     doc: Doc,
     last_seq: u64,
     log_len: u64,
+    /// Snapshot plus logged update bytes: what `--max-doc-bytes` is checked against.
+    stored_bytes: u64,
 }
 
 /// Rebuilds a document from its snapshot and log. An update that fails (or panics) is moved to
@@ -741,10 +774,14 @@ fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
     }
     let mut last_seq = 0;
     let mut log_len = 0;
+    let mut stored_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
     for (seq, update) in &stored.updates {
         last_seq = *seq;
         match apply_stored(&doc, update) {
-            Ok(()) => log_len += 1,
+            Ok(()) => {
+                log_len += 1;
+                stored_bytes += update.len() as u64;
+            }
             Err(e) => {
                 error!(room = %name, seq, error = %e, "stored update does not apply; quarantined");
                 if let Err(qe) = ctx.store.quarantine(name.as_str(), *seq, &e) {
@@ -757,6 +794,7 @@ fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
         doc,
         last_seq,
         log_len,
+        stored_bytes,
     })
 }
 

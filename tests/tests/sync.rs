@@ -318,7 +318,17 @@ async fn connection_limits() -> anyhow::Result<()> {
     let c = Client::connect(&url).await?;
     let (code, _) = c.wait_close().await?;
     assert_eq!(code, 1013);
-    let d = Client::connect_synced(&server.room_url("other")).await?;
+    // c's slot frees once its close handshake has finished on the server side.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let d = loop {
+        match Client::connect_synced(&server.room_url("other")).await {
+            Ok(d) => break d,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context("the refused connection's slot never freed"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
     let err = RawSocket::connect(&server.room_url("other")).await.err();
     assert!(
         format!("{err:?}").contains("503"),

@@ -1,0 +1,118 @@
+//! Per-connection limits over real sockets: frame and byte rates, the handshake deadline,
+//! the document size limit and one awareness client id per connection. Each limit hits only the
+//! offending connection; the rest of the room keeps working.
+
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use weft_protocol::{encode_sync, Control, SYNC_STEP1};
+use weft_tests::{wait_until, Client, RawSocket, TestServer, WAIT};
+
+/// A connection flooding frames is closed with 1008; a bystander in the same room is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_flood_is_closed_with_policy_violation() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.max_frames_per_sec = 20).await?;
+    let url = server.room_url("flood");
+    let bystander = Client::connect_synced(&url).await?;
+    let mut flood = RawSocket::connect(&url).await?;
+    flood
+        .send(WsMessage::binary(encode_sync(SYNC_STEP1, &[0])))
+        .await?;
+    for _ in 0..200 {
+        // Query-awareness: the cheapest valid message.
+        if flood.send(WsMessage::binary(vec![3u8])).await.is_err() {
+            break;
+        }
+    }
+    let (code, reason) = flood.expect_close().await?;
+    assert_eq!((code, reason.as_str()), (1008, "rate limit exceeded"));
+    bystander.push("unaffected")?;
+    bystander.wait_acked().await?;
+    Ok(())
+}
+
+/// A connection sending more bytes per second than allowed is closed with 1008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_flood_is_closed_with_policy_violation() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| {
+        c.max_message = 64 * 1024;
+        c.max_bytes_per_sec = 64 * 1024;
+    })
+    .await?;
+    let c = Client::connect_synced(&server.room_url("bytes")).await?;
+    let chunk = "x".repeat(60 * 1024);
+    for _ in 0..10 {
+        if c.push(&chunk).is_err() {
+            break;
+        }
+    }
+    let (code, reason) = c.wait_close().await?;
+    assert_eq!((code, reason.as_str()), (1008, "rate limit exceeded"));
+    Ok(())
+}
+
+/// A socket that never sends sync step 1 is closed with 1008 after the handshake deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_socket_hits_the_handshake_deadline() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.handshake_secs = 1).await?;
+    let mut s = RawSocket::connect(&server.room_url("silent")).await?;
+    let (code, _) = s.expect_close().await?;
+    assert_eq!(code, 1008);
+    // A normal client does the handshake at once and stays.
+    let c = Client::connect_synced(&server.room_url("silent")).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(!c.is_disconnected(), "a client that sent step 1 was closed");
+    Ok(())
+}
+
+/// Past the document size limit, writes are refused and the writer is told; the document keeps
+/// what it had and other members never see the refused edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_size_limit_refuses_writes() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.max_doc_bytes = 8 * 1024).await?;
+    let url = server.room_url("bounded");
+    let writer = Client::connect_synced(&url).await?;
+    writer.send_control(Control::Hello { user: None })?;
+    let stock = Client::connect_synced(&url).await?;
+    writer.push(&"a".repeat(5000))?;
+    writer.wait_acked().await?;
+    writer.push(&"b".repeat(5000))?;
+    wait_until("the writer told the document is full", WAIT, || {
+        writer
+            .controls()
+            .iter()
+            .any(|c| matches!(c, Control::Error { code, .. } if code == "document_too_large"))
+    })
+    .await?;
+    stock.push(&"c".repeat(5000))?;
+    wait_until(
+        "the stock client told through permission-denied",
+        WAIT,
+        || !stock.permission_denied().is_empty(),
+    )
+    .await?;
+    let fresh = Client::connect_synced(&url).await?;
+    assert_eq!(
+        fresh.text(),
+        "a".repeat(5000),
+        "only the accepted edit is stored"
+    );
+    Ok(())
+}
+
+/// A connection may announce one awareness client id; a second one is not relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_awareness_client_id_per_connection() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let url = server.room_url("ids");
+    let a = Client::connect_synced(&url).await?;
+    let b = Client::connect_synced(&url).await?;
+    a.set_awareness(1, r#"{"user":{"name":"Ana"}}"#)?;
+    a.send_awareness(424242, 1, r#"{"user":{"name":"Ghost"}}"#)?;
+    a.set_awareness(2, r#"{"user":{"name":"Ana 2"}}"#)?;
+    wait_until("b to see a's second state", WAIT, || {
+        b.awareness_of(a.client_id())
+            .is_some_and(|s| s.contains("Ana 2"))
+    })
+    .await?;
+    assert_eq!(b.awareness_of(424242), None, "the ghost id was relayed");
+    Ok(())
+}
