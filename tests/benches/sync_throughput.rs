@@ -433,7 +433,14 @@ impl Outcome {
 
 /// Runs one scenario on a fresh server and data directory.
 async fn run_scenario(sc: Scenario, timing: Timing) -> anyhow::Result<Outcome> {
-    let server = TestServer::start_with(|c| c.durability = sc.durability).await?;
+    let server = TestServer::start_with(|c| {
+        c.durability = sc.durability;
+        // Writers here send thousands of updates per second, far above the per-connection
+        // rate limit meant for people typing.
+        c.max_frames_per_sec = u32::MAX / 4;
+        c.max_bytes_per_sec = u32::MAX / 4;
+    })
+    .await?;
     let device = flush_counter_path(&server.data);
     let mut sockets = Vec::new();
     for room in 0..sc.rooms {

@@ -89,7 +89,12 @@ async fn idle_rooms_unload_and_reload() -> anyhow::Result<()> {
 /// and disk use levels off instead of growing with the number of edits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_bounds_log_and_disk() -> anyhow::Result<()> {
-    let server = TestServer::start_with(|c| c.compact_every = 100).await?;
+    let server = TestServer::start_with(|c| {
+        c.compact_every = 100;
+        // A long session compressed into a second or two: far above any typist's frame rate.
+        c.max_frames_per_sec = 100_000;
+    })
+    .await?;
     let url = server.room_url("long-session");
     let c = Client::connect_synced(&url).await?;
     // A long session that keeps the text about the same size: type a word, delete a word.
@@ -103,6 +108,7 @@ async fn compaction_bounds_log_and_disk() -> anyhow::Result<()> {
                 c.delete(0, 6)?;
             }
         }
+        c.wait_acked().await?;
         let expected = c.text();
         let reader = Client::connect_synced(&url).await?;
         reader
