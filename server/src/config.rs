@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use weft_protocol::Limits;
+
+use crate::auth::{Access, AuthSecret};
 
 /// `weft`: a self-hosted collaborative text editor server speaking the y-websocket protocol.
 #[derive(Debug, Parser)]
@@ -24,14 +26,53 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(Config),
+    /// Print a signed access token for the server started with the same `--auth-secret`.
+    Token(TokenArgs),
+}
+
+/// Flags of `weft token`.
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("scope").required(true).args(["doc", "all_docs"])))]
+pub struct TokenArgs {
+    /// The document the token is for.
+    #[arg(long)]
+    pub doc: Option<String>,
+    /// Make the token valid for every document (needed to list and create documents).
+    #[arg(long)]
+    pub all_docs: bool,
+    /// `read` (view only), `write` (edit) or `admin` (also delete documents and send notices).
+    #[arg(long, default_value = "read")]
+    pub role: Access,
+    /// How long the token is valid, for example `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// The user the token is issued to: `POST /api/docs/{id}/notices` can address one user.
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// The server's secret (prefer the environment variable: flags show up in `ps`).
+    #[arg(long, env = "WEFT_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: AuthSecret,
+}
+
+/// A configuration that must not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Open mode (no secret) on an address other machines can reach.
+    #[error(
+        "refusing to listen on {0} without an auth secret: anyone who reaches it could read, \
+         edit and delete every document. Set --auth-secret (WEFT_AUTH_SECRET), bind a loopback \
+         address, or pass --allow-open if this network is trusted"
+    )]
+    OpenOnNetwork(SocketAddr),
 }
 
 impl Cli {
-    /// The server configuration, whether given with or without the `serve` subcommand.
+    /// The server configuration, whether given with or without the `serve` subcommand (for
+    /// `token`, the top-level flags).
     pub fn into_config(self) -> Config {
         match self.command {
             Some(Command::Serve(config)) => config,
-            None => self.serve,
+            Some(Command::Token(_)) | None => self.serve,
         }
     }
 }
@@ -124,6 +165,26 @@ pub struct Config {
     /// Updates in a document's log that trigger compaction into its snapshot.
     #[arg(long, env = "WEFT_COMPACT_EVERY", default_value_t = 500)]
     pub compact_every: u64,
+
+    /// Secret (at least 16 bytes; 32 random bytes recommended) that signs access tokens. With
+    /// it, every WebSocket and API request needs a token (`weft token`); without it the server
+    /// is open to anyone who can reach it.
+    #[arg(long, env = "WEFT_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<AuthSecret>,
+
+    /// Allow open mode (no `--auth-secret`) on a non-loopback address. Only for trusted networks.
+    #[arg(long, env = "WEFT_ALLOW_OPEN")]
+    pub allow_open: bool,
+
+    /// Origins (`https://app.example.com`) whose pages may open WebSockets here, besides the
+    /// server's own origin; repeat the flag or separate with commas; `*` allows any. Stops
+    /// other sites from hijacking a visitor's access (cross-site WebSocket hijacking).
+    #[arg(
+        long = "allowed-origin",
+        env = "WEFT_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Config {
@@ -160,6 +221,22 @@ impl Config {
     pub fn idle_unload(&self) -> Duration {
         Duration::from_secs(self.idle_unload_secs)
     }
+
+    /// Whether no secret is configured: every request is allowed.
+    pub fn is_open(&self) -> bool {
+        self.auth_secret.is_none()
+    }
+
+    /// Refuses open mode on a non-loopback address unless `--allow-open` was given.
+    ///
+    /// # Errors
+    /// [`ConfigError::OpenOnNetwork`].
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.is_open() && !self.bind.ip().is_loopback() && !self.allow_open {
+            return Err(ConfigError::OpenOnNetwork(self.bind));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +252,56 @@ mod tests {
         assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data, PathBuf::from("./data"));
         assert_eq!(c.durability, Durability::Strict);
+    }
+
+    /// Open mode is refused on a network address unless allowed, and always fine on loopback.
+    #[test]
+    fn open_mode_needs_loopback_or_allow_open() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["weft"];
+            all.extend_from_slice(args);
+            Cli::parse_from(all).into_config()
+        };
+        assert!(parse(&[]).check_exposure().is_ok());
+        assert!(parse(&["--bind", "0.0.0.0:80"]).check_exposure().is_err());
+        assert!(parse(&["--bind", "0.0.0.0:80", "--allow-open"])
+            .check_exposure()
+            .is_ok());
+        let secured = parse(&[
+            "--bind",
+            "0.0.0.0:80",
+            "--auth-secret",
+            "0123456789abcdef0123",
+        ]);
+        assert!(secured.check_exposure().is_ok());
+        assert!(!format!("{secured:?}").contains("0123456789abcdef"));
+    }
+
+    /// `weft token` needs a scope and a secret, and parses lifetimes like `1h`.
+    #[test]
+    fn token_subcommand_parses() {
+        let cli = Cli::try_parse_from([
+            "weft",
+            "token",
+            "--doc",
+            "notes",
+            "--role",
+            "write",
+            "--ttl",
+            "90m",
+            "--auth-secret",
+            "0123456789abcdef",
+        ])
+        .expect("parses");
+        let Some(Command::Token(t)) = cli.command else {
+            panic!("not the token subcommand");
+        };
+        assert_eq!(t.doc.as_deref(), Some("notes"));
+        assert_eq!(t.role, Access::Write);
+        assert_eq!(t.ttl, Duration::from_secs(90 * 60));
+        assert!(
+            Cli::try_parse_from(["weft", "token", "--auth-secret", "0123456789abcdef"]).is_err()
+        );
     }
 
     /// `weft serve --bind ...` and `weft --bind ...` mean the same.

@@ -97,8 +97,10 @@ pub(crate) struct Peer {
     pub(crate) addr: SocketAddr,
     /// The room requested in the URL.
     pub(crate) room: RoomName,
-    /// What the connection may do.
+    /// What the connection may do (from its token; `Write` in open mode).
     pub(crate) role: Role,
+    /// The user its token names, if any.
+    pub(crate) subject: Option<String>,
 }
 
 /// Serves one upgraded WebSocket until it closes.
@@ -123,6 +125,7 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<RoomContext>, peer: Peer) 
             closer: closer.clone(),
         },
         role: peer.role,
+        subject: peer.subject.clone(),
     };
     let room = match ctx.join(&peer.room, joiner).await {
         Ok(room) => Some(room),

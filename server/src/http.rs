@@ -1,5 +1,5 @@
 //! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}`, the `/api`
-//! routes and health checks.
+//! routes, health checks, and the browser editor's pages and assets (`pages`).
 //! Handlers are thin: they validate, then hand over to `connection`.
 
 use std::net::SocketAddr;
@@ -7,18 +7,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tracing::warn;
-use weft_protocol::{Role, RoomName};
+use weft_protocol::RoomName;
 
 use crate::api;
+use crate::auth;
 use crate::connection::{self, Peer};
+use crate::pages;
 use crate::rooms::RoomContext;
 
 /// State shared by every handler.
@@ -37,6 +39,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(api::routes())
+        .merge(pages::routes())
+        .fallback(pages::not_found)
         .with_state(state)
 }
 
@@ -70,6 +74,8 @@ async fn ws_upgrade(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(params): Query<auth::WsParams>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let config = &state.ctx.config;
@@ -78,6 +84,7 @@ async fn ws_upgrade(
         code: "invalid_room",
         message: e.to_string(),
     })?;
+    let grant = auth::ws_access(config, &headers, &params, &room, addr)?;
     let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
         warn!(peer = %addr, room = %room, "connection refused: server at its connection limit");
         ApiError {
@@ -90,7 +97,8 @@ async fn ws_upgrade(
         id: state.next_conn.fetch_add(1, Ordering::Relaxed),
         addr,
         room,
-        role: Role::Write,
+        role: grant.access.ws_role(),
+        subject: grant.subject,
     };
     let ctx = state.ctx.clone();
     let tracker = ctx.shutdown.clone();

@@ -4,7 +4,12 @@
 //!
 //! ## Layout
 //! - [`config`]: flags, environment variables and safe defaults.
-//! - `api`: the JSON API under `/api` (document listing).
+//! - [`auth`]: signed access tokens (document, role, expiry), the origin policy for WebSockets.
+//! - `api`: the JSON API under `/api`: documents (create, list, metadata, delete), their text
+//!   and Yjs state, notices; every call authorized by `auth`, live changes sent through the
+//!   room actor. Its OpenAPI description is generated from the handlers (`/api/openapi.json`).
+//! - `pages`: the browser editor (`/`, `/d/{id}`, `/assets/*`), embedded from `frontend/dist`
+//!   by `build.rs`, and the HTML error pages.
 //! - `http`: the axum `Router`, built in one place; `/ws/{room}` upgrades hand over to
 //!   `connection`.
 //! - `connection`: one task per socket. The reader decodes frames with `weft-protocol` and hands
@@ -20,6 +25,7 @@
 //! A frame's path: socket → `connection` (decode) → `room` (apply, append) → `commit` (flush)
 //! → `room` (broadcast one shared `Bytes`) → each member's `connection` writer.
 
+pub mod auth;
 pub mod config;
 pub mod shutdown;
 
@@ -27,6 +33,7 @@ mod api;
 mod commit;
 mod connection;
 mod http;
+mod pages;
 mod presence;
 mod room;
 mod rooms;

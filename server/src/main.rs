@@ -1,9 +1,12 @@
-//! The `weft` binary: parse flags, install logging, open the store, bind, serve until a signal.
+//! The `weft` binary: parse flags, install logging, open the store, bind, serve until a signal;
+//! or, with `weft token`, print a signed access token.
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
+use weft_server::auth::{mint, unix_now, Claims, Scope};
+use weft_server::config::{Command, TokenArgs};
 use weft_server::{Cli, Server, Shutdown};
 
 #[tokio::main]
@@ -13,7 +16,20 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let config = Cli::parse().into_config();
+    let cli = Cli::parse();
+    if let Some(Command::Token(args)) = &cli.command {
+        println!("{}", token(args)?);
+        return Ok(());
+    }
+    let config = cli.into_config();
+    config.check_exposure()?;
+    if config.is_open() {
+        tracing::warn!(
+            "OPEN MODE: no --auth-secret is set, so anyone who can reach {} can read, edit and \
+             delete every document. Set WEFT_AUTH_SECRET and hand out `weft token` tokens",
+            config.bind
+        );
+    }
     let bind = config.bind;
     let data = config.data.clone();
     let server = Server::open(config)
@@ -30,6 +46,24 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("server failed")?;
     Ok(())
+}
+
+/// Mints the token `weft token` prints.
+fn token(args: &TokenArgs) -> anyhow::Result<String> {
+    let scope = match &args.doc {
+        Some(doc) => Scope::Doc(doc.clone()),
+        None => Scope::AllDocs,
+    };
+    let exp = unix_now()
+        .checked_add(args.ttl.as_secs())
+        .context("--ttl is too long")?;
+    let claims = Claims {
+        scope,
+        role: args.role,
+        exp,
+        sub: args.sub.clone(),
+    };
+    Ok(mint(&args.auth_secret, &claims))
 }
 
 /// Triggers graceful shutdown on SIGINT or SIGTERM.

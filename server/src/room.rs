@@ -5,6 +5,11 @@
 //! Commands are handled in batches: everything waiting in the mailbox is applied, one flush
 //! makes the whole batch durable, then every reply and broadcast of the batch goes out in order.
 //! Nothing leaves the room before it is on disk (strict durability).
+//!
+//! The HTTP API reaches the document only through this actor ([`ApiOp`]): reads see exactly
+//! what members see, writes are broadcast to live members like theirs, and a delete closes
+//! every member (close code [`CLOSE_DELETED`]) and stops the room, so nothing it held can
+//! write the document back.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,12 +22,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use weft_protocol::{
-    encode_sync, AwarenessEntry, AwarenessUpdate, Control, Message, Role, RoomName, UserInfo,
-    SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
+    encode_sync, AwarenessEntry, AwarenessUpdate, Control, Message, NoticeLevel, Role, RoomName,
+    UserInfo, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
 };
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update};
 
 use crate::config::Durability;
 use crate::connection::Outbox;
@@ -53,6 +58,11 @@ const TITLE_EVERY: Duration = Duration::from_secs(2);
 /// `01 01 00`: an awareness update with no entries, a no-op every client accepts.
 const EMPTY_AWARENESS: &[u8] = &[1, 1, 0];
 
+/// Close code for members of a deleted document: in the 4400–4499 range, which tells
+/// y-websocket clients not to reconnect (they would write their copy back); 4410 mirrors
+/// HTTP 410 Gone.
+pub(crate) const CLOSE_DELETED: u16 = 4410;
+
 /// Why a join was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum JoinError {
@@ -78,7 +88,113 @@ pub(crate) struct Joiner {
     pub(crate) outbox: Outbox,
     /// What it may do.
     pub(crate) role: Role,
+    /// The user its token names, if any: notices can address one user's connections.
+    pub(crate) subject: Option<String>,
 }
+
+/// What the HTTP API asks of a document.
+#[derive(Debug)]
+pub(crate) enum ApiOp {
+    /// Create the document, seeded with `text`; refused if it already exists, so seeding never
+    /// duplicates content.
+    Create {
+        /// Initial content.
+        text: Option<String>,
+        /// Title for listings (else the first line).
+        title: Option<String>,
+    },
+    /// The text of `content`.
+    GetText,
+    /// The state as one Yjs v1 update, relative to a v1 state vector when given.
+    GetUpdate(Option<Vec<u8>>),
+    /// Replace the text with a minimal diff, so live cursors outside the change stay put.
+    SetText(String),
+    /// Insert text at the end.
+    Append(String),
+    /// Apply a Yjs v1 update.
+    ApplyUpdate(Vec<u8>),
+    /// Show a notice to every opted-in member, or only to those whose token names `to`.
+    Notice {
+        /// How to show it.
+        level: NoticeLevel,
+        /// The text.
+        text: String,
+        /// The user to address, or everyone.
+        to: Option<String>,
+    },
+    /// Close every member, delete everything stored, and stop the room.
+    Delete,
+}
+
+/// A successful [`ApiOp`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ApiReply {
+    /// The document's text.
+    Text(String),
+    /// A Yjs v1 update.
+    Update(Vec<u8>),
+    /// The change is durable; the document's update count is now this.
+    Written {
+        /// Sequence number of the document's last stored update.
+        version: u64,
+        /// Whether anything changed (a replace with the same text changes nothing).
+        changed: bool,
+    },
+    /// The notice went to this many connections.
+    Delivered(u32),
+    /// The document is gone; this many connections were closed.
+    Deleted(u32),
+}
+
+/// Why an [`ApiOp`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ApiOpError {
+    /// The document does not exist (or was deleted).
+    #[error("no such document")]
+    NotFound,
+    /// `Create` on a document that exists.
+    #[error("the document already exists")]
+    Exists,
+    /// The write would take the document past `--max-doc-bytes`.
+    #[error("the document would exceed its size limit of {0} bytes")]
+    TooLarge(u64),
+    /// The update or state vector does not decode or apply.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// Storage failed; nothing was applied.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// The room could not be reached or loaded.
+    #[error("document unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why a write into the document failed.
+#[derive(Debug)]
+enum WriteError {
+    TooLarge(u64),
+    Invalid(String),
+    /// yrs panicked; the document was rebuilt from the store.
+    Poisoned,
+    /// The store refused the append; the document was rebuilt from the store.
+    Storage(String),
+}
+
+impl From<WriteError> for ApiOpError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::TooLarge(max) => ApiOpError::TooLarge(max),
+            WriteError::Invalid(e) => ApiOpError::Invalid(e),
+            WriteError::Poisoned => {
+                ApiOpError::Invalid("the update crashed the document engine".into())
+            }
+            WriteError::Storage(e) => ApiOpError::Storage(e),
+        }
+    }
+}
+
+/// Where an API request's answer goes.
+type ApiReplyTx = oneshot::Sender<Result<ApiReply, ApiOpError>>;
 
 /// What connections and HTTP handlers ask of a room.
 pub(crate) enum Command {
@@ -88,6 +204,8 @@ pub(crate) enum Command {
     Messages(ConnId, Vec<Message>),
     /// A member's socket is gone.
     Leave(ConnId),
+    /// A request of the HTTP API, answered once its effect is durable.
+    Api(ApiOp, ApiReplyTx),
 }
 
 /// Cheap handle to a running room.
@@ -109,6 +227,19 @@ impl RoomHandle {
             .await
             .map_err(|_| JoinError::Gone)?;
         rx.await.unwrap_or(Err(JoinError::Gone))
+    }
+
+    /// Runs an API request. `Err(Some(op))` hands the request back when the room stopped before
+    /// receiving it, so the caller may retry on a fresh incarnation.
+    pub(crate) async fn api(&self, op: ApiOp) -> Result<Result<ApiReply, ApiOpError>, ApiOp> {
+        let (tx, rx) = oneshot::channel();
+        match self.tx.send(Command::Api(op, tx)).await {
+            Ok(()) => Ok(rx
+                .await
+                .unwrap_or_else(|_| Err(ApiOpError::Unavailable("the room stopped".into())))),
+            Err(mpsc::error::SendError(Command::Api(op, _))) => Err(op),
+            Err(_) => Ok(Err(ApiOpError::Unavailable("the room stopped".into()))),
+        }
     }
 
     /// Hands a member's messages to the room; false if the room is gone.
@@ -134,6 +265,8 @@ struct Member {
     /// Opted in to control messages with `hello`.
     control: bool,
     user: Option<UserInfo>,
+    /// The user its token names.
+    subject: Option<String>,
     told_read_only: bool,
     told_full: bool,
 }
@@ -144,6 +277,8 @@ enum Target {
     One(ConnId),
     /// Every member that opted in to control messages, except one.
     ControlExcept(Option<ConnId>),
+    /// Every member that opted in to control messages and whose token names this user.
+    ControlSubject(String),
 }
 
 /// The actor's state.
@@ -170,6 +305,12 @@ pub(crate) struct Room {
     title: Option<String>,
     title_stale: bool,
     title_checked: Instant,
+    /// Whether the document exists in the store (API requests on others get `NotFound`).
+    exists: bool,
+    /// API replies of this batch, sent once the batch is durable.
+    replies: Vec<(ApiReplyTx, Result<ApiReply, ApiOpError>)>,
+    /// Set by `Delete`: the room stops after this batch, writing nothing more.
+    deleted: bool,
 }
 
 impl Room {
@@ -204,6 +345,9 @@ impl Room {
                         title: None,
                         title_stale: false,
                         title_checked: Instant::now(),
+                        exists: loaded.exists,
+                        replies: Vec::new(),
+                        deleted: false,
                     };
                     let stats = room.ctx.stats.clone();
                     stats.room_loaded();
@@ -232,7 +376,7 @@ impl Room {
                     let Some(cmd) = cmd else { break };
                     self.handle(cmd);
                     let mut n = 1;
-                    while n < MAX_BATCH {
+                    while n < MAX_BATCH && !self.deleted {
                         match rx.try_recv() {
                             Ok(cmd) => self.handle(cmd),
                             Err(_) => break,
@@ -240,6 +384,10 @@ impl Room {
                         n += 1;
                     }
                     self.finish_batch().await;
+                    if self.deleted {
+                        self.stop_deleted(rx).await;
+                        return;
+                    }
                 }
                 _ = tick.tick() => {
                     if self.on_tick(&mut rx).await {
@@ -261,6 +409,26 @@ impl Room {
         }
         self.ctx.rooms_unregister(&self.name, self.generation);
         info!(room = %self.name, "room closed for shutdown");
+    }
+
+    /// After `Delete`: leave the registry, then answer whatever is still in the mailbox as if
+    /// the document never existed. Nothing is compacted or flushed: that would write it back.
+    async fn stop_deleted(self, mut rx: mpsc::Receiver<Command>) {
+        self.ctx.rooms_unregister(&self.name, self.generation);
+        rx.close();
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                // The registry no longer has this room: the joiner retries on a fresh one.
+                Command::Join(_, reply) => {
+                    let _ = reply.send(Err(JoinError::Gone));
+                }
+                Command::Api(_, reply) => {
+                    let _ = reply.send(Err(ApiOpError::NotFound));
+                }
+                Command::Messages(..) | Command::Leave(_) => {}
+            }
+        }
+        info!(room = %self.name, "room closed: document deleted");
     }
 
     /// Periodic work; returns true when the room unloaded itself.
@@ -329,7 +497,185 @@ impl Room {
                 }
             }
             Command::Leave(conn) => self.leave(conn),
+            Command::Api(op, reply) => {
+                if self.deleted {
+                    let _ = reply.send(Err(ApiOpError::NotFound));
+                    return;
+                }
+                let result = self.api(op);
+                let durable_first =
+                    matches!(result, Ok(ApiReply::Written { .. } | ApiReply::Deleted(_)));
+                if durable_first {
+                    self.replies.push((reply, result));
+                } else {
+                    let _ = reply.send(result);
+                }
+            }
         }
+    }
+
+    /// Runs one API request; writes are queued for broadcast like a member's.
+    fn api(&mut self, op: ApiOp) -> Result<ApiReply, ApiOpError> {
+        if !self.exists && !matches!(op, ApiOp::Create { .. }) {
+            return Err(ApiOpError::NotFound);
+        }
+        match op {
+            ApiOp::Create { text, title } => self.create(text, title),
+            ApiOp::GetText => {
+                let text = catch_unwind(AssertUnwindSafe(|| self.text()))
+                    .map_err(|_| ApiOpError::Unavailable("reading the text failed".into()))?;
+                Ok(ApiReply::Text(text))
+            }
+            ApiOp::GetUpdate(sv) => {
+                let encoded = catch_unwind(AssertUnwindSafe(|| {
+                    let sv = match &sv {
+                        Some(sv) => StateVector::decode_v1(sv)
+                            .map_err(|e| ApiOpError::Invalid(format!("state vector: {e}")))?,
+                        None => StateVector::default(),
+                    };
+                    Ok(self.doc.transact().encode_state_as_update_v1(&sv))
+                }));
+                match encoded {
+                    Ok(result) => result.map(ApiReply::Update),
+                    Err(_) => {
+                        error!(room = %self.name, "yrs panicked encoding the state for the API");
+                        self.reload();
+                        Err(ApiOpError::Unavailable(
+                            "encoding the document failed".into(),
+                        ))
+                    }
+                }
+            }
+            ApiOp::SetText(new) => self.local_edit(|text, txn| {
+                let old = text.get_string(txn);
+                replace_text(text, txn, &old, &new);
+            }),
+            ApiOp::Append(tail) => self.local_edit(|text, txn| {
+                let end = text.len(txn);
+                text.insert(txn, end, &tail);
+            }),
+            ApiOp::ApplyUpdate(update) => {
+                let changed = self.integrate(update)?;
+                Ok(ApiReply::Written {
+                    version: self.last_seq,
+                    changed,
+                })
+            }
+            ApiOp::Notice { level, text, to } => {
+                let notice = Control::Notice { level, text };
+                let delivered = self
+                    .members
+                    .values()
+                    .filter(|m| m.control && (to.is_none() || m.subject == to))
+                    .count() as u32;
+                let target = match to {
+                    Some(user) => Target::ControlSubject(user),
+                    None => Target::ControlExcept(None),
+                };
+                self.queue_control(target, &notice);
+                Ok(ApiReply::Delivered(delivered))
+            }
+            ApiOp::Delete => self.delete(),
+        }
+    }
+
+    /// `Create`: seeds the text in the room that owns the document, so it happens once.
+    fn create(
+        &mut self,
+        text: Option<String>,
+        title: Option<String>,
+    ) -> Result<ApiReply, ApiOpError> {
+        if self.exists {
+            return Err(ApiOpError::Exists);
+        }
+        let text = text.unwrap_or_default();
+        let title = title.or_else(|| title_of(&text)).unwrap_or_default();
+        self.ctx
+            .store
+            .set_title(self.name.as_str(), &title)
+            .map_err(|e| ApiOpError::Storage(e.to_string()))?;
+        self.title = Some(title);
+        self.exists = true;
+        self.dirty = true;
+        if text.is_empty() {
+            return Ok(ApiReply::Written {
+                version: self.last_seq,
+                changed: true,
+            });
+        }
+        let written = self.local_edit(|t, txn| t.insert(txn, 0, &text));
+        // The title given (or the first line) was just written; edits refresh it later.
+        self.title_stale = false;
+        written
+    }
+
+    /// `Delete`: removes everything stored and closes every member; the room then stops.
+    fn delete(&mut self) -> Result<ApiReply, ApiOpError> {
+        self.ctx
+            .store
+            .delete(self.name.as_str())
+            .map_err(|e| ApiOpError::Storage(e.to_string()))?;
+        let closed = self.members.len() as u32;
+        for m in self.members.values() {
+            m.outbox.close(CLOSE_DELETED, "document deleted");
+        }
+        self.members.clear();
+        self.users.store(0, Ordering::Relaxed);
+        self.queued.clear();
+        self.exists = false;
+        self.deleted = true;
+        // The delete batch must reach disk before the reply; nothing may compact afterwards.
+        self.dirty = true;
+        self.log_len = 0;
+        self.title_stale = false;
+        info!(room = %self.name, closed, "document deleted");
+        Ok(ApiReply::Deleted(closed))
+    }
+
+    /// The text of `content`.
+    fn text(&self) -> String {
+        let txn = self.doc.transact();
+        txn.get_text("content")
+            .map(|t| t.get_string(&txn))
+            .unwrap_or_default()
+    }
+
+    /// Edits `content` on the server (UTF-16 offsets, as Yjs counts), then stores and
+    /// broadcasts the resulting update like a member's.
+    fn local_edit(
+        &mut self,
+        edit: impl FnOnce(&yrs::TextRef, &mut yrs::TransactionMut<'_>),
+    ) -> Result<ApiReply, ApiOpError> {
+        let encoded = catch_unwind(AssertUnwindSafe(|| {
+            let text = self.doc.get_or_insert_text("content");
+            let mut txn = self.doc.transact_mut();
+            edit(&text, &mut txn);
+            txn.encode_update_v1()
+        }));
+        let Ok(update) = encoded else {
+            error!(room = %self.name, "yrs panicked during a server-side edit");
+            self.reload();
+            return Err(ApiOpError::Unavailable(
+                "editing the document failed".into(),
+            ));
+        };
+        let max = self.ctx.config.max_doc_bytes;
+        if self.stored_bytes.saturating_add(update.len() as u64) > max {
+            // Already applied in memory: the store is the truth, so rebuild from it.
+            self.reload();
+            return Err(ApiOpError::TooLarge(max));
+        }
+        let changed = match Update::decode_v1(&update) {
+            Ok(u) => !u.is_empty(),
+            Err(_) => true,
+        };
+        if changed {
+            self.store_and_broadcast(update).map_err(ApiOpError::from)?;
+        }
+        Ok(ApiReply::Written {
+            version: self.last_seq,
+            changed,
+        })
     }
 
     fn join(&mut self, j: Joiner) -> Result<(), JoinError> {
@@ -355,6 +701,7 @@ impl Room {
                 role: j.role,
                 control: false,
                 user: None,
+                subject: j.subject,
                 told_read_only: false,
                 told_full: false,
             },
@@ -468,7 +815,11 @@ impl Room {
             return;
         };
         if m.role == Role::Read {
-            if !std::mem::replace(&mut m.told_read_only, true) {
+            // Every client answers the server's step 1 with a step 2, empty when it has no
+            // edits of its own: only a real edit earns the (one) refusal.
+            let is_edit = catch_unwind(|| Update::decode_v1(&update).map(|u| !u.is_empty()))
+                .is_ok_and(|r| r.unwrap_or(true));
+            if is_edit && !std::mem::replace(&mut m.told_read_only, true) {
                 let frame = refusal(
                     m.control,
                     "read_only",
@@ -478,20 +829,42 @@ impl Room {
             }
             return;
         }
+        let control = m.control;
+        match self.integrate(update) {
+            Ok(_) => {}
+            Err(WriteError::TooLarge(max)) => {
+                let Some(m) = self.members.get_mut(&conn) else {
+                    return;
+                };
+                if !std::mem::replace(&mut m.told_full, true) {
+                    warn!(room = %self.name, conn, max, "document size limit reached; write refused");
+                    let frame = refusal(
+                        control,
+                        "document_too_large",
+                        &format!(
+                            "the document reached its size limit of {max} bytes; edits are not saved"
+                        ),
+                    );
+                    self.queued.push((Target::One(conn), frame));
+                }
+            }
+            Err(WriteError::Invalid(e)) => {
+                warn!(room = %self.name, conn, error = %e, "refused an update that does not decode");
+                self.close_member(conn, 1007, "invalid update");
+            }
+            Err(WriteError::Poisoned) => {
+                self.close_member(conn, 1011, "update crashed the document engine");
+            }
+            Err(WriteError::Storage(_)) => self.close_member(conn, 1011, "storage failure"),
+        }
+    }
+
+    /// Applies a remote update (a member's or the API's), stores it and queues its broadcast.
+    /// Returns false when the update was empty (nothing stored or sent).
+    fn integrate(&mut self, update: Vec<u8>) -> Result<bool, WriteError> {
         let max = self.ctx.config.max_doc_bytes;
         if self.stored_bytes.saturating_add(update.len() as u64) > max {
-            if !std::mem::replace(&mut m.told_full, true) {
-                warn!(room = %self.name, conn, max, "document size limit reached; write refused");
-                let frame = refusal(
-                    m.control,
-                    "document_too_large",
-                    &format!(
-                        "the document reached its size limit of {max} bytes; edits are not saved"
-                    ),
-                );
-                self.queued.push((Target::One(conn), frame));
-            }
-            return;
+            return Err(WriteError::TooLarge(max));
         }
         let applied = catch_unwind(AssertUnwindSafe(|| {
             let decoded = Update::decode_v1(&update).map_err(|e| e.to_string())?;
@@ -506,17 +879,24 @@ impl Room {
             Ok(Ok(true)) => {}
             // Clients answer the server's sync step 1 with a step 2 that is usually empty:
             // nothing to store or broadcast.
-            Ok(Ok(false)) => return,
-            Ok(Err(e)) => {
-                warn!(room = %self.name, conn, error = %e, "refused an update that does not decode");
-                self.close_member(conn, 1007, "invalid update");
-                return;
-            }
+            Ok(Ok(false)) => return Ok(false),
+            Ok(Err(e)) => return Err(WriteError::Invalid(e)),
             Err(_) => {
-                self.poisoned(conn, &update, "applying an update");
-                return;
+                // The document in memory may be half-modified: rebuild it from the store,
+                // which never saw the offending bytes.
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&update);
+                error!(room = %self.name, bytes = %b64,
+                    "yrs panicked applying an update; reloading the document");
+                self.reload();
+                return Err(WriteError::Poisoned);
             }
         }
+        self.store_and_broadcast(update)?;
+        Ok(true)
+    }
+
+    /// Appends an update already applied to the document, then queues its broadcast.
+    fn store_and_broadcast(&mut self, update: Vec<u8>) -> Result<(), WriteError> {
         match self.ctx.store.append(self.name.as_str(), &update) {
             Ok(seq) => {
                 self.last_seq = seq;
@@ -524,17 +904,18 @@ impl Room {
                 self.stored_bytes += update.len() as u64;
                 self.dirty = true;
                 self.title_stale = true;
+                self.exists = true;
             }
             Err(e) => {
                 // Not durable, so it must not be acknowledged: drop the in-memory copy too.
                 error!(room = %self.name, error = %e, "store append failed");
-                self.close_member(conn, 1011, "storage failure");
                 self.reload();
-                return;
+                return Err(WriteError::Storage(e.to_string()));
             }
         }
         self.queued
             .push((Target::All, Bytes::from(encode_sync(SYNC_UPDATE, &update))));
+        Ok(())
     }
 
     /// yrs panicked on remote data: the document in memory may be half-modified, so it is
@@ -547,6 +928,18 @@ impl Room {
         self.reload();
     }
 
+    /// Answers the API requests of a batch: with their results once the batch is durable, or
+    /// with `error` when it could not be made durable.
+    fn send_replies(&mut self, error: Option<&str>) {
+        for (reply, result) in self.replies.drain(..) {
+            let result = match error {
+                Some(e) => Err(ApiOpError::Storage(e.to_owned())),
+                None => result,
+            };
+            let _ = reply.send(result);
+        }
+    }
+
     fn reload(&mut self) {
         // Replies already queued may describe the discarded state; the reloaded document is the
         // durable truth, so members resync from it.
@@ -556,6 +949,7 @@ impl Room {
                 self.last_seq = loaded.last_seq;
                 self.log_len = loaded.log_len;
                 self.stored_bytes = loaded.stored_bytes;
+                self.exists = loaded.exists;
             }
             Err(e) => {
                 error!(room = %self.name, error = %e, "reload failed; closing every member");
@@ -601,6 +995,7 @@ impl Room {
                             self.close_member(id, 1011, "storage failure");
                         }
                         self.queued.clear();
+                        self.send_replies(Some(e.as_ref()));
                         self.reload();
                         return;
                     }
@@ -608,6 +1003,7 @@ impl Room {
                 Durability::Relaxed => self.ctx.commit.mark_dirty(),
             }
         }
+        self.send_replies(None);
         if flushed && self.ctx.config.durability == Durability::Strict {
             let saved = Control::Saved {
                 version: self.last_seq,
@@ -637,6 +1033,14 @@ impl Room {
                 Target::ControlExcept(except) => {
                     for (&id, m) in &self.members {
                         if m.control && Some(id) != except && !m.outbox.send(frame.clone()) {
+                            slow.push(id);
+                        }
+                    }
+                }
+                Target::ControlSubject(user) => {
+                    for (&id, m) in &self.members {
+                        let addressed = m.control && m.subject.as_deref() == Some(user.as_str());
+                        if addressed && !m.outbox.send(frame.clone()) {
                             slow.push(id);
                         }
                     }
@@ -741,6 +1145,28 @@ fn refusal(control: bool, code: &str, message: &str) -> Bytes {
     Bytes::from(frame.encode())
 }
 
+/// Turns `old` into `new` with a minimal character diff, in UTF-16 offsets (the unit of the
+/// room's documents and of Yjs), so text outside the changed spans keeps its identity and
+/// remote cursors anchored there stay where they are.
+fn replace_text(text: &yrs::TextRef, txn: &mut yrs::TransactionMut<'_>, old: &str, new: &str) {
+    let mut at: u32 = 0;
+    for chunk in dissimilar::diff(old, new) {
+        match chunk {
+            dissimilar::Chunk::Equal(s) => at += utf16_len(s),
+            dissimilar::Chunk::Delete(s) => text.remove_range(txn, at, utf16_len(s)),
+            dissimilar::Chunk::Insert(s) => {
+                text.insert(txn, at, s);
+                at += utf16_len(s);
+            }
+        }
+    }
+}
+
+/// Length of `s` in UTF-16 code units.
+fn utf16_len(s: &str) -> u32 {
+    u32::try_from(s.encode_utf16().count()).unwrap_or(u32::MAX)
+}
+
 /// The first non-empty line of a document, trimmed to 80 characters, as its title.
 pub(crate) fn title_of(text: &str) -> Option<String> {
     let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
@@ -761,6 +1187,8 @@ struct Loaded {
     log_len: u64,
     /// Snapshot plus logged update bytes: what `--max-doc-bytes` is checked against.
     stored_bytes: u64,
+    /// Whether the store knows the document (metadata or content).
+    exists: bool,
 }
 
 /// Rebuilds a document from its snapshot and log. An update that fails (or panics) is moved to
@@ -768,6 +1196,9 @@ struct Loaded {
 /// empty one can never overwrite it.
 fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
     let stored = ctx.store.load(name.as_str()).map_err(|e| e.to_string())?;
+    let exists = stored.snapshot.is_some()
+        || !stored.updates.is_empty()
+        || matches!(ctx.store.meta(name.as_str()), Ok(Some(_)));
     let doc = new_doc();
     if let Some(snapshot) = &stored.snapshot {
         apply_stored(&doc, snapshot).map_err(|e| format!("snapshot does not load: {e}"))?;
@@ -795,6 +1226,7 @@ fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
         last_seq,
         log_len,
         stored_bytes,
+        exists,
     })
 }
 
@@ -820,8 +1252,14 @@ async fn refuse_all(
     ctx.rooms_unregister(name, generation);
     rx.close();
     while let Some(cmd) = rx.recv().await {
-        if let Command::Join(_, reply) = cmd {
-            let _ = reply.send(Err(JoinError::LoadFailed(reason.clone())));
+        match cmd {
+            Command::Join(_, reply) => {
+                let _ = reply.send(Err(JoinError::LoadFailed(reason.clone())));
+            }
+            Command::Api(_, reply) => {
+                let _ = reply.send(Err(ApiOpError::Unavailable(reason.clone())));
+            }
+            Command::Messages(..) | Command::Leave(_) => {}
         }
     }
 }
@@ -839,5 +1277,58 @@ mod tests {
             Some("Hello world".into())
         );
         assert_eq!(title_of(&"é".repeat(100)).unwrap().chars().count(), 80);
+    }
+
+    /// A replace edits only the changed span, in UTF-16 units: emoji (surrogate pairs) before,
+    /// inside and after the change survive, and a peer's concurrent insert is kept.
+    #[test]
+    fn replace_is_a_minimal_utf16_diff() {
+        let doc = new_doc();
+        let text = doc.get_or_insert_text("content");
+        text.insert(&mut doc.transact_mut(), 0, "👋 héllo wörld 🎉 end");
+        // A peer that saw the same start inserts concurrently near the end.
+        let peer = new_doc();
+        let state = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        peer.transact_mut()
+            .apply_update(Update::decode_v1(&state).expect("decode"))
+            .expect("apply");
+        let peer_text = peer.get_or_insert_text("content");
+        let end = peer_text.len(&peer.transact());
+        let concurrent = {
+            let mut txn = peer.transact_mut();
+            peer_text.insert(&mut txn, end, "!");
+            txn.encode_update_v1()
+        };
+        let replace = |new: &str| {
+            let old = text.get_string(&doc.transact());
+            let mut txn = doc.transact_mut();
+            replace_text(&text, &mut txn, &old, new);
+            txn.encode_update_v1()
+        };
+        let update = replace("👋 hello 🌍 wörld 🎉 end");
+        assert_eq!(text.get_string(&doc.transact()), "👋 hello 🌍 wörld 🎉 end");
+        // Minimal: the update carries the few changed characters, not the whole text.
+        let whole = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        assert!(
+            update.len() < whole.len(),
+            "{} >= {}",
+            update.len(),
+            whole.len()
+        );
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&concurrent).expect("decode"))
+            .expect("apply");
+        assert_eq!(
+            text.get_string(&doc.transact()),
+            "👋 hello 🌍 wörld 🎉 end!"
+        );
+        assert!(
+            replace("👋 hello 🌍 wörld 🎉 end!").len() <= 2,
+            "no-op replace is empty"
+        );
     }
 }

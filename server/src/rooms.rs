@@ -9,7 +9,7 @@ use weft_protocol::RoomName;
 
 use crate::commit::GroupCommit;
 use crate::config::Config;
-use crate::room::{JoinError, Joiner, Room, RoomHandle};
+use crate::room::{ApiOp, ApiOpError, ApiReply, JoinError, Joiner, Room, RoomHandle};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -83,6 +83,26 @@ impl RoomContext {
             }
         }
         Err(last)
+    }
+
+    /// Runs an API request in the room `name` (loading it), retrying when the room unloads
+    /// between lookup and delivery. Requests are delivered at most once.
+    pub(crate) async fn api(
+        self: &Arc<Self>,
+        name: &RoomName,
+        op: ApiOp,
+    ) -> Result<ApiReply, ApiOpError> {
+        let mut op = op;
+        for _ in 0..JOIN_RETRIES {
+            let room = self.get_or_spawn(name);
+            match room.api(op).await {
+                Ok(result) => return result,
+                Err(returned) => op = returned,
+            }
+        }
+        Err(ApiOpError::Unavailable(
+            "the document kept unloading; try again".into(),
+        ))
     }
 
     /// Forgets the room `name` if the registered one is this `generation`.

@@ -149,6 +149,59 @@ impl TestServer {
         })
     }
 
+    /// Starts a server on a given address and an existing data directory: a restart on the
+    /// port the previous instance used, so clients that only know its URL (browser tabs) can
+    /// reconnect. The previous instance must have stopped (its listener closed).
+    ///
+    /// # Errors
+    /// When the store cannot be opened or the address cannot be bound.
+    pub async fn start_on(
+        addr: SocketAddr,
+        data: &Path,
+        adjust: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        init_logs();
+        let mut config = Config::for_tests(data.to_path_buf());
+        adjust(&mut config);
+        let data = data.to_path_buf();
+        // Opening may wait for a lock held by a server that is still stopping.
+        let server = tokio::task::spawn_blocking(move || Server::open(config)).await??;
+        let stats = server.stats();
+        // std sets SO_REUSEADDR on Unix, so connections of the previous instance lingering in
+        // TIME_WAIT do not block the bind.
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("binding {addr} for the restarted server"))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shutdown = Shutdown::new();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let stop = shutdown.clone();
+        std::thread::Builder::new()
+            .name(format!("weft-server-{}", addr.port()))
+            .spawn(move || {
+                let result = (|| {
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        server.serve(listener, stop).await?;
+                        anyhow::Ok(())
+                    })
+                })();
+                let _ = done_tx.send(result);
+            })?;
+        Ok(Self {
+            addr,
+            data,
+            shutdown,
+            stats,
+            done: Some(done),
+            _dir: None,
+        })
+    }
+
     /// `ws://127.0.0.1:PORT/ws`, the `serverUrl` a y-websocket client is given.
     pub fn ws_base(&self) -> String {
         format!("ws://{}/ws", self.addr)

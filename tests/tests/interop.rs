@@ -16,8 +16,12 @@ use anyhow::{bail, Context as _};
 use tokio::io::AsyncReadExt;
 use weft_tests::TestServer;
 
-/// The Node test files, relative to `tests/interop`.
+/// The Node test files run against an open server, relative to `tests/interop`.
 const TEST_FILES: &[&str] = &["interop.test.mjs"];
+
+/// The Node test files run against a server with an auth secret, given tokens in the
+/// environment (`WEFT_AUTH_ROOM`, `WEFT_TOKEN_WRITE`, `WEFT_TOKEN_READ`).
+const AUTH_TEST_FILES: &[&str] = &["auth.test.mjs"];
 
 /// Reporters: `spec` for the details, ours for the closing `N passed, N failed` line (the same
 /// flags as `npm test` in `tests/interop/package.json`).
@@ -56,8 +60,57 @@ async fn stock_yjs_client_interop() -> anyhow::Result<()> {
     }
 
     let server = TestServer::start().await?;
+    run_and_check(&dir, &server.ws_base(), TEST_FILES, &[]).await
+}
+
+/// The stock client passes its token as a URL parameter (`params: { token }`): a writer edits,
+/// a read-only viewer syncs and shows its cursor but its edits are refused, and handshakes
+/// without a valid token for the room are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_yjs_client_with_tokens() -> anyhow::Result<()> {
+    use weft_server::auth::{mint, unix_now, Access, AuthSecret, Claims, Scope};
+
+    let dir = interop_dir();
+    if let Some(missing) = missing_prerequisite(&dir).await {
+        if in_ci() {
+            bail!("the JS interop tests cannot run: {missing}");
+        }
+        println!("skipped: {missing}; run `npm ci` in tests/interop");
+        return Ok(());
+    }
+    let secret: AuthSecret = "interop-secret-0123456789".parse()?;
+    let for_server = secret.clone();
+    let server = TestServer::start_with(move |c| c.auth_secret = Some(for_server)).await?;
+    let room = "interop-auth";
+    let token = |role| {
+        mint(
+            &secret,
+            &Claims {
+                scope: Scope::Doc(room.into()),
+                role,
+                exp: unix_now() + 600,
+                sub: None,
+            },
+        )
+    };
+    let env = [
+        ("WEFT_AUTH_ROOM", room.to_owned()),
+        ("WEFT_TOKEN_WRITE", token(Access::Write)),
+        ("WEFT_TOKEN_READ", token(Access::Read)),
+    ];
+    run_and_check(&dir, &server.ws_base(), AUTH_TEST_FILES, &env).await
+}
+
+/// Runs `files` with `node --test` against `ws_base`, prints the output, and fails unless the
+/// run ended well with at least one pass and no failure.
+async fn run_and_check(
+    dir: &Path,
+    ws_base: &str,
+    files: &[&str],
+    env: &[(&str, String)],
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let run = run_node(&dir, &server.ws_base()).await?;
+    let run = run_node(dir, ws_base, files, env).await?;
     let elapsed = started.elapsed();
     println!("--- node --test stdout ---\n{}", run.stdout);
     println!("--- node --test stderr ---\n{}", run.stderr);
@@ -137,14 +190,21 @@ struct NodeRun {
     stderr: String,
 }
 
-/// Runs `node --test` in `dir` against `ws_base`, killing its whole process group (the runner
-/// spawns one child per test file) on timeout or when this future is dropped by a panic.
-async fn run_node(dir: &Path, ws_base: &str) -> anyhow::Result<NodeRun> {
+/// Runs `node --test` on `files` in `dir` against `ws_base` with extra `env`, killing its whole
+/// process group (the runner spawns one child per test file) on timeout or when this future is
+/// dropped by a panic.
+async fn run_node(
+    dir: &Path,
+    ws_base: &str,
+    files: &[&str],
+    env: &[(&str, String)],
+) -> anyhow::Result<NodeRun> {
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg("--test")
         .args(REPORTERS)
-        .args(TEST_FILES)
+        .args(files)
         .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("WEFT_WS_URL", ws_base)
         // Colours would garble the captured output.
         .env("NO_COLOR", "1")
