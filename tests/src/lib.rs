@@ -110,43 +110,7 @@ impl TestServer {
     /// # Errors
     /// When the store or the listener cannot be opened.
     pub async fn start_in(data: &Path, adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
-        init_logs();
-        let mut config = Config::for_tests(data.to_path_buf());
-        adjust(&mut config);
-        let data = data.to_path_buf();
-        // Opening may wait for a lock held by a server that is still stopping.
-        let server = tokio::task::spawn_blocking(move || Server::open(config)).await??;
-        let stats = server.stats();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let shutdown = Shutdown::new();
-        let (done_tx, done) = std::sync::mpsc::channel();
-        let stop = shutdown.clone();
-        std::thread::Builder::new()
-            .name(format!("weft-server-{}", addr.port()))
-            .spawn(move || {
-                let result = (|| {
-                    let rt = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .enable_all()
-                        .build()?;
-                    rt.block_on(async move {
-                        let listener = tokio::net::TcpListener::from_std(listener)?;
-                        server.serve(listener, stop).await?;
-                        anyhow::Ok(())
-                    })
-                })();
-                let _ = done_tx.send(result);
-            })?;
-        Ok(Self {
-            addr,
-            data,
-            shutdown,
-            stats,
-            done: Some(done),
-            _dir: None,
-        })
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), data, adjust).await
     }
 
     /// Starts a server on a given address and an existing data directory: a restart on the
@@ -460,6 +424,20 @@ impl Client {
     /// When the connection is gone.
     pub fn send_control(&self, c: Control) -> anyhow::Result<()> {
         self.send_raw(Message::Control(c).encode())
+    }
+
+    /// Opts into the control channel (`hello`, without a user) and waits for the `welcome`.
+    ///
+    /// # Errors
+    /// When the connection is gone or no welcome arrives in time.
+    pub async fn hello(&self) -> anyhow::Result<()> {
+        self.send_control(Control::Hello { user: None })?;
+        wait_until("the server's welcome", WAIT, || {
+            self.controls()
+                .iter()
+                .any(|c| matches!(c, Control::Welcome { .. }))
+        })
+        .await
     }
 
     /// Sends raw bytes as one binary frame.

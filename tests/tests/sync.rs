@@ -184,14 +184,7 @@ async fn slow_member_is_closed_others_keep_receiving() -> anyhow::Result<()> {
     let server = TestServer::start_with(|c| c.send_queue = 16).await?;
     let url = server.room_url("slow");
     let watcher = Client::connect_synced(&url).await?;
-    watcher.send_control(Control::Hello { user: None })?;
-    wait_until("the watcher's welcome", WAIT, || {
-        watcher
-            .controls()
-            .iter()
-            .any(|c| matches!(c, Control::Welcome { .. }))
-    })
-    .await?;
+    watcher.hello().await?;
     // The stalled peer says hello (so the watcher hears when it leaves), then never reads.
     let mut stalled = RawSocket::connect(&url).await?;
     stalled
@@ -437,14 +430,7 @@ async fn unresponsive_peers_are_terminated() -> anyhow::Result<()> {
     let server = TestServer::start_with(|c| c.ping_secs = 1).await?;
     let url = server.room_url("pings");
     let watcher = Client::connect_synced(&url).await?;
-    watcher.send_control(Control::Hello { user: None })?;
-    wait_until("the watcher's welcome", WAIT, || {
-        watcher
-            .controls()
-            .iter()
-            .any(|c| matches!(c, Control::Welcome { .. }))
-    })
-    .await?;
+    watcher.hello().await?;
     // Says hello, then never reads again, so it never answers a ping.
     let mut silent = RawSocket::connect(&url).await?;
     silent
