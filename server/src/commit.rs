@@ -5,11 +5,11 @@
 //! durability it calls [`GroupCommit::mark_dirty`] and the committer flushes within the
 //! configured interval.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
 use crate::store::Store;
@@ -24,6 +24,10 @@ type Waiter = oneshot::Sender<CommitResult>;
 pub(crate) struct GroupCommit {
     tx: mpsc::UnboundedSender<Waiter>,
     dirty: Arc<AtomicBool>,
+    /// Number of the last flush that started; flushes are numbered from 1.
+    started: Arc<AtomicU64>,
+    /// Number of the last flush that succeeded, for relaxed rooms waiting to say `saved`.
+    done: watch::Receiver<u64>,
 }
 
 impl GroupCommit {
@@ -36,17 +40,26 @@ impl GroupCommit {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let dirty = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicU64::new(0));
+        let (done_tx, done) = watch::channel(0);
         let task = Committer {
             store,
             rx,
             dirty: dirty.clone(),
+            started: started.clone(),
+            done: done_tx,
             relaxed_interval,
             on_flush: Box::new(on_flush),
         };
         // Not tracked by the shutdown tracker on purpose: rooms flush through it while they shut
         // down, so it must outlive them; it ends when the last handle is dropped.
         tokio::spawn(task.run());
-        Self { tx, dirty }
+        Self {
+            tx,
+            dirty,
+            started,
+            done,
+        }
     }
 
     /// Waits until everything written to the store before this call is durable.
@@ -60,8 +73,17 @@ impl GroupCommit {
     }
 
     /// Notes unflushed writes, for relaxed durability: they are flushed within the interval.
-    pub(crate) fn mark_dirty(&self) {
+    /// Returns the number of the first flush that will cover them (see [`GroupCommit::flushed`]).
+    pub(crate) fn mark_dirty(&self) -> u64 {
+        // Read after the writes: any flush numbered higher starts later, so it covers them.
+        let target = self.started.load(Ordering::Acquire) + 1;
         self.dirty.store(true, Ordering::Release);
+        target
+    }
+
+    /// Follows the number of the last successful flush.
+    pub(crate) fn flushed(&self) -> watch::Receiver<u64> {
+        self.done.clone()
     }
 }
 
@@ -69,6 +91,8 @@ struct Committer {
     store: Arc<dyn Store>,
     rx: mpsc::UnboundedReceiver<Waiter>,
     dirty: Arc<AtomicBool>,
+    started: Arc<AtomicU64>,
+    done: watch::Sender<u64>,
     relaxed_interval: Duration,
     on_flush: Box<dyn Fn(Duration) + Send>,
 }
@@ -107,6 +131,7 @@ impl Committer {
 
     async fn flush(&mut self) -> CommitResult {
         self.dirty.store(false, Ordering::Release);
+        let number = self.started.fetch_add(1, Ordering::AcqRel) + 1;
         let store = self.store.clone();
         let started = Instant::now();
         let result = match tokio::task::spawn_blocking(move || store.flush()).await {
@@ -115,9 +140,14 @@ impl Committer {
             Err(e) => Err(Arc::from(format!("flush task failed: {e}"))),
         };
         (self.on_flush)(started.elapsed());
-        if let Err(e) = &result {
-            error!(error = %e, "store flush failed: edits are not durable");
-            self.dirty.store(true, Ordering::Release);
+        match &result {
+            Ok(()) => {
+                self.done.send_replace(number);
+            }
+            Err(e) => {
+                error!(error = %e, "store flush failed: edits are not durable");
+                self.dirty.store(true, Ordering::Release);
+            }
         }
         result
     }

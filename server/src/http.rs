@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -84,7 +85,16 @@ async fn ws_upgrade(
         code: "invalid_room",
         message: e.to_string(),
     })?;
-    let grant = auth::ws_access(config, &headers, &params, &room, addr)?;
+    let grant = match auth::ws_access(config, &headers, &params, &room, addr) {
+        Ok(grant) => grant,
+        // Browsers hide the status of a refused upgrade (pages only see close code 1006), so a
+        // page from an allowed origin is told in a close frame instead: 4000 + the HTTP status,
+        // with the stable error code as the reason.
+        Err(e) if headers.contains_key(ORIGIN) && e.code != "origin_not_allowed" => {
+            return Ok(refuse_in_band(ws, &state, e));
+        }
+        Err(e) => return Err(e),
+    };
     let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
         warn!(peer = %addr, room = %room, "connection refused: server at its connection limit");
         ApiError {
@@ -112,6 +122,27 @@ async fn ws_upgrade(
             })
         }))
 }
+
+/// Completes the upgrade only to close at once with `4000 + status` and the error's code.
+fn refuse_in_band(ws: WebSocketUpgrade, state: &AppState, e: ApiError) -> Response {
+    let code = 4000 + e.status.as_u16();
+    let tracker = state.ctx.shutdown.clone();
+    ws.on_upgrade(move |mut socket| {
+        tracker.track(async move {
+            let frame = CloseFrame {
+                code,
+                reason: e.code.into(),
+            };
+            if socket.send(WsMessage::Close(Some(frame))).await.is_ok() {
+                // Let the client answer so the close handshake completes.
+                let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, socket.recv()).await;
+            }
+        })
+    })
+}
+
+/// How long a refused-in-band socket waits for the client's close reply.
+const CLOSE_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn healthz() -> &'static str {
     "ok"

@@ -295,6 +295,8 @@ pub(crate) struct Room {
     log_len: u64,
     /// Bytes the document occupies in the store (snapshot plus log).
     stored_bytes: u64,
+    /// Relaxed durability: the flush that will make `version` durable, until it has.
+    unsaved: Option<(u64, u64)>,
     /// Store writes of this batch not yet flushed.
     dirty: bool,
     queued: Vec<(Target, Bytes)>,
@@ -337,6 +339,7 @@ impl Room {
                         last_seq: loaded.last_seq,
                         log_len: loaded.log_len,
                         stored_bytes: loaded.stored_bytes,
+                        unsaved: None,
                         dirty: false,
                         queued: Vec::new(),
                         last_sent: Instant::now(),
@@ -370,8 +373,20 @@ impl Room {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.ctx.shutdown.clone();
+        let mut flushed = self.ctx.commit.flushed();
         loop {
             tokio::select! {
+                // Relaxed durability: say `saved` once the committer's flush covers the edits.
+                Ok(()) = flushed.changed(), if self.unsaved.is_some() => {
+                    let done = *flushed.borrow_and_update();
+                    if let Some((flush, version)) = self.unsaved {
+                        if done >= flush {
+                            self.unsaved = None;
+                            self.queue_control(Target::ControlExcept(None), &Control::Saved { version });
+                            self.finish_batch().await;
+                        }
+                    }
+                }
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
                     self.handle(cmd);
@@ -1000,7 +1015,10 @@ impl Room {
                         return;
                     }
                 }
-                Durability::Relaxed => self.ctx.commit.mark_dirty(),
+                Durability::Relaxed => {
+                    let flush = self.ctx.commit.mark_dirty();
+                    self.unsaved = Some((flush, self.last_seq));
+                }
             }
         }
         self.send_replies(None);

@@ -399,3 +399,43 @@ async fn tokens_stay_out_of_logs() -> anyhow::Result<()> {
     weft.terminate().await?;
     Ok(())
 }
+
+/// A page (a request with an allowed Origin) is refused in a close frame it can read, 4000 plus
+/// the HTTP status with the error code as reason, since browsers hide refused upgrades' status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_told_why_in_a_close_frame() -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let server = secured().await?;
+    let origin = format!("http://{}", server.addr);
+    let cases = [
+        (server.room_url("page"), 4401, "token_missing"),
+        (
+            format!(
+                "{}?token={}",
+                server.room_url("page"),
+                token(Some("other"), Access::Write, None)?
+            ),
+            4403,
+            "token_wrong_document",
+        ),
+    ];
+    for (url, code, reason) in cases {
+        let mut request = url.as_str().into_client_request()?;
+        request
+            .headers_mut()
+            .insert("Origin", HeaderValue::from_str(&origin)?);
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let close = tokio::time::timeout(WAIT, async {
+            while let Some(msg) = ws.next().await {
+                if let WsMessage::Close(Some(cf)) = msg? {
+                    return anyhow::Ok((u16::from(cf.code), cf.reason.to_string()));
+                }
+            }
+            anyhow::bail!("stream ended without a close frame")
+        })
+        .await??;
+        assert_eq!(close, (code, reason.to_owned()), "{url}");
+    }
+    Ok(())
+}

@@ -220,6 +220,31 @@ async fn sigkill_loses_nothing_any_client_saw() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// In relaxed durability the echo comes first and `saved` follows the flush; whatever was
+/// reported saved survives a SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_saved_means_durable() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relaxed = ["--durability", "relaxed", "--relaxed-flush-ms", "200"];
+    let mut weft = WeftProcess::spawn(dir.path(), &relaxed).await?;
+    let c = Client::connect_synced(&weft.room_url("relaxed")).await?;
+    c.hello().await?;
+    c.push("said saved")?;
+    c.wait_acked().await?;
+    wait_until("a saved notice after the relaxed flush", WAIT, || {
+        c.controls()
+            .iter()
+            .any(|m| matches!(m, weft_protocol::Control::Saved { version } if *version >= 1))
+    })
+    .await?;
+    weft.kill()?;
+    drop(c);
+    let weft = WeftProcess::spawn(dir.path(), &relaxed).await?;
+    let c = Client::connect_synced(&weft.room_url("relaxed")).await?;
+    assert_eq!(c.text(), "said saved");
+    Ok(())
+}
+
 /// SIGTERM makes the real binary close sockets, flush, and exit 0; the text is there after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_cleanly_and_keeps_data() -> anyhow::Result<()> {
