@@ -125,6 +125,11 @@ pub struct Config {
     #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Most WebSocket connections open at once from one IP address; further upgrades get
+    /// HTTP 429. Raise it when many users share one address (a proxy or an office NAT).
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
     /// Most connections in one room; further joins are closed with 1013 (try again later).
     #[arg(long, env = "WEFT_MAX_ROOM_CONNECTIONS", default_value_t = 500)]
     pub max_room_connections: usize,

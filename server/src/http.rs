@@ -30,7 +30,49 @@ pub(crate) struct AppState {
     /// Counts open WebSockets: tower's concurrency limit does not see upgraded sockets, so each
     /// socket task holds a permit until it ends.
     pub(crate) connections: Arc<Semaphore>,
+    /// Open WebSockets per client address, so one host cannot take every slot.
+    pub(crate) per_ip: Arc<PerIp>,
     pub(crate) next_conn: AtomicU64,
+}
+
+/// Counts open WebSockets per client IP address.
+#[derive(Default)]
+pub(crate) struct PerIp {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place in [`PerIp`]; released when dropped.
+pub(crate) struct IpSlot {
+    table: Arc<PerIp>,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    /// Takes a slot for `ip` unless it already has `max` connections open.
+    fn acquire(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Builds the application's router.
@@ -95,6 +137,20 @@ async fn ws_upgrade(
         }
         Err(e) => return Err(e),
     };
+    let ip_slot = state
+        .per_ip
+        .acquire(addr.ip(), config.max_connections_per_ip)
+        .ok_or_else(|| {
+            warn!(peer = %addr, room = %room, "connection refused: too many from this address");
+            ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "too_many_connections_from_address",
+                message: format!(
+                    "the server allows {} connections from one address",
+                    config.max_connections_per_ip
+                ),
+            }
+        })?;
     let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
         warn!(peer = %addr, room = %room, "connection refused: server at its connection limit");
         ApiError {
@@ -118,7 +174,7 @@ async fn ws_upgrade(
         .on_upgrade(move |socket| {
             tracker.track(async move {
                 connection::serve(socket, ctx, peer).await;
-                drop(permit);
+                drop((permit, ip_slot));
             })
         }))
 }

@@ -118,6 +118,7 @@ impl Server {
         let state = Arc::new(http::AppState {
             ctx: ctx.clone(),
             connections: Arc::new(Semaphore::new(self.config.max_connections)),
+            per_ip: Arc::default(),
             next_conn: AtomicU64::new(1),
         });
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -116,3 +116,30 @@ async fn one_awareness_client_id_per_connection() -> anyhow::Result<()> {
     assert_eq!(b.awareness_of(424242), None, "the ghost id was relayed");
     Ok(())
 }
+
+/// One address may hold only so many sockets (HTTP 429 beyond); closing one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_capped() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.max_connections_per_ip = 2).await?;
+    let url = server.room_url("per-ip");
+    let a = Client::connect_synced(&url).await?;
+    let _b = Client::connect_synced(&url).await?;
+    let err = RawSocket::connect(&url).await.err();
+    assert!(
+        format!("{err:?}").contains("429"),
+        "expected 429, got {err:?}"
+    );
+    a.close().await;
+    // The slot frees once the server has finished with a's socket.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Client::connect_synced(&url).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context("the closed connection's slot never freed"));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    Ok(())
+}
