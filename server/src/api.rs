@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
@@ -66,8 +67,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Routes under `/api`, with the OpenAPI description generated from them.
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+/// Routes under `/api`, with the OpenAPI description generated from them. Request bodies may
+/// be as large as `max_body` (the WebSocket message limit: a document's whole state fits).
+pub(crate) fn routes(max_body: usize) -> Router<Arc<AppState>> {
     let (router, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_docs, create_doc))
         .routes(routes!(get_doc, delete_doc))
@@ -80,7 +82,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
     let json = spec
         .to_json()
         .unwrap_or_else(|e| format!(r#"{{"error":"OpenAPI serialization failed: {e}"}}"#));
-    router.route(
+    router.layer(DefaultBodyLimit::max(max_body)).route(
         "/api/openapi.json",
         get(move || {
             let json = json.clone();
@@ -289,7 +291,7 @@ async fn create_doc(
     headers: HeaderMap,
     body: Result<Json<CreateDoc>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| bad_body(e.body_text()))?;
+    let Json(body) = body.map_err(|e| body_error(e.status(), e.body_text()))?;
     let id = match &body.id {
         Some(id) => id.clone(),
         None => uuid::Uuid::new_v4().to_string(),
@@ -414,11 +416,11 @@ async fn put_text(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Written>, ApiError> {
     let room = doc_id(&state, id)?;
     authorize(&state, &headers, Some(room.as_str()), Access::Write)?;
-    let text = utf8(body)?;
+    let text = utf8(raw_body(body)?)?;
     existing(&state, &room).await?;
     written(state.ctx.api(&room, ApiOp::SetText(text)).await)
 }
@@ -438,11 +440,11 @@ async fn append_text(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Written>, ApiError> {
     let room = doc_id(&state, id)?;
     authorize(&state, &headers, Some(room.as_str()), Access::Write)?;
-    let text = utf8(body)?;
+    let text = utf8(raw_body(body)?)?;
     existing(&state, &room).await?;
     written(state.ctx.api(&room, ApiOp::Append(text)).await)
 }
@@ -504,10 +506,11 @@ async fn post_update(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Written>, ApiError> {
     let room = doc_id(&state, id)?;
     authorize(&state, &headers, Some(room.as_str()), Access::Write)?;
+    let body = raw_body(body)?;
     existing(&state, &room).await?;
     written(
         state
@@ -536,7 +539,7 @@ async fn send_notice(
 ) -> Result<Json<Delivered>, ApiError> {
     let room = doc_id(&state, id)?;
     authorize(&state, &headers, Some(room.as_str()), Access::Admin)?;
-    let Json(body) = body.map_err(|e| bad_body(e.body_text()))?;
+    let Json(body) = body.map_err(|e| body_error(e.status(), e.body_text()))?;
     existing(&state, &room).await?;
     let level = match body.level {
         Level::Info => NoticeLevel::Info,
@@ -621,6 +624,23 @@ fn bad_body(message: String) -> ApiError {
         code: "invalid_body",
         message,
     }
+}
+
+/// A rejected request body as JSON: 413 `body_too_large` over the limit, else 400.
+fn body_error(status: StatusCode, message: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError {
+            status,
+            code: "body_too_large",
+            message,
+        };
+    }
+    bad_body(message)
+}
+
+/// The raw body, or its rejection as a JSON error.
+fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| body_error(e.status(), e.body_text()))
 }
 
 fn not_found() -> ApiError {

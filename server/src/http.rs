@@ -81,7 +81,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/ws/{room}", get(ws_upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(api::routes())
+        .merge(api::routes(state.ctx.config.max_message))
         .merge(pages::routes())
         .fallback(pages::not_found)
         .with_state(state)

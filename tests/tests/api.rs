@@ -497,3 +497,33 @@ async fn malformed_requests_have_codes() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Request bodies may be as large as a WebSocket message (so a big document can be written
+/// through the API), and one over the limit gets a JSON 413 `body_too_large`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limit_follows_max_message() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.max_message = 4 * 1024 * 1024).await?;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/docs/big/text", server.http_base());
+    let created = http
+        .post(format!("{}/api/docs", server.http_base()))
+        .json(&serde_json::json!({ "id": "big" }))
+        .send()
+        .await?;
+    assert!(created.status().is_success(), "{}", created.text().await?);
+    // 3 MiB: above axum's 2 MiB default, below the configured limit.
+    let big = "x".repeat(3 * 1024 * 1024);
+    let put = http.put(&url).body(big.clone()).send().await?;
+    assert!(put.status().is_success(), "{}", put.text().await?);
+    let text = http.get(&url).send().await?.text().await?;
+    assert_eq!(text.len(), big.len());
+    let too_big = http
+        .put(&url)
+        .body("y".repeat(5 * 1024 * 1024))
+        .send()
+        .await?;
+    assert_eq!(too_big.status().as_u16(), 413);
+    let body: Value = too_big.json().await?;
+    assert_eq!(body["code"], "body_too_large", "{body}");
+    Ok(())
+}
