@@ -888,12 +888,17 @@ impl Room {
             }
             let mut txn = self.doc.transact_mut();
             txn.apply_update(decoded).map_err(|e| e.to_string())?;
-            Ok(true)
+            // An update waiting for missing dependencies changes nothing yet but must be kept,
+            // or a restart would lose it once they arrive.
+            let store = txn.store();
+            let pending = store.pending_update().is_some() || store.pending_ds().is_some();
+            Ok(txn.has_changes() || pending)
         }));
         match applied {
             Ok(Ok(true)) => {}
-            // Clients answer the server's sync step 1 with a step 2 that is usually empty:
-            // nothing to store or broadcast.
+            // Nothing new: the empty step 2 every client answers the server's step 1 with, or a
+            // reconnecting client's step 2, which always repeats its whole delete set. Storing
+            // and broadcasting those would grow every log by one entry per reconnect.
             Ok(Ok(false)) => return Ok(false),
             Ok(Err(e)) => return Err(WriteError::Invalid(e)),
             Err(_) => {

@@ -385,6 +385,14 @@ impl Client {
         r.with_context(|| format!("{} updates unacknowledged", self.seen().unacked.len()))
     }
 
+    /// This peer's whole document as one Yjs v1 update (what it would send as sync step 2 to an
+    /// empty peer), deletions included.
+    pub fn full_state(&self) -> Vec<u8> {
+        self.doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
     /// This peer's Yjs client id.
     pub fn client_id(&self) -> u64 {
         self.doc.client_id().get()

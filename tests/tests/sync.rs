@@ -489,3 +489,34 @@ async fn quiet_rooms_get_keepalives() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A step 2 that brings nothing new (what a reconnecting client sends: its whole state,
+/// including every deletion) is neither stored nor broadcast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redundant_updates_are_not_stored() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let url = server.room_url("redundant");
+    let a = Client::connect_synced(&url).await?;
+    a.push("hello, world")?;
+    a.delete(0, 7)?;
+    a.wait_acked().await?;
+    let meta_url = format!("{}/api/docs/redundant", server.http_base());
+    let count = || async {
+        let meta: serde_json::Value = reqwest::get(&meta_url).await?.json().await?;
+        anyhow::Ok(meta["update_count"].as_u64())
+    };
+    let before = count().await?;
+    assert_eq!(before, Some(2), "two edits stored");
+    // Everything a already has, deletions included, as one update.
+    a.send_raw(weft_protocol::encode_sync(
+        weft_protocol::SYNC_STEP2,
+        &a.full_state(),
+    ))?;
+    // A later real edit is ordered after it on the same socket, so once that one is echoed the
+    // redundant one has been handled.
+    a.push("!")?;
+    a.wait_acked().await?;
+    assert_eq!(count().await?, Some(3), "only the real edit was stored");
+    assert_eq!(a.text(), "world!");
+    Ok(())
+}
