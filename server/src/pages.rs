@@ -45,13 +45,14 @@ const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Pages name the current hashed assets: revalidate them every time (cheap with the ETag).
 const CACHE_REVALIDATE: &str = "no-cache";
 
-/// Routes for pages and assets.
+/// Routes for pages and assets, gzip-compressed for clients that accept it.
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(list_page))
         .route("/d/{id}", get(editor_page))
         .route("/assets/{file}", get(asset))
         .route("/favicon.ico", get(favicon))
+        .layer(tower_http::compression::CompressionLayer::new())
 }
 
 fn find(path: &str) -> Option<&'static Asset> {

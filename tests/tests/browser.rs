@@ -602,3 +602,28 @@ async fn read_only_links_and_notices() -> anyhow::Result<()> {
     .await;
     browsers.finish(result, vec![ana, ben]).await
 }
+
+/// Pages and assets are gzip-compressed for clients that accept it, and sent plain otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_compressed_when_accepted() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let http = reqwest::Client::new();
+    let url = format!("{}/d/compressed", server.http_base());
+    let gz = http
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await?;
+    assert_eq!(
+        gz.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    let bytes = gz.bytes().await?;
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip stream");
+    let plain = http.get(&url).send().await?;
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert!(plain.text().await?.contains("<html"));
+    Ok(())
+}
