@@ -604,11 +604,22 @@ impl Room {
             return Err(ApiOpError::Exists);
         }
         let text = text.unwrap_or_default();
-        let title = title.or_else(|| title_of(&text)).unwrap_or_default();
-        self.ctx
-            .store
-            .set_title(self.name.as_str(), &title)
-            .map_err(|e| ApiOpError::Storage(e.to_string()))?;
+        let written = match title {
+            // A title given explicitly stays, whatever the first line becomes.
+            Some(title) => self
+                .ctx
+                .store
+                .pin_title(self.name.as_str(), &title)
+                .map(|()| title),
+            None => {
+                let title = title_of(&text).unwrap_or_default();
+                self.ctx
+                    .store
+                    .set_title(self.name.as_str(), &title)
+                    .map(|()| title)
+            }
+        };
+        let title = written.map_err(|e| ApiOpError::Storage(e.to_string()))?;
         self.title = Some(title);
         self.exists = true;
         self.dirty = true;

@@ -142,8 +142,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Moves logged update `seq` to quarantine with `reason` and the time; a no-op if absent.
     fn quarantine(&self, doc: &str, seq: u64, reason: &str) -> Result<(), StoreError>;
-    /// Sets the title of `doc`, creating its metadata if the document is new.
+    /// Sets the automatic title of `doc` (its first line), creating its metadata if the
+    /// document is new; does nothing once a title was pinned.
     fn set_title(&self, doc: &str, title: &str) -> Result<(), StoreError>;
+    /// Sets a title chosen explicitly (through the API); edits no longer replace it.
+    fn pin_title(&self, doc: &str, title: &str) -> Result<(), StoreError>;
     /// Returns the metadata of `doc`, or `None` if the document does not exist.
     fn meta(&self, doc: &str) -> Result<Option<DocMeta>, StoreError>;
     /// Lists the metadata of every document, sorted by id, without reading content.
@@ -266,6 +269,8 @@ struct MetaRec {
     next_seq: u64,
     quarantined: u64,
     title: Option<String>,
+    /// The title was set explicitly (through the API), so edits no longer replace it.
+    title_pinned: bool,
 }
 
 const META_VERSION: u8 = 1;
@@ -281,6 +286,7 @@ impl MetaRec {
             next_seq: 1,
             quarantined: 0,
             title: None,
+            title_pinned: false,
         }
     }
 
@@ -298,7 +304,11 @@ impl MetaRec {
         ] {
             out.extend_from_slice(&v.to_be_bytes());
         }
-        out.push(u8::from(self.title.is_some()));
+        out.push(match (&self.title, self.title_pinned) {
+            (None, _) => 0,
+            (Some(_), false) => 1,
+            (Some(_), true) => 2,
+        });
         out.extend_from_slice(title.as_bytes());
         out
     }
@@ -318,9 +328,10 @@ impl MetaRec {
         let field =
             |i: usize| be_u64(bytes, 1 + 8 * i).ok_or_else(|| corrupt(doc, "short metadata"));
         let title_bytes = &bytes[META_FIXED_LEN..];
-        let title = match bytes[META_FIXED_LEN - 1] {
+        let flag = bytes[META_FIXED_LEN - 1];
+        let title = match flag {
             0 if title_bytes.is_empty() => None,
-            1 => Some(
+            1 | 2 => Some(
                 std::str::from_utf8(title_bytes)
                     .map_err(|_| corrupt(doc, "metadata title is not UTF-8"))?
                     .to_owned(),
@@ -335,6 +346,7 @@ impl MetaRec {
             next_seq: field(4)?,
             quarantined: field(5)?,
             title,
+            title_pinned: flag == 2,
         };
         if rec.next_seq == 0 {
             return Err(corrupt(doc, "metadata next_seq is 0"));
@@ -639,6 +651,24 @@ impl SledStore {
         })
     }
 
+    /// Writes a title; an automatic one (`pin == false`) never replaces a pinned one.
+    fn write_title(&self, doc: &str, title: &str, pin: bool) -> Result<(), StoreError> {
+        self.with_slot(doc, |_, slot| {
+            let now = now_ms();
+            let mut meta = slot.meta.clone().unwrap_or_else(|| MetaRec::new(now));
+            if meta.title_pinned && !pin {
+                return Ok(());
+            }
+            meta.title_pinned |= pin;
+            meta.title = Some(title.to_owned());
+            meta.updated_ms = now;
+            self.docs.insert(doc_key(TAG_META, doc), meta.encode())?;
+            slot.meta = Some(meta);
+            slot.dirty = false;
+            Ok(())
+        })
+    }
+
     /// The data directory this store was opened on.
     pub fn path(&self) -> &Path {
         &self.path
@@ -860,7 +890,7 @@ impl Store for SledStore {
                 .saturating_sub(removed)
                 .saturating_add(len_u64(snapshot));
             meta.snapshot_len = len_u64(snapshot);
-            if let Some(title) = title {
+            if let Some(title) = title.filter(|_| !meta.title_pinned) {
                 meta.title = Some(title.to_owned());
             }
             batch.insert(doc_key(TAG_META, doc), meta.encode());
@@ -905,16 +935,11 @@ impl Store for SledStore {
     }
 
     fn set_title(&self, doc: &str, title: &str) -> Result<(), StoreError> {
-        self.with_slot(doc, |_, slot| {
-            let now = now_ms();
-            let mut meta = slot.meta.clone().unwrap_or_else(|| MetaRec::new(now));
-            meta.title = Some(title.to_owned());
-            meta.updated_ms = now;
-            self.docs.insert(doc_key(TAG_META, doc), meta.encode())?;
-            slot.meta = Some(meta);
-            slot.dirty = false;
-            Ok(())
-        })
+        self.write_title(doc, title, false)
+    }
+
+    fn pin_title(&self, doc: &str, title: &str) -> Result<(), StoreError> {
+        self.write_title(doc, title, true)
     }
 
     fn meta(&self, doc: &str) -> Result<Option<DocMeta>, StoreError> {
@@ -1138,6 +1163,38 @@ mod tests {
         assert_eq!((meta.size_bytes, meta.update_count), (5, 7));
         assert_eq!(meta.title.as_deref(), Some("Title"));
         assert_eq!(store.append("d", b"z").expect("append"), 8);
+    }
+
+    /// A pinned title survives automatic titles and compaction, and a reopen.
+    #[test]
+    fn pinned_titles_stay() {
+        let (dir, store) = open_temp();
+        store.pin_title("doc", "Chosen").expect("pin");
+        store.set_title("doc", "first line").expect("auto");
+        store.append("doc", b"u").expect("append");
+        store
+            .compact("doc", b"snap", 1, Some("first line"))
+            .expect("compact");
+        assert_eq!(
+            store
+                .meta("doc")
+                .expect("meta")
+                .and_then(|m| m.title)
+                .as_deref(),
+            Some("Chosen")
+        );
+        store.flush().expect("flush");
+        drop(store);
+        let store = SledStore::open(dir.path()).expect("reopen");
+        store.set_title("doc", "again").expect("auto");
+        assert_eq!(
+            store
+                .meta("doc")
+                .expect("meta")
+                .and_then(|m| m.title)
+                .as_deref(),
+            Some("Chosen")
+        );
     }
 
     /// list reports every live document with its title and omits deleted ones.
