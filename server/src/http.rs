@@ -169,6 +169,10 @@ async fn ws_upgrade(
     let ctx = state.ctx.clone();
     let tracker = ctx.shutdown.clone();
     Ok(ws
+        // tungstenite reserves its whole read buffer per socket (128 KiB by default), which was
+        // most of an idle connection's memory; y-websocket frames are small and the buffer
+        // grows for the rare large one.
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(config.max_message)
         .max_frame_size(config.max_message)
         .on_upgrade(move |socket| {
@@ -196,6 +200,9 @@ fn refuse_in_band(ws: WebSocketUpgrade, state: &AppState, e: ApiError) -> Respon
         })
     })
 }
+
+/// Initial read buffer of a WebSocket.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// How long a refused-in-band socket waits for the client's close reply.
 const CLOSE_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
