@@ -177,7 +177,7 @@ async fn read_loop(
     alive: &AtomicBool,
 ) -> bool {
     let limits = ctx.config.limits();
-    let mut rate = InboundRate::new(&ctx.config);
+    let rate = InboundRate::new(&ctx.config);
     let mut close_received = false;
     let handshake = tokio::time::sleep(ctx.config.handshake_timeout());
     tokio::pin!(handshake);
@@ -327,7 +327,7 @@ impl InboundRate {
     }
 
     /// Takes one frame of `len` bytes from the buckets; false when either is empty.
-    fn allows(&mut self, len: usize) -> bool {
+    fn allows(&self, len: usize) -> bool {
         let len =
             NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         self.frames.check().is_ok() && matches!(self.bytes.check_n(len), Ok(Ok(())))

@@ -1103,16 +1103,9 @@ impl Room {
     fn refresh_title(&mut self, now: Instant) {
         self.title_stale = false;
         self.title_checked = now;
-        let title = catch_unwind(AssertUnwindSafe(|| {
-            let txn = self.doc.transact();
-            let text = txn
-                .get_text("content")
-                .map(|t| t.get_string(&txn))
-                .unwrap_or_default();
-            title_of(&text)
-        }))
-        .ok()
-        .flatten();
+        let title = catch_unwind(AssertUnwindSafe(|| title_of(&self.text())))
+            .ok()
+            .flatten();
         if title.is_none() || title == self.title {
             return;
         }
@@ -1132,13 +1125,11 @@ impl Room {
             return;
         }
         let encoded = catch_unwind(AssertUnwindSafe(|| {
-            let txn = self.doc.transact();
-            let snapshot = txn.encode_state_as_update_v1(&StateVector::default());
-            let text = txn
-                .get_text("content")
-                .map(|t| t.get_string(&txn))
-                .unwrap_or_default();
-            (snapshot, title_of(&text))
+            let snapshot = self
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            (snapshot, title_of(&self.text()))
         }));
         let Ok((snapshot, title)) = encoded else {
             error!(room = %self.name, "yrs panicked while compacting; keeping the log");
