@@ -1,7 +1,8 @@
-// Builds dist/ from src/: two bundles (the editor page and the document list), one stylesheet,
-// the favicon and three HTML pages. dist/ is committed and embedded in the `weft` binary, so the
-// output must be byte-identical on every run: file names carry a hash of their content only, and
-// nothing else (time, absolute paths, random ids) reaches the output.
+// Builds dist/ from src/: three bundles (the editor page, the document list, the server
+// dashboard), one stylesheet, the favicon and four HTML pages. dist/ is committed and embedded
+// in the `weft` binary, so the output must be byte-identical on every run: file names carry a
+// hash of their content only, and nothing else (time, absolute paths, random ids) reaches the
+// output.
 //
 // Also fails the build when the bundle holds more than one copy of yjs (Yjs' constructor checks
 // break with two) or of lib0.
@@ -26,7 +27,7 @@ await mkdir(assets, { recursive: true })
 
 const result = await esbuild.build({
   absWorkingDir: root,
-  entryPoints: { editor: 'src/editor.js', list: 'src/list.js', style: 'src/style.css' },
+  entryPoints: { editor: 'src/editor.js', list: 'src/list.js', dashboard: 'src/dashboard.js', style: 'src/style.css' },
   outdir: 'dist/assets',
   entryNames: '[name]-[hash]',
   bundle: true,
@@ -77,6 +78,7 @@ const links = {
 const pages = [
   ['index.html', `/${outputOf('src/list.js')}`],
   ['editor.html', `/${outputOf('src/editor.js')}`],
+  ['dashboard.html', `/${outputOf('src/dashboard.js')}`],
   ['error.html', null]
 ]
 for (const [page, script] of pages) {

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use weft_protocol::{decode_frame, Message, Role, RoomName};
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 use crate::room::{Command, ConnId, JoinError, Joiner};
 use crate::rooms::RoomContext;
@@ -116,6 +117,7 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<RoomContext>, peer: Peer) 
         closer.clone(),
         alive.clone(),
         ctx.config.ping_interval(),
+        ctx.metrics.clone(),
     ));
     let joiner = Joiner {
         id: peer.id,
@@ -131,7 +133,10 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<RoomContext>, peer: Peer) 
         Ok(room) => Some(room),
         Err(e) => {
             let (code, reason) = match &e {
-                JoinError::Full(_) => (1013, e.to_string()),
+                JoinError::Full(_) => {
+                    ctx.metrics.refused("room_full");
+                    (1013, e.to_string())
+                }
                 _ => (1011, e.to_string()),
             };
             warn!(room = %peer.room, peer = %peer.addr, reason, "join refused");
@@ -223,6 +228,8 @@ async fn read_loop(
             }
             WsMessage::Binary(frame) => match decode_frame(&frame, &limits) {
                 Ok(msgs) => {
+                    ctx.metrics.messages_in.inc_by(msgs.len() as u64);
+                    ctx.metrics.bytes_in.inc_by(frame.len() as u64);
                     handshaken |= msgs.iter().any(|m| matches!(m, Message::SyncStep1(_)));
                     if !room.send(Command::Messages(peer.id, msgs)).await {
                         closer.end(Ending::Close(1011, "room closed".into()));
@@ -258,6 +265,7 @@ async fn write_loop(
     closer: Closer,
     alive: Arc<AtomicBool>,
     ping_every: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let mut ping = tokio::time::interval(ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -268,10 +276,14 @@ async fn write_loop(
             _ = closer.token.cancelled() => break,
             frame = rx.recv() => {
                 let Some(frame) = frame else { break };
+                let len = frame.len() as u64;
                 tokio::select! {
                     sent = sink.send(WsMessage::Binary(frame)) => if sent.is_err() {
                         closer.end(Ending::Terminate("write failed"));
                         break;
+                    } else {
+                        metrics.messages_out.inc();
+                        metrics.bytes_out.inc_by(len);
                     },
                     _ = closer.token.cancelled() => break,
                 }

@@ -1,5 +1,6 @@
 //! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}`, the `/api`
-//! routes, health checks, and the browser editor's pages and assets (`pages`).
+//! routes, health checks, the operator endpoints (`dashboard`: `/metrics`, `/dashboard`), and
+//! the browser editor's pages and assets (`pages`).
 //! Handlers are thin: they validate, then hand over to `connection`.
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use weft_protocol::RoomName;
 use crate::api;
 use crate::auth;
 use crate::connection::{self, Peer};
+use crate::dashboard::{self, Dashboard};
 use crate::pages;
 use crate::rooms::RoomContext;
 
@@ -33,6 +35,8 @@ pub(crate) struct AppState {
     /// Open WebSockets per client address, so one host cannot take every slot.
     pub(crate) per_ip: Arc<PerIp>,
     pub(crate) next_conn: AtomicU64,
+    /// Snapshots for the operator dashboard.
+    pub(crate) dashboard: Arc<Dashboard>,
 }
 
 /// Counts open WebSockets per client IP address.
@@ -82,6 +86,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(api::routes(state.ctx.config.max_message))
+        .merge(dashboard::routes())
         .merge(pages::routes())
         .fallback(pages::not_found)
         .with_state(state)
@@ -121,19 +126,33 @@ async fn ws_upgrade(
     Query(params): Query<auth::WsParams>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    upgrade(&state, room, addr, &headers, &params, ws).inspect_err(|e| {
+        state.ctx.metrics.refused(e.code);
+    })
+}
+
+/// Admits (or refuses) one WebSocket to a document room.
+fn upgrade(
+    state: &Arc<AppState>,
+    room: String,
+    addr: SocketAddr,
+    headers: &HeaderMap,
+    params: &auth::WsParams,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
     let config = &state.ctx.config;
     let room = RoomName::parse(&room, &config.limits()).map_err(|e| ApiError {
         status: StatusCode::BAD_REQUEST,
         code: "invalid_room",
         message: e.to_string(),
     })?;
-    let grant = match auth::ws_access(config, &headers, &params, &room, addr) {
+    let grant = match auth::ws_access(config, headers, params, &room, addr) {
         Ok(grant) => grant,
         // Browsers hide the status of a refused upgrade (pages only see close code 1006), so a
         // page from an allowed origin is told in a close frame instead: 4000 + the HTTP status,
         // with the stable error code as the reason.
         Err(e) if headers.contains_key(ORIGIN) && e.code != "origin_not_allowed" => {
-            return Ok(refuse_in_band(ws, &state, e));
+            return Ok(refuse_in_band(ws, state, e));
         }
         Err(e) => return Err(e),
     };
@@ -168,6 +187,7 @@ async fn ws_upgrade(
     };
     let ctx = state.ctx.clone();
     let tracker = ctx.shutdown.clone();
+    let connections = ctx.metrics.connections.clone();
     Ok(ws
         // tungstenite reserves its whole read buffer per socket (128 KiB by default), which was
         // most of an idle connection's memory; y-websocket frames are small and the buffer
@@ -177,7 +197,9 @@ async fn ws_upgrade(
         .max_frame_size(config.max_message)
         .on_upgrade(move |socket| {
             tracker.track(async move {
+                connections.inc();
                 connection::serve(socket, ctx, peer).await;
+                connections.dec();
                 drop((permit, ip_slot));
             })
         }))
@@ -185,6 +207,7 @@ async fn ws_upgrade(
 
 /// Completes the upgrade only to close at once with `4000 + status` and the error's code.
 fn refuse_in_band(ws: WebSocketUpgrade, state: &AppState, e: ApiError) -> Response {
+    state.ctx.metrics.refused(e.code);
     let code = 4000 + e.status.as_u16();
     let tracker = state.ctx.shutdown.clone();
     ws.on_upgrade(move |mut socket| {

@@ -20,6 +20,9 @@
 //! - `commit`: group commit, one flush for every write that arrived meanwhile.
 //! - `store`: the [`Store`] trait and its sled implementation: where bytes hit disk.
 //! - `stats`: [`Stats`], live room counters.
+//! - `metrics`: what the server counts about itself (Prometheus registry, `/metrics`).
+//! - `dashboard`: `/metrics`, `/dashboard` and its feed: a snapshot a second, pushed over a
+//!   WebSocket or polled.
 //! - [`shutdown`]: cancellation token plus task tracker threaded through every loop.
 //!
 //! A frame's path: socket → `connection` (decode) → `room` (apply, append) → `commit` (flush)
@@ -32,7 +35,9 @@ pub mod shutdown;
 mod api;
 mod commit;
 mod connection;
+mod dashboard;
 mod http;
+mod metrics;
 mod pages;
 mod presence;
 mod room;
@@ -56,6 +61,8 @@ pub use stats::Stats;
 pub use store::{DocMeta, SledStore, Store, StoreError};
 
 use commit::GroupCommit;
+use dashboard::Dashboard;
+use metrics::Metrics;
 use rooms::RoomContext;
 
 /// Errors that stop the server from starting or running.
@@ -103,10 +110,12 @@ impl Server {
     /// [`ServerError::Io`] when the listener fails.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServerError> {
         let addr = listener.local_addr()?;
+        let metrics = Arc::new(Metrics::new());
+        let flush_metrics = metrics.clone();
         let commit = GroupCommit::start(
             self.store.clone(),
             Duration::from_millis(self.config.relaxed_flush_ms),
-            |_elapsed| {},
+            move |elapsed| flush_metrics.observe_flush(elapsed),
         );
         let ctx = Arc::new(RoomContext::new(
             self.store.clone(),
@@ -114,12 +123,16 @@ impl Server {
             self.config.clone(),
             shutdown.clone(),
             self.stats.clone(),
+            metrics,
         ));
+        let dashboard = Arc::new(Dashboard::new(ctx.clone()));
+        shutdown.spawn(dashboard.clone().run());
         let state = Arc::new(http::AppState {
             ctx: ctx.clone(),
             connections: Arc::new(Semaphore::new(self.config.max_connections)),
             per_ip: Arc::default(),
             next_conn: AtomicU64::new(1),
+            dashboard,
         });
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
         // Without TCP_NODELAY, small frames meet Nagle plus delayed ACKs: ~40 ms tails.

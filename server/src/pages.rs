@@ -108,7 +108,7 @@ fn page_headers(h: &mut HeaderMap) {
 }
 
 /// A page that must be embedded; its absence is a build error caught by `build.rs`.
-fn page(name: &str, headers: &HeaderMap) -> Response {
+pub(crate) fn page(name: &str, headers: &HeaderMap) -> Response {
     match find(name) {
         Some(a) => serve(a, headers, CACHE_REVALIDATE),
         None => ApiError::internal(format!("{name} is not embedded")).into_response(),
@@ -206,7 +206,7 @@ fn not_found_page() -> Response {
 }
 
 /// The embedded error page with `status`, `title` and `message` filled in (HTML-escaped).
-fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+pub(crate) fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     let template = find("error.html").map_or("{{title}}: {{message}}", |a| {
         std::str::from_utf8(a.bytes).unwrap_or("{{title}}: {{message}}")
     });
@@ -249,7 +249,7 @@ mod tests {
     /// The pages the router serves are embedded, and each references only embedded assets.
     #[test]
     fn pages_are_embedded_with_their_assets() {
-        for page in ["index.html", "editor.html", "error.html"] {
+        for page in ["index.html", "editor.html", "error.html", "dashboard.html"] {
             let html = std::str::from_utf8(find(page).expect(page).bytes).expect("utf-8");
             for part in html.split("\"/assets/").skip(1) {
                 let name = part.split('"').next().unwrap_or_default();

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,7 @@ use crate::config::Durability;
 use crate::connection::Outbox;
 use crate::presence::Presence;
 use crate::rooms::RoomContext;
+use crate::store::now_ms;
 
 /// Identifies a connection inside the server (cheaper to hash than its UUID).
 pub(crate) type ConnId = u64;
@@ -214,8 +215,37 @@ pub(crate) struct RoomHandle {
     tx: mpsc::Sender<Command>,
     /// Distinguishes incarnations of the same room name in the registry.
     pub(crate) generation: u64,
-    /// Members right now, kept by the room, read by listings without asking the actor.
-    users: Arc<AtomicU32>,
+    /// What listings and the dashboard read without asking the actor.
+    live: Arc<Live>,
+}
+
+/// A room's vital signs, kept by the room and read by listings and the dashboard without a
+/// round trip through the actor's mailbox.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    /// Members right now.
+    users: AtomicU32,
+    /// Bytes the document takes in the store (snapshot plus log).
+    stored_bytes: AtomicU64,
+    /// When a member last sent anything, milliseconds since the Unix epoch (0: never).
+    active_ms: AtomicU64,
+}
+
+impl Live {
+    /// Members right now.
+    pub(crate) fn users(&self) -> u32 {
+        self.users.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the document takes in the store.
+    pub(crate) fn stored_bytes(&self) -> u64 {
+        self.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Last message from a member, Unix milliseconds (0 when none came since the load).
+    pub(crate) fn active_ms(&self) -> u64 {
+        self.active_ms.load(Ordering::Relaxed)
+    }
 }
 
 impl RoomHandle {
@@ -254,7 +284,12 @@ impl RoomHandle {
 
     /// Connections in the room right now.
     pub(crate) fn users(&self) -> u32 {
-        self.users.load(Ordering::Relaxed)
+        self.live.users()
+    }
+
+    /// The room's vital signs.
+    pub(crate) fn live(&self) -> &Live {
+        &self.live
     }
 }
 
@@ -302,7 +337,7 @@ pub(crate) struct Room {
     queued: Vec<(Target, Bytes)>,
     last_sent: Instant,
     empty_since: Option<Instant>,
-    users: Arc<AtomicU32>,
+    live: Arc<Live>,
     /// The title last written to the store, and whether edits since may have changed it.
     title: Option<String>,
     title_stale: bool,
@@ -319,9 +354,9 @@ impl Room {
     /// Loads `name` from the store and spawns its actor; the handle is usable at once.
     pub(crate) fn spawn(name: RoomName, ctx: Arc<RoomContext>, generation: u64) -> RoomHandle {
         let (tx, rx) = mpsc::channel(MAILBOX);
-        let users = Arc::new(AtomicU32::new(0));
+        let live = Arc::new(Live::default());
         let shutdown = ctx.shutdown.clone();
-        let room_users = users.clone();
+        let room_live = live.clone();
         shutdown.spawn(async move {
             let loaded = {
                 let (ctx, name) = (ctx.clone(), name.clone());
@@ -344,7 +379,7 @@ impl Room {
                         queued: Vec::new(),
                         last_sent: Instant::now(),
                         empty_since: Some(Instant::now()),
-                        users: room_users,
+                        live: room_live,
                         title: None,
                         title_stale: false,
                         title_checked: Instant::now(),
@@ -364,7 +399,7 @@ impl Room {
         RoomHandle {
             tx,
             generation,
-            users,
+            live,
         }
     }
 
@@ -504,6 +539,7 @@ impl Room {
                 let _ = reply.send(result);
             }
             Command::Messages(conn, msgs) => {
+                self.live.active_ms.store(now_ms(), Ordering::Relaxed);
                 for msg in msgs {
                     if !self.members.contains_key(&conn) {
                         break;
@@ -646,7 +682,7 @@ impl Room {
             m.outbox.close(CLOSE_DELETED, "document deleted");
         }
         self.members.clear();
-        self.users.store(0, Ordering::Relaxed);
+        self.live.users.store(0, Ordering::Relaxed);
         self.queued.clear();
         self.exists = false;
         self.deleted = true;
@@ -732,7 +768,8 @@ impl Room {
                 told_full: false,
             },
         );
-        self.users
+        self.live
+            .users
             .store(self.members.len() as u32, Ordering::Relaxed);
         self.empty_since = None;
         Ok(())
@@ -742,7 +779,8 @@ impl Room {
         let Some(member) = self.members.remove(&conn) else {
             return;
         };
-        self.users
+        self.live
+            .users
             .store(self.members.len() as u32, Ordering::Relaxed);
         let removed = self.presence.remove_connection(conn, Instant::now());
         self.queue_awareness(removed);
@@ -930,6 +968,7 @@ impl Room {
     fn store_and_broadcast(&mut self, update: Vec<u8>) -> Result<(), WriteError> {
         match self.ctx.store.append(self.name.as_str(), &update) {
             Ok(seq) => {
+                self.ctx.metrics.updates_applied.inc();
                 self.last_seq = seq;
                 self.log_len += 1;
                 self.stored_bytes += update.len() as u64;
@@ -1014,6 +1053,9 @@ impl Room {
 
     /// Makes the batch durable, then sends everything it produced.
     async fn finish_batch(&mut self) {
+        self.live
+            .stored_bytes
+            .store(self.stored_bytes, Ordering::Relaxed);
         let flushed = self.dirty;
         if self.dirty {
             self.dirty = false;
@@ -1048,42 +1090,46 @@ impl Room {
             return;
         }
         let mut slow = Vec::new();
+        let mut fanout = 0u64;
+        let mut send = |id: ConnId, m: &Member, frame: Bytes| {
+            fanout += 1;
+            if !m.outbox.send(frame) {
+                slow.push(id);
+            }
+        };
         for (target, frame) in self.queued.drain(..) {
             match target {
                 Target::All => {
                     for (&id, m) in &self.members {
-                        if !m.outbox.send(frame.clone()) {
-                            slow.push(id);
-                        }
+                        send(id, m, frame.clone());
                     }
                 }
                 Target::One(id) => {
                     if let Some(m) = self.members.get(&id) {
-                        if !m.outbox.send(frame) {
-                            slow.push(id);
-                        }
+                        send(id, m, frame);
                     }
                 }
                 Target::ControlExcept(except) => {
                     for (&id, m) in &self.members {
-                        if m.control && Some(id) != except && !m.outbox.send(frame.clone()) {
-                            slow.push(id);
+                        if m.control && Some(id) != except {
+                            send(id, m, frame.clone());
                         }
                     }
                 }
                 Target::ControlSubject(user) => {
                     for (&id, m) in &self.members {
-                        let addressed = m.control && m.subject.as_deref() == Some(user.as_str());
-                        if addressed && !m.outbox.send(frame.clone()) {
-                            slow.push(id);
+                        if m.control && m.subject.as_deref() == Some(user.as_str()) {
+                            send(id, m, frame.clone());
                         }
                     }
                 }
             }
         }
+        self.ctx.metrics.fanout.inc_by(fanout);
         self.last_sent = Instant::now();
         slow.sort_unstable();
         slow.dedup();
+        self.ctx.metrics.queue_full.inc_by(slow.len() as u64);
         for id in slow {
             // The outbox already closed the socket with 1013; drop it from the room now so no
             // later frame is silently skipped for it.

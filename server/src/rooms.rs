@@ -9,6 +9,7 @@ use weft_protocol::RoomName;
 
 use crate::commit::GroupCommit;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::room::{ApiOp, ApiOpError, ApiReply, JoinError, Joiner, Room, RoomHandle};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -29,6 +30,8 @@ pub(crate) struct RoomContext {
     pub(crate) shutdown: Shutdown,
     /// Room counters visible outside the server.
     pub(crate) stats: Stats,
+    /// What `/metrics` and the dashboard report.
+    pub(crate) metrics: Arc<Metrics>,
     rooms: Mutex<HashMap<RoomName, RoomHandle>>,
     generation: AtomicU64,
 }
@@ -41,6 +44,7 @@ impl RoomContext {
         config: Arc<Config>,
         shutdown: Shutdown,
         stats: Stats,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
@@ -48,6 +52,7 @@ impl RoomContext {
             config,
             shutdown,
             stats,
+            metrics,
             rooms: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(1),
         }
@@ -134,6 +139,15 @@ impl RoomContext {
             .iter()
             .filter(|(_, h)| !h.is_closed())
             .map(|(name, h)| (name.as_str().to_owned(), h.users()))
+            .collect()
+    }
+
+    /// Every open room with its vital signs, in no particular order.
+    pub(crate) fn live_rooms(&self) -> Vec<(String, RoomHandle)> {
+        self.lock()
+            .iter()
+            .filter(|(_, h)| !h.is_closed())
+            .map(|(name, h)| (name.as_str().to_owned(), h.clone()))
             .collect()
     }
 

@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -151,6 +152,8 @@ pub trait Store: Send + Sync + 'static {
     fn meta(&self, doc: &str) -> Result<Option<DocMeta>, StoreError>;
     /// Lists the metadata of every document, sorted by id, without reading content.
     fn list(&self) -> Result<Vec<DocMeta>, StoreError>;
+    /// How many documents are stored, without reading them (for metrics).
+    fn doc_count(&self) -> u64;
     /// Deletes snapshot, log, quarantine and metadata of `doc`; `true` if anything existed.
     fn delete(&self, doc: &str) -> Result<bool, StoreError>;
     /// Blocks until everything written before the call is durable.
@@ -231,7 +234,8 @@ fn check_doc(doc: &str) -> Result<(), StoreError> {
     })
 }
 
-fn now_ms() -> u64 {
+/// Now, in milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -441,6 +445,8 @@ pub struct SledStore {
     cache: Mutex<Cache>,
     dirty: Mutex<Vec<Arc<DocEntry>>>,
     sync: Mutex<SyncState>,
+    /// Documents with metadata: counted once at open, then kept as documents come and go.
+    doc_count: AtomicU64,
 }
 
 /// What [`Store::flush`] must fsync itself: sled 0.34.7's `Db::flush` on Linux only calls
@@ -637,7 +643,8 @@ impl SledStore {
             write_marker_file(&marker_path).map_err(|e| open_err(e.into()))?;
             sync_dir(path).map_err(|e| open_err(e.into()))?;
         }
-        tracing::debug!(path = %path.display(), recovered = db.was_recovered(), "store opened");
+        let doc_count = docs.scan_prefix([TAG_META, 0]).keys().count() as u64;
+        tracing::debug!(path = %path.display(), recovered = db.was_recovered(), doc_count, "store opened");
         Ok(Self {
             path: path.to_owned(),
             db,
@@ -648,6 +655,7 @@ impl SledStore {
             }),
             dirty: Mutex::new(Vec::new()),
             sync: Mutex::new(sync),
+            doc_count: AtomicU64::new(doc_count),
         })
     }
 
@@ -726,7 +734,18 @@ impl SledStore {
                 self.mark_dirty(&entry, &mut slot);
             }
         }
-        f(&entry, &mut slot)
+        let existed = slot.meta.is_some();
+        let result = f(&entry, &mut slot);
+        match (existed, slot.meta.is_some()) {
+            (false, true) => {
+                self.doc_count.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.doc_count.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        result
     }
 
     fn mark_dirty(&self, entry: &Arc<DocEntry>, slot: &mut Slot) {
@@ -985,6 +1004,10 @@ impl Store for SledStore {
         Ok(out.into_values().collect())
     }
 
+    fn doc_count(&self) -> u64 {
+        self.doc_count.load(Ordering::Relaxed)
+    }
+
     fn delete(&self, doc: &str) -> Result<bool, StoreError> {
         self.with_slot(doc, |_, slot| {
             let mut existed = slot.meta.is_some();
@@ -1200,7 +1223,7 @@ mod tests {
     /// list reports every live document with its title and omits deleted ones.
     #[test]
     fn list_reports_titles_and_skips_deleted() {
-        let (_dir, store) = open_temp();
+        let (dir, store) = open_temp();
         store.append("alpha", b"a").expect("append");
         store.append("beta", b"b").expect("append");
         store.append("gamma", b"c").expect("append");
@@ -1224,8 +1247,14 @@ mod tests {
                 ("empty", Some("Only a title"))
             ]
         );
+        assert_eq!(store.doc_count(), 3);
         assert_eq!(store.load("gamma").expect("load"), StoredDoc::default());
         assert_eq!(store.append("gamma", b"new").expect("append"), 1);
+        assert_eq!(store.doc_count(), 4);
+        store.flush().expect("flush");
+        drop(store);
+        let store = SledStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.doc_count(), 4, "counted again at open");
     }
 
     /// list sees unflushed appends and does not depend on the cache to find documents.

@@ -5,7 +5,9 @@
 //! `weft-protocol` and yrs ([`Client`]) or with raw frames ([`RawSocket`]).
 //!
 //! Every wait is a bounded poll ([`wait_until`]) that fails with a message saying what it waited
-//! for.
+//! for. [`proxy`] puts a WebSocket-blocking proxy in front of a server.
+
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::future::Future;

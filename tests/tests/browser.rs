@@ -627,3 +627,97 @@ async fn pages_are_compressed_when_accepted() -> anyhow::Result<()> {
     assert!(plain.text().await?.contains("<html"));
     Ok(())
 }
+
+/// The transport label and the numbers the dashboard shows.
+async fn dashboard_state(s: &Session) -> anyhow::Result<(String, String, String)> {
+    let v = s
+        .js(
+            "return [document.getElementById('transport').dataset.transport,
+                     document.getElementById('transport-label').textContent,
+                     document.getElementById('total-messages').textContent];",
+            vec![],
+        )
+        .await?;
+    let get = |i: usize| v[i].as_str().unwrap_or_default().to_owned();
+    Ok((get(0), get(1), get(2)))
+}
+
+/// Waits until the dashboard says `label` and its message totals move past `after`.
+async fn wait_dashboard(s: &Session, mode: &str, label: &str) -> anyhow::Result<String> {
+    s.wait_js(
+        &format!("the transport label '{label}'"),
+        "const t = document.getElementById('transport');
+         return t.dataset.transport === arguments[0]
+             && document.getElementById('transport-label').textContent === arguments[1];",
+        vec![json!(mode), json!(label)],
+    )
+    .await?;
+    let (_, _, seen) = dashboard_state(s).await?;
+    s.wait_js(
+        &format!("the message totals to move past {seen} ({label})"),
+        "const now = document.getElementById('total-messages').textContent;
+         return now !== arguments[0] && now !== '–' ? now : null;",
+        vec![json!(seen)],
+    )
+    .await?;
+    let (mode_now, label_now, totals) = dashboard_state(s).await?;
+    anyhow::ensure!(
+        mode_now == mode && label_now == label,
+        "transport changed while waiting: {mode_now} / {label_now}"
+    );
+    Ok(totals)
+}
+
+/// The dashboard in a real browser: pushed numbers move while a client types ("live"); when a
+/// proxy starts refusing WebSockets the page falls back to polling ("live (polling)") and the
+/// numbers keep moving; when the proxy lets WebSockets through again it returns to push.
+/// A second page with `?transport=poll` polls from the start and stays on polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_pushes_and_falls_back_to_polling() -> anyhow::Result<()> {
+    let Some(browsers) = Browsers::start("dashboard_pushes_and_falls_back_to_polling").await?
+    else {
+        return Ok(());
+    };
+    let server = TestServer::start().await?;
+    let proxy = weft_tests::proxy::UpgradeBlocker::start(server.addr).await?;
+    let typist = weft_tests::Client::connect_synced(&server.room_url("dash-typing")).await?;
+    let typing = tokio::spawn(async move {
+        // Bounded: two minutes of typing at most, far more than the test needs.
+        for i in 0..1200 {
+            if typist.push(&format!("{i} ")).is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let ops = browsers.session("ops").await?;
+    let locked = browsers.session("locked").await?;
+    let result = async {
+        ops.goto(&format!("{}/dashboard", proxy.http_base()))
+            .await?;
+        wait_dashboard(&ops, "push", "live").await?;
+        ops.wait_js(
+            "the typing room in the rooms table",
+            "return !!document.querySelector('#rooms tr[data-room=\"dash-typing\"]');",
+            vec![],
+        )
+        .await?;
+
+        proxy.block();
+        wait_dashboard(&ops, "poll", "live (polling)").await?;
+
+        proxy.unblock();
+        wait_dashboard(&ops, "push", "live").await?;
+
+        locked
+            .goto(&format!("{}/dashboard?transport=poll", proxy.http_base()))
+            .await?;
+        wait_dashboard(&locked, "poll", "live (polling)").await?;
+        // Forced polling never switches to push, even with WebSockets allowed.
+        wait_dashboard(&locked, "poll", "live (polling)").await?;
+        anyhow::Ok(())
+    }
+    .await;
+    typing.abort();
+    browsers.finish(result, vec![ops, locked]).await
+}

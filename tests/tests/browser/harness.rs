@@ -526,7 +526,7 @@ impl Session {
     async fn describe(&self) -> anyhow::Result<Value> {
         self.js(
             "const d = (id) => { const e = document.getElementById(id); return e ? { ...e.dataset, text: e.textContent.trim() } : null; };
-             return { url: location.href, status: d('status'), saved: d('saved'), presence: d('presence'),
+             return { url: location.href, status: d('status'), transport: d('transport'), saved: d('saved'), presence: d('presence'),
                       banner: d('banner'), typing: d('typing'),
                       diagnostics: typeof window.__weftDiagnostics === 'function' ? window.__weftDiagnostics() : null };",
             vec![],
