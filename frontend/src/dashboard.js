@@ -136,7 +136,10 @@ const render = (msg) => {
   setText('total-queue-full', num(totals.queue_full_disconnects))
   const refused = Object.entries(totals.refused ?? {})
   const refusedTotal = refused.reduce((a, [, n]) => a + n, 0)
-  setText('total-refused', refused.length ? `${num(refusedTotal)} (${refused.map(([k, n]) => `${k}: ${n}`).join(', ')})` : '0')
+  byId('total-refused').replaceChildren(
+    num(refusedTotal),
+    ...(refused.length ? [h('small', { text: refused.map(([k, n]) => `${k.replaceAll('_', ' ')}: ${num(n)}`).join(', ') })] : [])
+  )
   renderRooms(msg.rooms, msg.rooms_open)
 }
 
