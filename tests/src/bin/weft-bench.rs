@@ -35,7 +35,10 @@
 //!   (connect → synced with the full text). Building the history takes about 3 minutes (yrs
 //!   finds text positions by walking blocks); `--big-doc-cache FILE` stores it for later runs;
 //! - `saturation`: 1 room × 50 clients at 4, 8, 16 and 32 inserts/s each, one report per step;
-//!   delivered/expected must be 1.000.
+//!   delivered/expected must be 1.000;
+//! - `overload`: 2,000 idle connections, then 20 rooms × 2 typists measured alone and while five
+//!   abusive clients flood, spam and stall (see `weft-bench/overload.rs`). Run it against a
+//!   server with its default limits: that is what it tests.
 //!
 //! With `--server-pid`, the server's CPU (utime + stime from `/proc/PID/stat`, assuming
 //! `CLK_TCK` = 100) over the measured phase and its RSS (`VmRSS` of `/proc/PID/status`) before and
@@ -46,6 +49,9 @@
 //!
 //! Servers have per-connection rate limits: start Weft with raised `--max-frames-per-sec` and
 //! `--max-bytes-per-sec` (see `tests/bench/compare.sh`), or `big-doc` and `saturation` trip them.
+
+#[path = "weft-bench/overload.rs"]
+mod overload;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -137,6 +143,8 @@ enum ScenarioName {
     BigDoc,
     /// 1 room × 50 clients at 4, 8, 16, 32 inserts/s each.
     Saturation,
+    /// 2,000 idle connections; typists measured alone and while abusive clients attack.
+    Overload,
 }
 
 /// Command-line flags.
@@ -169,6 +177,9 @@ struct Args {
     /// random one).
     #[arg(long)]
     room_prefix: Option<String>,
+    /// `overload` only: which abusers attack (default: all five).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    attacks: Vec<overload::AttackName>,
 }
 
 /// Refuses anything but `ws://` to a loopback IP literal.
@@ -1071,6 +1082,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
             }
             out
         }
+        ScenarioName::Overload => overload::overload(&target, s, &args.attacks).await,
     })
 }
 
