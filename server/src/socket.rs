@@ -9,6 +9,10 @@
 //!
 //! A connection whose queue fills is closed with 1013 (try again later): a y-websocket client
 //! reconnects and resyncs, instead of silently missing an update or growing server memory.
+//!
+//! A peer that breaks the protocol gets a close frame before the socket is dropped, as RFC 6455
+//! asks ("_Fail the WebSocket Connection_", section 7.1.7): 1002 for a framing error, 1007 for
+//! text or a close reason that is not UTF-8, 1009 for a message over the size limit.
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -24,6 +28,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+use tungstenite::error::ProtocolError;
 
 use crate::config::Config;
 use crate::shutdown::Shutdown;
@@ -34,8 +39,18 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// How long a close frame may take to write to a peer that stopped reading.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Close code for a protocol error (RFC 6455 7.4.1).
+const CLOSE_PROTOCOL: u16 = 1002;
+
+/// Close code for data that is not consistent with its type, such as text that is not UTF-8.
+const CLOSE_INVALID_DATA: u16 = 1007;
+
 /// Close code for a message too big to process.
 const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Close code for a peer that does not read fast enough: "try again later" makes y-websocket
+/// clients reconnect and resync.
+const CLOSE_TOO_SLOW: u16 = 1013;
 
 /// A data message, either way: what a handler receives and what an [`Outbox`] queues.
 ///
@@ -129,8 +144,10 @@ impl Outbox {
         match self.tx.try_send(data) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.closer
-                    .end(Ending::Close(1013, "too slow: send queue full".into()));
+                self.closer.end(Ending::Close(
+                    CLOSE_TOO_SLOW,
+                    "too slow: send queue full".into(),
+                ));
                 false
             }
             // The connection is already going; its reader will tell the handler.
@@ -283,6 +300,14 @@ impl Data {
             Self::Text(t) => t.len(),
         }
     }
+
+    /// The WebSocket message that carries it.
+    fn into_message(self) -> WsMessage {
+        match self {
+            Self::Binary(frame) => WsMessage::Binary(frame),
+            Self::Text(text) => WsMessage::Text(text),
+        }
+    }
 }
 
 async fn write_loop(
@@ -300,13 +325,9 @@ async fn write_loop(
             biased;
             _ = closer.token.cancelled() => break,
             data = rx.recv() => {
-                let msg = match data {
-                    Some(Data::Binary(frame)) => WsMessage::Binary(frame),
-                    Some(Data::Text(text)) => WsMessage::Text(text),
-                    None => break,
-                };
+                let Some(data) = data else { break };
                 tokio::select! {
-                    sent = sink.send(msg) => if sent.is_err() {
+                    sent = sink.send(data.into_message()) => if sent.is_err() {
                         closer.end(Ending::Terminate("write failed"));
                         break;
                     },
@@ -328,6 +349,19 @@ async fn write_loop(
         }
     }
     if let Some(Ending::Close(code, reason)) = closer.ending() {
+        if code != CLOSE_TOO_SLOW {
+            // What was queued before the close was decided (an echo, a last update) still goes
+            // out first, as the peer expects it in order; not for a peer that stopped reading.
+            rx.close();
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+                while let Ok(data) = rx.try_recv() {
+                    if sink.feed(data.into_message()).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -371,13 +405,22 @@ impl InboundRate {
     }
 }
 
-/// How to end a connection whose read failed: 1009 for a message over the size limit, a plain
-/// drop otherwise.
+/// How to end a connection whose read failed: a close frame with the RFC 6455 code when the
+/// peer broke the protocol, a plain drop when the transport itself is gone.
 fn read_failure(e: &axum::Error) -> Ending {
-    match tungstenite_error(e) {
-        Some(tungstenite::Error::Capacity(_)) => {
-            Ending::Close(CLOSE_TOO_BIG, "message too big".into())
+    let Some(e) = tungstenite_error(e) else {
+        return Ending::Terminate("socket error");
+    };
+    match e {
+        tungstenite::Error::Capacity(_) => Ending::Close(CLOSE_TOO_BIG, "message too big".into()),
+        // The peer dropped the TCP connection: nobody is left to read a close frame.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            Ending::Terminate("peer reset without closing handshake")
         }
+        tungstenite::Error::Protocol(p) => {
+            Ending::Close(CLOSE_PROTOCOL, truncate_reason(&p.to_string()))
+        }
+        tungstenite::Error::Utf8(_) => Ending::Close(CLOSE_INVALID_DATA, "invalid UTF-8".into()),
         _ => Ending::Terminate("socket error"),
     }
 }
@@ -414,5 +457,41 @@ mod tests {
         let cut = truncate_reason(&long);
         assert!(cut.len() <= 123);
         assert!(cut.chars().all(|c| c == 'é'));
+    }
+
+    /// Framing errors close with 1002, bad UTF-8 with 1007, oversize with 1009, and a vanished
+    /// peer is dropped without a close frame.
+    #[test]
+    fn read_failures_map_to_rfc_close_codes() {
+        let code = |e: tungstenite::Error| match read_failure(&axum::Error::new(e)) {
+            Ending::Close(code, _) => Some(code),
+            Ending::Terminate(_) => None,
+        };
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::ControlFrameTooBig
+            )),
+            Some(1002)
+        );
+        assert_eq!(
+            code(tungstenite::Error::Utf8("bad byte".into())),
+            Some(1007)
+        );
+        assert_eq!(
+            code(tungstenite::Error::Capacity(
+                tungstenite::error::CapacityError::MessageTooLong {
+                    size: 2,
+                    max_size: 1
+                }
+            )),
+            Some(1009)
+        );
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            None
+        );
+        assert_eq!(code(tungstenite::Error::ConnectionClosed), None);
     }
 }
