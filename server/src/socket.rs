@@ -27,7 +27,7 @@ use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use tungstenite::error::ProtocolError;
 
 use crate::config::Config;
@@ -240,7 +240,7 @@ impl Reader<'_> {
                 }
                 _ = &mut handshake, if !handshaken => {
                     let reason = deadline.map_or("handshake timeout", |(_, reason)| reason);
-                    debug!(reason, "handshake deadline passed");
+                    info!(reason, "handshake deadline passed");
                     self.closer.end(Ending::Close(1008, reason.into()));
                     return false;
                 }
