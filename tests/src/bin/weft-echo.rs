@@ -13,12 +13,11 @@
 //! holds the other end of a pipe cannot leave it running when it dies. (Started with stdin at
 //! `/dev/null`, it therefore exits at once.)
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 use weft_server::{Cli, Shutdown};
 
@@ -48,14 +47,24 @@ async fn main() -> anyhow::Result<()> {
     stdout.flush()?;
 
     let shutdown = Shutdown::new();
-    tokio::spawn(stop_on_signal_or_eof(shutdown.clone()));
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    // A plain thread, not tokio's stdin: that reads in the runtime's blocking pool, which the
+    // runtime waits for when `main` returns, so a signal could not end the process while stdin
+    // stays open. A detached thread does not hold the process up.
+    let on_eof = shutdown.clone();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 256];
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        on_eof.trigger();
+    });
     weft_server::serve_echo(listener, config, shutdown)
         .await
         .context("echo server failed")
 }
 
-/// Triggers shutdown on SIGINT, SIGTERM, or end of file (or an error) on stdin.
-async fn stop_on_signal_or_eof(shutdown: Shutdown) {
+/// Triggers shutdown on SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: Shutdown) {
     let ctrl_c = tokio::signal::ctrl_c();
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -65,15 +74,9 @@ async fn stop_on_signal_or_eof(shutdown: Shutdown) {
             Err(_) => std::future::pending::<()>().await,
         }
     };
-    let eof = async {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 256];
-        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
-    };
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
-        _ = eof => {}
     }
     shutdown.trigger();
 }
