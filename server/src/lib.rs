@@ -26,8 +26,8 @@
 //! - `stats`: [`Stats`], live room counters.
 //! - [`shutdown`]: cancellation token plus task tracker threaded through every loop.
 //!
-//! A frame's path: `socket` (read) → `connection` (decode) → `room` (apply, append) → `commit` (flush)
-//! → `room` (broadcast one shared `Bytes`) → each member's `socket` writer.
+//! A frame's path: `socket` (read) → `connection` (decode) → `room` (apply, append) → `commit`
+//! (flush) → `room` (broadcast one shared `Bytes`) → each member's `socket` writer.
 
 pub mod auth;
 pub mod config;
