@@ -1,7 +1,8 @@
 //! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}`, the `/api`
 //! routes, health checks, the operator endpoints (`dashboard`: `/metrics`, `/dashboard`), and
 //! the browser editor's pages and assets (`pages`).
-//! Handlers are thin: they validate, then hand over to `connection`.
+//! Handlers are thin: they validate, then hand over to `connection`. The echo router for the
+//! WebSocket conformance run is here too, upgraded with the same settings.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,10 +22,14 @@ use weft_protocol::RoomName;
 
 use crate::api;
 use crate::auth;
+use crate::config::Config;
 use crate::connection::{self, Peer};
 use crate::dashboard::{self, Dashboard};
+use crate::echo::Echo;
 use crate::pages;
 use crate::rooms::RoomContext;
+use crate::shutdown::Shutdown;
+use crate::socket;
 
 /// State shared by every handler.
 pub(crate) struct AppState {
@@ -188,21 +193,50 @@ fn upgrade(
     let ctx = state.ctx.clone();
     let tracker = ctx.shutdown.clone();
     let connections = ctx.metrics.connections.clone();
-    Ok(ws
+    Ok(upgrade_settings(ws, config).on_upgrade(move |socket| {
+        tracker.track(async move {
+            connections.inc();
+            connection::serve(socket, ctx, peer).await;
+            connections.dec();
+            drop((permit, ip_slot));
+        })
+    }))
+}
+
+/// The WebSocket settings every upgrade uses, production's `/ws/{room}` and the echo endpoint
+/// the conformance run tests alike, so that run checks what production runs.
+fn upgrade_settings(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
+    ws
         // tungstenite reserves its whole read buffer per socket (128 KiB by default), which was
         // most of an idle connection's memory; y-websocket frames are small and the buffer
         // grows for the rare large one.
         .read_buffer_size(READ_BUFFER)
         .max_message_size(config.max_message)
         .max_frame_size(config.max_message)
-        .on_upgrade(move |socket| {
-            tracker.track(async move {
-                connections.inc();
-                connection::serve(socket, ctx, peer).await;
-                connections.dec();
-                drop((permit, ip_slot));
-            })
-        }))
+}
+
+/// What the echo endpoint's handlers share.
+#[derive(Clone)]
+struct EchoState {
+    config: Arc<Config>,
+    shutdown: Shutdown,
+}
+
+/// A router that echoes WebSocket messages at `/`: the production socket loop and upgrade
+/// settings with the echo handler in place of a room, for the conformance run.
+pub(crate) fn echo_router(config: Arc<Config>, shutdown: Shutdown) -> Router {
+    Router::new()
+        .route("/", get(echo_upgrade))
+        .with_state(EchoState { config, shutdown })
+}
+
+async fn echo_upgrade(State(state): State<EchoState>, ws: WebSocketUpgrade) -> Response {
+    let tracker = state.shutdown.clone();
+    upgrade_settings(ws, &state.config).on_upgrade(move |socket| {
+        tracker.track(async move {
+            socket::serve(socket, &mut Echo::default(), &state.config, &state.shutdown).await;
+        })
+    })
 }
 
 /// Completes the upgrade only to close at once with `4000 + status` and the error's code.

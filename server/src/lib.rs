@@ -12,8 +12,12 @@
 //!   by `build.rs`, and the HTML error pages.
 //! - `http`: the axum `Router`, built in one place; `/ws/{room}` upgrades hand over to
 //!   `connection`.
-//! - `connection`: one task per socket. The reader decodes frames with `weft-protocol` and hands
-//!   messages to the room; a writer drains a bounded queue, pings, and closes cleanly.
+//! - `socket`: where a WebSocket is served: one task per socket, generic over a handler. The
+//!   reader applies the rate limit and handshake deadline; a writer drains a bounded queue,
+//!   pings, and closes cleanly with the RFC 6455 code for whatever went wrong.
+//! - `connection`: the y-websocket handler, where a frame is decoded with `weft-protocol` and
+//!   handed to the room.
+//! - `echo`: the echo handler the WebSocket conformance run talks to ([`serve_echo`]).
 //! - `room`: one actor per open document, sole owner of the yrs `Doc` and the awareness table
 //!   (`presence`). It applies, appends to the store, waits for the group commit, then broadcasts.
 //! - `rooms`: the registry (get-or-load, unload when idle) and what rooms share.
@@ -25,8 +29,8 @@
 //!   WebSocket or polled.
 //! - [`shutdown`]: cancellation token plus task tracker threaded through every loop.
 //!
-//! A frame's path: socket → `connection` (decode) → `room` (apply, append) → `commit` (flush)
-//! → `room` (broadcast one shared `Bytes`) → each member's `connection` writer.
+//! A frame's path: `socket` (read) → `connection` (decode) → `room` (apply, append) → `commit`
+//! (flush) → `room` (broadcast one shared `Bytes`) → each member's `socket` writer.
 
 pub mod auth;
 pub mod config;
@@ -36,12 +40,14 @@ mod api;
 mod commit;
 mod connection;
 mod dashboard;
+mod echo;
 mod http;
 mod metrics;
 mod pages;
 mod presence;
 mod room;
 mod rooms;
+mod socket;
 mod stats;
 mod store;
 
@@ -135,12 +141,7 @@ impl Server {
             dashboard,
         });
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        // Without TCP_NODELAY, small frames meet Nagle plus delayed ACKs: ~40 ms tails.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                warn!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
+        let listener = listener.tap_io(set_nodelay);
         info!(%addr, data = %self.config.data.display(), durability = ?self.config.durability, "serving");
         let stop = shutdown.clone();
         axum::serve(listener, app)
@@ -158,5 +159,33 @@ impl Server {
             Err(e) => warn!(error = %e, "final flush task failed"),
         }
         Ok(())
+    }
+}
+
+/// Serves the echo handler at `/` on `listener` until `shutdown` is triggered, then closes every
+/// socket with 1001 and returns. Only for the WebSocket conformance run (`weft-echo`): the same
+/// socket loop, limits, queue and upgrade settings as `/ws/{room}` in [`Server::serve`], taken
+/// from `config`, with every message echoed instead of handed to a room. No store is opened.
+///
+/// # Errors
+/// [`ServerError::Io`] when the listener fails.
+pub async fn serve_echo(
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    let app = http::echo_router(Arc::new(config), shutdown.clone());
+    let stop = shutdown.clone();
+    axum::serve(listener.tap_io(set_nodelay), app)
+        .with_graceful_shutdown(async move { stop.triggered().await })
+        .await?;
+    shutdown.wait_for_tasks().await;
+    Ok(())
+}
+
+/// Without TCP_NODELAY, small frames meet Nagle plus delayed ACKs: ~40 ms tails.
+fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        warn!(error = %e, "could not set TCP_NODELAY");
     }
 }

@@ -30,9 +30,9 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update};
 
 use crate::config::Durability;
-use crate::connection::Outbox;
 use crate::presence::Presence;
 use crate::rooms::RoomContext;
+use crate::socket::Outbox;
 use crate::store::now_ms;
 
 /// Identifies a connection inside the server (cheaper to hash than its UUID).

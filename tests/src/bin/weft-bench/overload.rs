@@ -132,7 +132,13 @@ impl Attack {
 
 /// One abuser: connects from `source` to `url`, sends `attack` frames as fast as the socket
 /// takes them until thrown out, records how it ended, and reconnects until `stop`.
-async fn abuser(url: String, source: Ipv4Addr, attack: Attack, stop: Arc<AtomicBool>, log_to: SharedLog) {
+async fn abuser(
+    url: String,
+    source: Ipv4Addr,
+    attack: Attack,
+    stop: Arc<AtomicBool>,
+    log_to: SharedLog,
+) {
     let name = attack.name();
     let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(u32::from(source)));
     for _ in 0..MAX_ABUSER_SESSIONS {
@@ -142,7 +148,10 @@ async fn abuser(url: String, source: Ipv4Addr, attack: Attack, stop: Arc<AtomicB
         let ws = match connect_from(&url, source).await {
             Ok(ws) => ws,
             Err(e) => {
-                *log(&log_to).closes.entry(format!("{name}: connect failed: {e:#}")).or_default() += 1;
+                *log(&log_to)
+                    .closes
+                    .entry(format!("{name}: connect failed: {e:#}"))
+                    .or_default() += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -154,7 +163,9 @@ async fn abuser(url: String, source: Ipv4Addr, attack: Attack, stop: Arc<AtomicB
             while let Some(msg) = stream.next().await {
                 match msg {
                     Ok(WsMessage::Close(c)) => {
-                        return c.map_or("close without code".to_owned(), |c| u16::from(c.code).to_string());
+                        return c.map_or("close without code".to_owned(), |c| {
+                            u16::from(c.code).to_string()
+                        });
                     }
                     Ok(_) => {}
                     Err(_) => return "socket error".to_owned(),
@@ -162,7 +173,9 @@ async fn abuser(url: String, source: Ipv4Addr, attack: Attack, stop: Arc<AtomicB
             }
             "socket ended".to_owned()
         });
-        let _ = sink.send(WsMessage::binary(encode_sync(SYNC_STEP1, &[0]))).await;
+        let _ = sink
+            .send(WsMessage::binary(encode_sync(SYNC_STEP1, &[0])))
+            .await;
         let mut sent = 0u64;
         for n in 0..MAX_ABUSER_FRAMES {
             if stop.load(Ordering::Relaxed) || reader.is_finished() {
@@ -170,7 +183,8 @@ async fn abuser(url: String, source: Ipv4Addr, attack: Attack, stop: Arc<AtomicB
             }
             let frame = attack.frame(n, &mut rng);
             sent += frame.len() as u64;
-            let send = tokio::time::timeout(Duration::from_secs(5), sink.send(WsMessage::binary(frame)));
+            let send =
+                tokio::time::timeout(Duration::from_secs(5), sink.send(WsMessage::binary(frame)));
             if !matches!(send.await, Ok(Ok(()))) {
                 break;
             }
@@ -185,7 +199,10 @@ async fn abuser(url: String, source: Ipv4Addr, attack: Attack, stop: Arc<AtomicB
                 _ => "no close seen".to_owned(),
             }
         };
-        *log(&log_to).closes.entry(format!("{name}: {how}")).or_default() += 1;
+        *log(&log_to)
+            .closes
+            .entry(format!("{name}: {how}"))
+            .or_default() += 1;
     }
 }
 
@@ -200,7 +217,9 @@ async fn stalled(url: String, source: Ipv4Addr, stop: Arc<AtomicBool>, log_to: S
             continue;
         };
         *log(&log_to).sessions.entry("stalled").or_default() += 1;
-        let _ = ws.send(WsMessage::binary(encode_sync(SYNC_STEP1, &[0]))).await;
+        let _ = ws
+            .send(WsMessage::binary(encode_sync(SYNC_STEP1, &[0])))
+            .await;
         // Never reads: the server's queue for it fills, or TCP backs up, until it is closed.
         // Probe every 500 ms whether the server has given up on it (a write then fails).
         loop {
@@ -213,7 +232,10 @@ async fn stalled(url: String, source: Ipv4Addr, stop: Arc<AtomicBool>, log_to: S
                 ws.send(WsMessage::binary(Message::QueryAwareness.encode())),
             );
             if !matches!(probe.await, Ok(Ok(()))) {
-                *log(&log_to).closes.entry("stalled: cut off".into()).or_default() += 1;
+                *log(&log_to)
+                    .closes
+                    .entry("stalled: cut off".into())
+                    .or_default() += 1;
                 break;
             }
         }
@@ -255,7 +277,8 @@ pub(super) async fn overload(target: &Target, seconds: f64, only: &[AttackName])
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let mut ws = connect_from(&url, source).await?;
-            ws.send(WsMessage::binary(encode_sync(SYNC_STEP1, &[0]))).await?;
+            ws.send(WsMessage::binary(encode_sync(SYNC_STEP1, &[0])))
+                .await?;
             anyhow::Ok(ws)
         });
     }
@@ -296,7 +319,12 @@ pub(super) async fn overload(target: &Target, seconds: f64, only: &[AttackName])
     let mut abusers = JoinSet::new();
     let attacks = [
         (AttackName::Flood, Attack::Flood, "abuse-flood", 30),
-        (AttackName::Awareness, Attack::Awareness, "abuse-awareness", 31),
+        (
+            AttackName::Awareness,
+            Attack::Awareness,
+            "abuse-awareness",
+            31,
+        ),
         (AttackName::Frames, Attack::Frames, "abuse-frames", 32),
         (AttackName::Garbage, Attack::Garbage, "abuse-garbage", 33),
     ];
@@ -344,15 +372,25 @@ pub(super) async fn overload(target: &Target, seconds: f64, only: &[AttackName])
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     while abusers.join_next().await.is_some() {}
-    let log = log(&abuse_log);
-    attacked.put("server_rss_mib_peak", peak.load(Ordering::Relaxed) as f64 / 1024.0);
-    for (name, n) in &log.sessions {
+    attacked.put(
+        "server_rss_mib_peak",
+        peak.load(Ordering::Relaxed) as f64 / 1024.0,
+    );
+    let done = std::mem::take(&mut *log(&abuse_log));
+    for (name, n) in &done.sessions {
         attacked.put(leak(format!("abuser_{name}_sessions")), *n);
     }
-    for (name, n) in &log.bytes {
-        attacked.put(leak(format!("abuser_{name}_mib_sent")), *n as f64 / (1024.0 * 1024.0));
+    for (name, n) in &done.bytes {
+        attacked.put(
+            leak(format!("abuser_{name}_mib_sent")),
+            *n as f64 / (1024.0 * 1024.0),
+        );
     }
-    let closes: Vec<String> = log.closes.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+    let closes: Vec<String> = done
+        .closes
+        .iter()
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect();
     attacked.put("abuser_endings", closes.join("; "));
     stop_idle.store(true, Ordering::Relaxed);
     while holders.join_next().await.is_some() {}

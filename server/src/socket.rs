@@ -1,0 +1,509 @@
+//! Where a WebSocket is served: the per-socket loop, generic over a [`Handler`] that decides what
+//! the data messages mean (the y-websocket room in `connection`, the echo in `echo`).
+//!
+//! The loop owns the socket mechanics that must behave the same whatever is served: a reader
+//! with the inbound rate limit and the handler's handshake deadline, a writer task draining a
+//! bounded queue ([`Outbox`]) and pinging, and the ending: which close code a failure maps to
+//! and the close handshake. The Autobahn conformance cases (`tests/tests/conformance.rs`) run
+//! this loop with the echo handler, so what they check is what the room path runs.
+//!
+//! A connection whose queue fills is closed with 1013 (try again later): a y-websocket client
+//! reconnects and resyncs, instead of silently missing an update or growing server memory.
+//!
+//! A peer that breaks the protocol gets a close frame before the socket is dropped, as RFC 6455
+//! asks ("_Fail the WebSocket Connection_", section 7.1.7): 1002 for a framing error, 1007 for
+//! text or a close reason that is not UTF-8, 1009 for a message over the size limit.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use tungstenite::error::ProtocolError;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+/// After a close frame is sent, how long the peer has to answer before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a close frame may take to write to a peer that stopped reading.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Close code for a protocol error (RFC 6455 7.4.1).
+const CLOSE_PROTOCOL: u16 = 1002;
+
+/// Close code for data that is not consistent with its type, such as text that is not UTF-8.
+const CLOSE_INVALID_DATA: u16 = 1007;
+
+/// Close code for a message too big to process.
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Close code for a peer that does not read fast enough: "try again later" makes y-websocket
+/// clients reconnect and resync.
+const CLOSE_TOO_SLOW: u16 = 1013;
+
+/// A data message, either way: what a handler receives and what an [`Outbox`] queues.
+///
+/// Both variants are reference-counted buffers, so queueing one frame for many sockets clones a
+/// pointer, never the bytes.
+#[derive(Debug, Clone)]
+pub(crate) enum Data {
+    /// A binary message.
+    Binary(Bytes),
+    /// A text message (tungstenite has checked it is UTF-8).
+    Text(Utf8Bytes),
+}
+
+/// Why a connection ends.
+#[derive(Debug, Clone)]
+pub(crate) enum Ending {
+    /// Send a close frame with this code and reason, then wait briefly for the peer's answer.
+    Close(u16, String),
+    /// Drop the socket without a handshake (the peer is unresponsive or already gone).
+    Terminate(&'static str),
+}
+
+/// What the socket loop hands a connection's messages to.
+///
+/// The futures must be `Send` because the socket task is spawned on the multi-threaded runtime.
+pub(crate) trait Handler: Send {
+    /// Starts serving, given the way to reach the peer. An error ends the connection before
+    /// anything is read; [`Handler::closed`] is then not called.
+    fn open(&mut self, outbox: Outbox) -> impl Future<Output = Result<(), Ending>> + Send;
+
+    /// Handles one data message (within the rate limit). Returns whether the peer has now
+    /// completed the handler's handshake, or how to end the connection.
+    fn message(&mut self, data: Data) -> impl Future<Output = Result<Progress, Ending>> + Send;
+
+    /// Reading has ended (the peer closed, failed, or the connection is being closed): release
+    /// what [`Handler::open`] took.
+    fn closed(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// How long a new peer has to complete the handler's handshake, and the reason sent with the
+    /// 1008 close when it does not; `None` when there is no handshake.
+    fn handshake(&self) -> Option<(Duration, &'static str)> {
+        None
+    }
+
+    /// Where the writer counts the frames and bytes it sends; `None` counts nothing.
+    fn metrics(&self) -> Option<Arc<Metrics>> {
+        None
+    }
+}
+
+/// What a handled message did to the handler's handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// Nothing changed.
+    Continue,
+    /// The peer has completed the handshake: its deadline no longer applies.
+    Handshaken,
+}
+
+/// Asks a connection to end; the first reason given wins.
+#[derive(Clone, Default)]
+struct Closer {
+    token: CancellationToken,
+    ending: Arc<Mutex<Option<Ending>>>,
+}
+
+impl Closer {
+    fn end(&self, ending: Ending) {
+        if let Ok(mut slot) = self.ending.lock() {
+            slot.get_or_insert(ending);
+        }
+        self.token.cancel();
+    }
+
+    fn ending(&self) -> Option<Ending> {
+        self.ending.lock().ok().and_then(|slot| slot.clone())
+    }
+}
+
+/// The way to reach one connection: a bounded queue of outgoing messages plus a way to close it.
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    tx: mpsc::Sender<Data>,
+    closer: Closer,
+}
+
+impl Outbox {
+    /// Queues a binary frame. Returns false when the queue is full: the connection is then being
+    /// closed with 1013 and must be dropped from the room.
+    pub(crate) fn send(&self, frame: Bytes) -> bool {
+        self.send_data(Data::Binary(frame))
+    }
+
+    /// Queues a message of either kind; false when the queue is full, as for [`Outbox::send`].
+    pub(crate) fn send_data(&self, data: Data) -> bool {
+        match self.tx.try_send(data) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.closer.end(Ending::Close(
+                    CLOSE_TOO_SLOW,
+                    "too slow: send queue full".into(),
+                ));
+                false
+            }
+            // The connection is already going; its reader will tell the handler.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+        }
+    }
+
+    /// Closes the connection with a close frame.
+    pub(crate) fn close(&self, code: u16, reason: &str) {
+        self.closer.end(Ending::Close(code, reason.to_owned()));
+    }
+}
+
+/// Serves one upgraded WebSocket with `handler` until it closes; returns how it ended (`None`:
+/// the peer closed).
+///
+/// Limits, queue depth and ping interval come from `config`; `shutdown` closes it with 1001.
+pub(crate) async fn serve<H: Handler>(
+    socket: WebSocket,
+    handler: &mut H,
+    config: &Config,
+    shutdown: &Shutdown,
+) -> Option<Ending> {
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::channel(config.send_queue.max(1));
+    let closer = Closer::default();
+    let alive = Arc::new(AtomicBool::new(true));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        closer.clone(),
+        alive.clone(),
+        config.ping_interval(),
+        handler.metrics(),
+    ));
+    let outbox = Outbox {
+        tx,
+        closer: closer.clone(),
+    };
+    let mut peer_closed = false;
+    match handler.open(outbox).await {
+        Ok(()) => {
+            let reader = Reader {
+                closer: &closer,
+                alive: &alive,
+                rate: InboundRate::new(config),
+                shutdown,
+            };
+            peer_closed = reader.run(&mut stream, handler).await;
+            handler.closed().await;
+        }
+        Err(ending) => closer.end(ending),
+    }
+    // If we initiated the close, give the peer a moment to answer it so the handshake completes.
+    if !peer_closed && !matches!(closer.ending(), Some(Ending::Terminate(_))) {
+        closer.token.cancel();
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
+    }
+    closer.token.cancel();
+    let _ = writer.await;
+    closer.ending()
+}
+
+/// The reading half of one connection.
+struct Reader<'a> {
+    closer: &'a Closer,
+    alive: &'a AtomicBool,
+    rate: InboundRate,
+    shutdown: &'a Shutdown,
+}
+
+impl Reader<'_> {
+    /// Reads until the peer closes, an error, or a close request; returns whether the peer's
+    /// side of the stream has ended (so no handshake is left to wait for).
+    async fn run<H: Handler>(&self, stream: &mut SplitStream<WebSocket>, handler: &mut H) -> bool {
+        let deadline = handler.handshake();
+        let handshake = tokio::time::sleep(deadline.map_or(Duration::MAX, |(within, _)| within));
+        tokio::pin!(handshake);
+        let mut handshaken = deadline.is_none();
+        let mut close_received = false;
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = self.closer.token.cancelled() => return false,
+                _ = self.shutdown.triggered() => {
+                    self.closer.end(Ending::Close(1001, "server shutting down".into()));
+                    return false;
+                }
+                _ = &mut handshake, if !handshaken => {
+                    let reason = deadline.map_or("handshake timeout", |(_, reason)| reason);
+                    info!(reason, "handshake deadline passed");
+                    self.closer.end(Ending::Close(1008, reason.into()));
+                    return false;
+                }
+                msg = stream.next() => msg,
+            };
+            let msg = match msg {
+                None => return true,
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    let ending = read_failure(&e);
+                    debug!(error = %e, ?ending, "socket read failed");
+                    // tungstenite fuses the stream after an error: nothing more can be read, so
+                    // there is no close reply to wait for.
+                    self.closer.end(ending);
+                    return true;
+                }
+            };
+            self.alive.store(true, Ordering::Relaxed);
+            if close_received {
+                // After the peer's close only the end of the stream is expected.
+                continue;
+            }
+            let data = match msg {
+                WsMessage::Binary(frame) => Data::Binary(frame),
+                WsMessage::Text(text) => Data::Text(text),
+                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                WsMessage::Close(frame) => {
+                    debug!(?frame, "peer sent close");
+                    // tungstenite queues the reply; it is flushed as we keep reading to the end.
+                    close_received = true;
+                    continue;
+                }
+            };
+            if !self.rate.allows(data.len()) {
+                warn!("rate limit exceeded");
+                self.closer
+                    .end(Ending::Close(1008, "rate limit exceeded".into()));
+                return false;
+            }
+            match handler.message(data).await {
+                Ok(Progress::Continue) => {}
+                Ok(Progress::Handshaken) => handshaken = true,
+                Err(ending) => {
+                    self.closer.end(ending);
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+impl Data {
+    /// Payload length in bytes.
+    fn len(&self) -> usize {
+        match self {
+            Self::Binary(b) => b.len(),
+            Self::Text(t) => t.len(),
+        }
+    }
+
+    /// The WebSocket message that carries it.
+    fn into_message(self) -> WsMessage {
+        match self {
+            Self::Binary(frame) => WsMessage::Binary(frame),
+            Self::Text(text) => WsMessage::Text(text),
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut rx: mpsc::Receiver<Data>,
+    closer: Closer,
+    alive: Arc<AtomicBool>,
+    ping_every: Duration,
+    metrics: Option<Arc<Metrics>>,
+) {
+    let mut ping = tokio::time::interval(ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = closer.token.cancelled() => break,
+            data = rx.recv() => {
+                let Some(data) = data else { break };
+                let len = data.len() as u64;
+                tokio::select! {
+                    sent = sink.send(data.into_message()) => if sent.is_err() {
+                        closer.end(Ending::Terminate("write failed"));
+                        break;
+                    } else if let Some(m) = &metrics {
+                        m.messages_out.inc();
+                        m.bytes_out.inc_by(len);
+                    },
+                    _ = closer.token.cancelled() => break,
+                }
+            }
+            _ = ping.tick() => {
+                // The reference server terminates a peer that did not answer the previous ping.
+                if !alive.swap(false, Ordering::Relaxed) {
+                    closer.end(Ending::Terminate("no answer to ping"));
+                    break;
+                }
+                let ping_sent = tokio::time::timeout(ping_every, sink.send(WsMessage::Ping(Bytes::new())));
+                if !matches!(ping_sent.await, Ok(Ok(()))) {
+                    closer.end(Ending::Terminate("ping could not be sent"));
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(Ending::Close(code, reason)) = closer.ending() {
+        if code != CLOSE_TOO_SLOW {
+            // What was queued before the close was decided (an echo, a last update) still goes
+            // out first, as the peer expects it in order; not for a peer that stopped reading.
+            rx.close();
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+                while let Ok(data) = rx.try_recv() {
+                    if sink.feed(data.into_message()).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(
+            CLOSE_WRITE_TIMEOUT,
+            sink.send(WsMessage::Close(Some(frame))),
+        )
+        .await;
+    }
+}
+
+/// Token buckets for what one connection sends: frames and bytes per second.
+struct InboundRate {
+    frames: DefaultDirectRateLimiter,
+    bytes: DefaultDirectRateLimiter,
+}
+
+impl InboundRate {
+    fn new(config: &Config) -> Self {
+        let per_sec = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        let frame_rate = per_sec(config.max_frames_per_sec);
+        let byte_rate = per_sec(config.max_bytes_per_sec);
+        // One maximal message must always fit, or a legitimate large paste could never pass.
+        let max_message = u32::try_from(config.max_message).unwrap_or(u32::MAX);
+        let byte_burst = per_sec(max_message.max(byte_rate.get().saturating_mul(2)));
+        Self {
+            frames: RateLimiter::direct(
+                Quota::per_second(frame_rate)
+                    .allow_burst(per_sec(frame_rate.get().saturating_mul(2))),
+            ),
+            bytes: RateLimiter::direct(Quota::per_second(byte_rate).allow_burst(byte_burst)),
+        }
+    }
+
+    /// Takes one frame of `len` bytes from the buckets; false when either is empty.
+    fn allows(&self, len: usize) -> bool {
+        let len =
+            NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        self.frames.check().is_ok() && matches!(self.bytes.check_n(len), Ok(Ok(())))
+    }
+}
+
+/// How to end a connection whose read failed: a close frame with the RFC 6455 code when the
+/// peer broke the protocol, a plain drop when the transport itself is gone.
+fn read_failure(e: &axum::Error) -> Ending {
+    let Some(e) = tungstenite_error(e) else {
+        return Ending::Terminate("socket error");
+    };
+    match e {
+        tungstenite::Error::Capacity(_) => Ending::Close(CLOSE_TOO_BIG, "message too big".into()),
+        // The peer dropped the TCP connection: nobody is left to read a close frame.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            Ending::Terminate("peer reset without closing handshake")
+        }
+        tungstenite::Error::Protocol(p) => {
+            Ending::Close(CLOSE_PROTOCOL, truncate_reason(&p.to_string()))
+        }
+        tungstenite::Error::Utf8(_) => Ending::Close(CLOSE_INVALID_DATA, "invalid UTF-8".into()),
+        _ => Ending::Terminate("socket error"),
+    }
+}
+
+/// The tungstenite error behind an axum WebSocket error, if there is one.
+fn tungstenite_error(e: &axum::Error) -> Option<&tungstenite::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(e) = err.downcast_ref::<tungstenite::Error>() {
+            return Some(e);
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// Close reasons are limited to 123 bytes by RFC 6455.
+pub(crate) fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Close reasons never exceed the 123 bytes RFC 6455 allows, even mid-character.
+    #[test]
+    fn reasons_are_truncated_on_char_boundaries() {
+        let long = "é".repeat(100);
+        let cut = truncate_reason(&long);
+        assert!(cut.len() <= 123);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+
+    /// Framing errors close with 1002, bad UTF-8 with 1007, oversize with 1009, and a vanished
+    /// peer is dropped without a close frame.
+    #[test]
+    fn read_failures_map_to_rfc_close_codes() {
+        let code = |e: tungstenite::Error| match read_failure(&axum::Error::new(e)) {
+            Ending::Close(code, _) => Some(code),
+            Ending::Terminate(_) => None,
+        };
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::ControlFrameTooBig
+            )),
+            Some(1002)
+        );
+        assert_eq!(
+            code(tungstenite::Error::Utf8("bad byte".into())),
+            Some(1007)
+        );
+        assert_eq!(
+            code(tungstenite::Error::Capacity(
+                tungstenite::error::CapacityError::MessageTooLong {
+                    size: 2,
+                    max_size: 1
+                }
+            )),
+            Some(1009)
+        );
+        assert_eq!(
+            code(tungstenite::Error::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )),
+            None
+        );
+        assert_eq!(code(tungstenite::Error::ConnectionClosed), None);
+    }
+}
