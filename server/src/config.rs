@@ -154,8 +154,10 @@ pub struct Config {
     pub handshake_secs: u64,
 
     /// Largest stored size of one document (snapshot plus update log), in bytes. Past it, writes
-    /// are refused and the writer is told; reading and awareness keep working.
-    #[arg(long, env = "WEFT_MAX_DOC_BYTES", default_value_t = 128 * 1024 * 1024)]
+    /// are refused and the writer is told; reading and awareness keep working. The default
+    /// equals --max-message: a client holding the whole document must be able to send it back
+    /// in one sync step 2 after a reconnect.
+    #[arg(long, env = "WEFT_MAX_DOC_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_doc_bytes: u64,
 
     /// Seconds between WebSocket pings; a connection that has not answered the previous ping by
@@ -167,7 +169,9 @@ pub struct Config {
     #[arg(long, env = "WEFT_IDLE_UNLOAD_SECS", default_value_t = 30)]
     pub idle_unload_secs: u64,
 
-    /// Updates in a document's log that trigger compaction into its snapshot.
+    /// Updates in a document's log that trigger compaction into its snapshot (once the log
+    /// also holds at least as many bytes as the snapshot, so big documents are not rewritten
+    /// for every few hundred keystrokes).
     #[arg(long, env = "WEFT_COMPACT_EVERY", default_value_t = 500)]
     pub compact_every: u64,
 

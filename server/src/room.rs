@@ -328,6 +328,8 @@ pub(crate) struct Room {
     last_seq: u64,
     /// Updates in the store's log since the last compaction.
     log_len: u64,
+    /// Bytes of those updates.
+    log_bytes: u64,
     /// Bytes the document occupies in the store (snapshot plus log).
     stored_bytes: u64,
     /// Relaxed durability: the flush that will make `version` durable, until it has.
@@ -373,6 +375,7 @@ impl Room {
                         members: HashMap::new(),
                         last_seq: loaded.last_seq,
                         log_len: loaded.log_len,
+                        log_bytes: loaded.log_bytes,
                         stored_bytes: loaded.stored_bytes,
                         unsaved: None,
                         dirty: false,
@@ -453,7 +456,7 @@ impl Room {
             self.handle(cmd);
         }
         self.finish_batch().await;
-        self.compact();
+        self.compact().await;
         if let Err(e) = self.ctx.commit.commit().await {
             error!(room = %self.name, error = %e, "final flush failed");
         }
@@ -524,7 +527,7 @@ impl Room {
             }
         }
         self.finish_batch().await;
-        self.compact();
+        self.compact().await;
         if let Err(e) = self.ctx.commit.commit().await {
             error!(room = %self.name, error = %e, "flush before unload failed");
         }
@@ -689,6 +692,7 @@ impl Room {
         // The delete batch must reach disk before the reply; nothing may compact afterwards.
         self.dirty = true;
         self.log_len = 0;
+        self.log_bytes = 0;
         self.title_stale = false;
         info!(room = %self.name, closed, "document deleted");
         Ok(ApiReply::Deleted(closed))
@@ -971,6 +975,7 @@ impl Room {
                 self.ctx.metrics.updates_applied.inc();
                 self.last_seq = seq;
                 self.log_len += 1;
+                self.log_bytes += update.len() as u64;
                 self.stored_bytes += update.len() as u64;
                 self.dirty = true;
                 self.title_stale = true;
@@ -1018,6 +1023,7 @@ impl Room {
                 self.doc = loaded.doc;
                 self.last_seq = loaded.last_seq;
                 self.log_len = loaded.log_len;
+                self.log_bytes = loaded.log_bytes;
                 self.stored_bytes = loaded.stored_bytes;
                 self.exists = loaded.exists;
             }
@@ -1140,8 +1146,13 @@ impl Room {
             // Leaving slow members queued awareness removals and `left` notices.
             Box::pin(self.finish_batch()).await;
         }
-        if self.log_len >= self.ctx.config.compact_every {
-            self.compact();
+        // Compacting re-encodes the whole document: wait until the log is at least as large as
+        // the snapshot as well, so a big document is not rewritten for every few hundred
+        // keystrokes (the cost stays proportional to what was written).
+        if self.log_len >= self.ctx.config.compact_every
+            && self.log_bytes.saturating_mul(2) >= self.stored_bytes
+        {
+            self.compact().await;
         }
     }
 
@@ -1166,38 +1177,59 @@ impl Room {
     }
 
     /// Merges the log into one snapshot, atomically.
-    fn compact(&mut self) {
+    async fn compact(&mut self) {
         if self.log_len == 0 {
             return;
         }
-        let encoded = catch_unwind(AssertUnwindSafe(|| {
-            let snapshot = self
-                .doc
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
-            (snapshot, title_of(&self.text()))
-        }));
-        let Ok((snapshot, title)) = encoded else {
-            error!(room = %self.name, "yrs panicked while compacting; keeping the log");
-            self.reload();
-            return;
-        };
-        match self.ctx.store.compact(
-            self.name.as_str(),
-            &snapshot,
+        let (doc, ctx, name, upto) = (
+            self.doc.clone(),
+            self.ctx.clone(),
+            self.name.clone(),
             self.last_seq,
-            title.as_deref(),
-        ) {
-            Ok(()) => {
-                debug!(room = %self.name, upto = self.last_seq, bytes = snapshot.len(), "compacted");
+        );
+        // Encoding and writing a large document takes long enough to stall every task sharing
+        // this runtime thread; on a blocking thread only this room (which waits for it) pauses.
+        let done = tokio::task::spawn_blocking(move || {
+            let encoded = catch_unwind(AssertUnwindSafe(|| {
+                let txn = doc.transact();
+                let text = txn
+                    .get_text("content")
+                    .map(|t| t.get_string(&txn))
+                    .unwrap_or_default();
+                let snapshot = txn.encode_state_as_update_v1(&StateVector::default());
+                (snapshot, title_of(&text))
+            }));
+            let Ok((snapshot, title)) = encoded else {
+                return Err(None);
+            };
+            match ctx
+                .store
+                .compact(name.as_str(), &snapshot, upto, title.as_deref())
+            {
+                Ok(()) => Ok((snapshot.len() as u64, title)),
+                Err(e) => Err(Some(e.to_string())),
+            }
+        })
+        .await;
+        match done {
+            Ok(Ok((bytes, title))) => {
+                debug!(room = %self.name, upto, bytes, "compacted");
                 self.log_len = 0;
-                self.stored_bytes = snapshot.len() as u64;
+                self.log_bytes = 0;
+                self.stored_bytes = bytes;
                 if title.is_some() {
                     self.title = title;
                     self.title_stale = false;
                 }
             }
-            Err(e) => error!(room = %self.name, error = %e, "compaction failed; log kept"),
+            Ok(Err(None)) => {
+                error!(room = %self.name, "yrs panicked while compacting; keeping the log");
+                self.reload();
+            }
+            Ok(Err(Some(e))) => {
+                error!(room = %self.name, error = %e, "compaction failed; log kept")
+            }
+            Err(e) => error!(room = %self.name, error = %e, "compaction task failed; log kept"),
         }
     }
 }
@@ -1256,6 +1288,7 @@ struct Loaded {
     doc: Doc,
     last_seq: u64,
     log_len: u64,
+    log_bytes: u64,
     /// Snapshot plus logged update bytes: what `--max-doc-bytes` is checked against.
     stored_bytes: u64,
     /// Whether the store knows the document (metadata or content).
@@ -1276,12 +1309,14 @@ fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
     }
     let mut last_seq = 0;
     let mut log_len = 0;
+    let mut log_bytes = 0;
     let mut stored_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
     for (seq, update) in &stored.updates {
         last_seq = *seq;
         match apply_stored(&doc, update) {
             Ok(()) => {
                 log_len += 1;
+                log_bytes += update.len() as u64;
                 stored_bytes += update.len() as u64;
             }
             Err(e) => {
@@ -1296,6 +1331,7 @@ fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
         doc,
         last_seq,
         log_len,
+        log_bytes,
         stored_bytes,
         exists,
     })

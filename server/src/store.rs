@@ -434,6 +434,9 @@ struct Cache {
     evict_at: usize,
 }
 
+/// sled's page cache size.
+const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// [`Store`] backed by an embedded sled database in one data directory.
 ///
 /// Lock order: `cache` is never held while a slot is locked; a slot may be held while `dirty` is
@@ -585,7 +588,12 @@ impl SledStore {
             )));
         }
 
-        let config = sled::Config::new().path(path);
+        // sled caches up to 1 GiB of pages by default. Open documents live in their rooms' yrs
+        // docs, so the store's cache mostly holds recent writes and metadata: a bounded 64 MiB
+        // keeps the server's memory tracking its open documents.
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(STORE_CACHE_BYTES);
         let started = Instant::now();
         let mut backoff = Duration::from_millis(5);
         // sled 0.34 can panic on some corrupt files; report that as an open failure.
