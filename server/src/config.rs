@@ -144,7 +144,8 @@ pub struct Config {
     pub max_frames_per_sec: u32,
 
     /// Bytes a connection may send per second, on average; a burst may reach the larger of
-    /// `--max-message` and twice this. Exceeding it closes the connection with 1008.
+    /// `--max-message` and twice this. The same budget applies to each client address over all
+    /// its connections, so reconnecting does not refill it. Exceeding it closes with 1008.
     #[arg(long, env = "WEFT_MAX_BYTES_PER_SEC", default_value_t = 8 * 1024 * 1024)]
     pub max_bytes_per_sec: u32,
 

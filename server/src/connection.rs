@@ -18,7 +18,9 @@ use weft_protocol::{decode_frame, Limits, Message, Role, RoomName};
 use crate::metrics::Metrics;
 use crate::room::{Command, ConnId, JoinError, Joiner, RoomHandle};
 use crate::rooms::RoomContext;
-use crate::socket::{self, truncate_reason, Data, Ending, Handler, Outbox, Progress};
+use crate::socket::{
+    self, truncate_reason, AddressBudget, Data, Ending, Handler, Outbox, Progress,
+};
 
 /// Who is on the other end and what they asked for.
 pub(crate) struct Peer {
@@ -32,6 +34,8 @@ pub(crate) struct Peer {
     pub(crate) role: Role,
     /// The user its token names, if any.
     pub(crate) subject: Option<String>,
+    /// The byte budget it shares with the other connections from its address.
+    pub(crate) budget: AddressBudget,
 }
 
 /// Serves one upgraded WebSocket as a member of its room until it closes.
@@ -131,6 +135,10 @@ impl Handler for Member {
         if let Some(room) = &self.room {
             room.send(Command::Leave(self.peer.id)).await;
         }
+    }
+
+    fn address_budget(&self) -> Option<AddressBudget> {
+        Some(self.peer.budget.clone())
     }
 
     fn metrics(&self) -> Option<Arc<Metrics>> {

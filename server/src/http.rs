@@ -29,7 +29,7 @@ use crate::echo::Echo;
 use crate::pages;
 use crate::rooms::RoomContext;
 use crate::shutdown::Shutdown;
-use crate::socket;
+use crate::socket::{self, AddressBudget, AddressLimiter};
 
 /// State shared by every handler.
 pub(crate) struct AppState {
@@ -40,6 +40,8 @@ pub(crate) struct AppState {
     /// Open WebSockets per client address, so one host cannot take every slot.
     pub(crate) per_ip: Arc<PerIp>,
     pub(crate) next_conn: AtomicU64,
+    /// Bytes per second per client address, over all its WebSockets.
+    pub(crate) address_bytes: Arc<AddressLimiter>,
     /// Snapshots for the operator dashboard.
     pub(crate) dashboard: Arc<Dashboard>,
 }
@@ -189,6 +191,10 @@ fn upgrade(
         room,
         role: grant.access.ws_role(),
         subject: grant.subject,
+        budget: AddressBudget {
+            limiter: state.address_bytes.clone(),
+            ip: addr.ip(),
+        },
     };
     let ctx = state.ctx.clone();
     let tracker = ctx.shutdown.clone();

@@ -132,12 +132,18 @@ impl Server {
             metrics,
         ));
         let dashboard = Arc::new(Dashboard::new(ctx.clone()));
+        let address_bytes = Arc::new(socket::address_limiter(&self.config));
+        shutdown.spawn(forget_quiet_addresses(
+            address_bytes.clone(),
+            shutdown.clone(),
+        ));
         shutdown.spawn(dashboard.clone().run());
         let state = Arc::new(http::AppState {
             ctx: ctx.clone(),
             connections: Arc::new(Semaphore::new(self.config.max_connections)),
             per_ip: Arc::default(),
             next_conn: AtomicU64::new(1),
+            address_bytes: address_bytes.clone(),
             dashboard,
         });
         let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -187,5 +193,21 @@ pub async fn serve_echo(
 fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         warn!(error = %e, "could not set TCP_NODELAY");
+    }
+}
+
+/// Drops per-address byte buckets that have refilled (their addresses have been quiet), so the
+/// table holds recent clients only.
+async fn forget_quiet_addresses(limiter: Arc<socket::AddressLimiter>, shutdown: Shutdown) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+            _ = shutdown.triggered() => return,
+        }
     }
 }

@@ -15,6 +15,7 @@
 //! text or a close reason that is not UTF-8, 1009 for a message over the size limit.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -93,6 +94,11 @@ pub(crate) trait Handler: Send {
     /// How long a new peer has to complete the handler's handshake, and the reason sent with the
     /// 1008 close when it does not; `None` when there is no handshake.
     fn handshake(&self) -> Option<(Duration, &'static str)> {
+        None
+    }
+
+    /// The client address's shared byte budget, if the handler's connections have one.
+    fn address_budget(&self) -> Option<AddressBudget> {
         None
     }
 
@@ -199,7 +205,7 @@ pub(crate) async fn serve<H: Handler>(
             let reader = Reader {
                 closer: &closer,
                 alive: &alive,
-                rate: InboundRate::new(config),
+                rate: InboundRate::new(config, handler.address_budget()),
                 shutdown,
             };
             peer_closed = reader.run(&mut stream, handler).await;
@@ -386,35 +392,70 @@ async fn write_loop(
     }
 }
 
-/// Token buckets for what one connection sends: frames and bytes per second.
+/// Token buckets for what one connection sends: frames and bytes per second, and the bytes of
+/// its client address over all its connections.
 struct InboundRate {
     frames: DefaultDirectRateLimiter,
     bytes: DefaultDirectRateLimiter,
+    address: Option<AddressBudget>,
+}
+
+fn per_sec(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)
+}
+
+/// `--max-bytes-per-sec`, with a burst that always fits one maximal message, or a legitimate
+/// large paste could never pass.
+fn byte_quota(config: &Config) -> Quota {
+    let byte_rate = per_sec(config.max_bytes_per_sec);
+    let max_message = u32::try_from(config.max_message).unwrap_or(u32::MAX);
+    let byte_burst = per_sec(max_message.max(byte_rate.get().saturating_mul(2)));
+    Quota::per_second(byte_rate).allow_burst(byte_burst)
 }
 
 impl InboundRate {
-    fn new(config: &Config) -> Self {
-        let per_sec = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+    fn new(config: &Config, address: Option<AddressBudget>) -> Self {
         let frame_rate = per_sec(config.max_frames_per_sec);
-        let byte_rate = per_sec(config.max_bytes_per_sec);
-        // One maximal message must always fit, or a legitimate large paste could never pass.
-        let max_message = u32::try_from(config.max_message).unwrap_or(u32::MAX);
-        let byte_burst = per_sec(max_message.max(byte_rate.get().saturating_mul(2)));
         Self {
             frames: RateLimiter::direct(
                 Quota::per_second(frame_rate)
                     .allow_burst(per_sec(frame_rate.get().saturating_mul(2))),
             ),
-            bytes: RateLimiter::direct(Quota::per_second(byte_rate).allow_burst(byte_burst)),
+            bytes: RateLimiter::direct(byte_quota(config)),
+            address,
         }
     }
 
-    /// Takes one frame of `len` bytes from the buckets; false when either is empty.
+    /// Takes one frame of `len` bytes from the buckets; false when any is empty.
     fn allows(&self, len: usize) -> bool {
         let len =
             NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-        self.frames.check().is_ok() && matches!(self.bytes.check_n(len), Ok(Ok(())))
+        self.frames.check().is_ok()
+            && matches!(self.bytes.check_n(len), Ok(Ok(())))
+            && self
+                .address
+                .as_ref()
+                .is_none_or(|a| matches!(a.limiter.check_key_n(&a.ip, len), Ok(Ok(()))))
     }
+}
+
+/// Byte buckets per client address, shared by all its connections.
+pub(crate) type AddressLimiter = DefaultKeyedRateLimiter<IpAddr>;
+
+/// A fresh per-address limiter with the `--max-bytes-per-sec` quota. Addresses not seen for a
+/// while are forgotten by [`AddressLimiter::retain_recent`], which the server calls regularly.
+pub(crate) fn address_limiter(config: &Config) -> AddressLimiter {
+    RateLimiter::keyed(byte_quota(config))
+}
+
+/// A connection's share of its client address's byte budget. Without it, a client that
+/// reconnects after each 1008 would start every connection with a full bucket.
+#[derive(Clone)]
+pub(crate) struct AddressBudget {
+    /// The shared buckets.
+    pub(crate) limiter: Arc<AddressLimiter>,
+    /// This connection's client address.
+    pub(crate) ip: IpAddr,
 }
 
 /// How to end a connection whose read failed: a close frame with the RFC 6455 code when the

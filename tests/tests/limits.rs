@@ -1,4 +1,5 @@
-//! Per-connection limits over real sockets: frame and byte rates, the handshake deadline,
+//! Per-connection limits over real sockets: frame and byte rates (bytes per address too), the
+//! handshake deadline,
 //! the document size limit and one awareness client id per connection. Each limit hits only the
 //! offending connection; the rest of the room keeps working.
 
@@ -46,6 +47,36 @@ async fn byte_flood_is_closed_with_policy_violation() -> anyhow::Result<()> {
     }
     let (code, reason) = c.wait_close().await?;
     assert_eq!((code, reason.as_str()), (1008, "rate limit exceeded"));
+    Ok(())
+}
+
+/// The byte budget is per client address too: a writer thrown out for flooding cannot come
+/// back with a full bucket by reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_does_not_refill_the_byte_budget() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| {
+        // Burst: one maximal message (64 KiB); refill: 4 KiB/s, so the 24 KiB left after the
+        // first chunk needs about 4 s to cover another.
+        c.max_message = 64 * 1024;
+        c.max_bytes_per_sec = 4 * 1024;
+    })
+    .await?;
+    let url = server.room_url("budget");
+    let chunk = "x".repeat(40 * 1024);
+    let first = Client::connect_synced(&url).await?;
+    first.push(&chunk)?;
+    first.wait_acked().await?;
+    first.push(&chunk)?;
+    let (code, _) = first.wait_close().await?;
+    assert_eq!(code, 1008, "the second chunk is over the budget");
+    let again = Client::connect_synced(&url).await?;
+    again.push(&chunk)?;
+    let (code, reason) = again.wait_close().await?;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1008, "rate limit exceeded"),
+        "a new connection from the same address shares the spent budget"
+    );
     Ok(())
 }
 
