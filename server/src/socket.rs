@@ -200,7 +200,9 @@ pub(crate) async fn serve<H: Handler>(
         closer: closer.clone(),
     };
     let mut peer_closed = false;
-    match handler.open(outbox).await {
+    // One-off steps are boxed: an idle connection's task is as large as its biggest await
+    // point, and joining a room or waiting out a close are far larger than the read loop.
+    match Box::pin(handler.open(outbox)).await {
         Ok(()) => {
             let reader = Reader {
                 closer: &closer,
@@ -209,16 +211,16 @@ pub(crate) async fn serve<H: Handler>(
                 shutdown,
             };
             peer_closed = reader.run(&mut stream, handler).await;
-            handler.closed().await;
+            Box::pin(handler.closed()).await;
         }
         Err(ending) => closer.end(ending),
     }
     // If we initiated the close, give the peer a moment to answer it so the handshake completes.
     if !peer_closed && !matches!(closer.ending(), Some(Ending::Terminate(_))) {
         closer.token.cancel();
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, async {
             while let Some(Ok(_)) = stream.next().await {}
-        })
+        }))
         .await;
     }
     closer.token.cancel();
