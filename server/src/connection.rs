@@ -89,6 +89,26 @@ impl Outbox {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl Outbox {
+    /// An outbox with no socket behind it, for harnesses that drive a room directly: frames
+    /// queue in `tx`, and [`Outbox::closed_with`] tells whether the room closed it.
+    pub(crate) fn detached(tx: mpsc::Sender<Bytes>) -> Self {
+        Self {
+            tx,
+            closer: Closer::default(),
+        }
+    }
+
+    /// The close code and reason the room asked for, if it closed this outbox.
+    pub(crate) fn closed_with(&self) -> Option<(u16, String)> {
+        match self.closer.ending() {
+            Some(Ending::Close(code, reason)) => Some((code, reason)),
+            _ => None,
+        }
+    }
+}
+
 /// Who is on the other end and what they asked for.
 pub(crate) struct Peer {
     /// Internal connection id.

@@ -19,6 +19,8 @@
 //! - `rooms`: the registry (get-or-load, unload when idle) and what rooms share.
 //! - `commit`: group commit, one flush for every write that arrived meanwhile.
 //! - `store`: the [`Store`] trait and its sled implementation: where bytes hit disk.
+//! - `inflight`: a mark around every yrs apply that survives a process crash, so the next start
+//!   refuses (and quarantines) the bytes that took the process down.
 //! - `stats`: [`Stats`], live room counters.
 //! - [`shutdown`]: cancellation token plus task tracker threaded through every loop.
 //!
@@ -33,12 +35,18 @@ mod api;
 mod commit;
 mod connection;
 mod http;
+mod inflight;
 mod pages;
 mod presence;
 mod room;
 mod rooms;
 mod stats;
 mod store;
+
+#[cfg(feature = "fault-injection")]
+mod fault;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -56,6 +64,7 @@ pub use stats::Stats;
 pub use store::{DocMeta, SledStore, Store, StoreError};
 
 use commit::GroupCommit;
+use inflight::InFlight;
 use rooms::RoomContext;
 
 /// Errors that stop the server from starting or running.
@@ -67,6 +76,9 @@ pub enum ServerError {
     /// The listening socket failed.
     #[error("network error: {0}")]
     Io(#[from] std::io::Error),
+    /// The in-flight marks file (`weft-inflight`) in the data directory could not be settled.
+    #[error("cannot settle in-flight marks: {0}")]
+    InFlight(String),
 }
 
 /// A server with its store open, ready to serve on a listener.
@@ -74,6 +86,7 @@ pub struct Server {
     config: Arc<Config>,
     store: Arc<dyn Store>,
     stats: Stats,
+    inflight: Arc<InFlight>,
 }
 
 impl Server {
@@ -82,12 +95,23 @@ impl Server {
     /// # Errors
     /// [`ServerError::Store`] when the directory is locked by another process, unreadable or
     /// corrupt; the server never starts on an empty store in its place.
+    /// [`ServerError::InFlight`] when the marks a crash left cannot be read or settled.
     pub fn open(config: Config) -> Result<Self, ServerError> {
+        #[cfg(feature = "fault-injection")]
+        warn!(
+            "built with fault injection: WEFT_FAULT_ABORT_ON_UPDATE_CONTAINING aborts the process"
+        );
         let store = SledStore::open(&config.data)?;
+        // Before any room loads: a mark left behind names bytes that must not be replayed.
+        let (inflight, _left) = InFlight::open(&config.data, &store).map_err(|e| match e {
+            inflight::OpenError::Store(e) => ServerError::Store(e),
+            inflight::OpenError::Io(e) => ServerError::InFlight(e.to_string()),
+        })?;
         Ok(Self {
             config: Arc::new(config),
             store: Arc::new(store),
             stats: Stats::default(),
+            inflight: Arc::new(inflight),
         })
     }
 
@@ -114,6 +138,7 @@ impl Server {
             self.config.clone(),
             shutdown.clone(),
             self.stats.clone(),
+            self.inflight.clone(),
         ));
         let state = Arc::new(http::AppState {
             ctx: ctx.clone(),

@@ -9,6 +9,7 @@ use weft_protocol::RoomName;
 
 use crate::commit::GroupCommit;
 use crate::config::Config;
+use crate::inflight::InFlight;
 use crate::room::{ApiOp, ApiOpError, ApiReply, JoinError, Joiner, Room, RoomHandle};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -29,6 +30,8 @@ pub(crate) struct RoomContext {
     pub(crate) shutdown: Shutdown,
     /// Room counters visible outside the server.
     pub(crate) stats: Stats,
+    /// In-flight marks around every yrs apply, and the hashes of updates that crashed it.
+    pub(crate) inflight: Arc<InFlight>,
     rooms: Mutex<HashMap<RoomName, RoomHandle>>,
     generation: AtomicU64,
 }
@@ -41,6 +44,7 @@ impl RoomContext {
         config: Arc<Config>,
         shutdown: Shutdown,
         stats: Stats,
+        inflight: Arc<InFlight>,
     ) -> Self {
         Self {
             store,
@@ -48,6 +52,7 @@ impl RoomContext {
             config,
             shutdown,
             stats,
+            inflight,
             rooms: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(1),
         }
