@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
+use base64::Engine as _;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use weft_protocol::{
@@ -633,11 +634,20 @@ impl RoomHarness {
         }))
         .expect("the room's document no longer encodes");
         let text = text.unwrap_or_default();
-        assert_eq!(
-            text_of_state(&state).as_deref(),
-            Some(text.as_str()),
-            "a fresh document applying the room's state has other text"
-        );
+        let fresh = text_of_state(&state);
+        if fresh.as_deref() != Some(text.as_str()) {
+            // Everything needed to reproduce it without the history: the room's state and the
+            // stored form it was built from.
+            let stored = self.ctx.store.load("fuzz").unwrap_or_default();
+            let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+            let log: Vec<String> = stored.updates.iter().map(|(_, u)| b64(u)).collect();
+            panic!(
+                "a fresh document applying the room's state has other text: {fresh:?} != \
+                 {text:?}\nstate: {}\nsnapshot: {}\nlog: {log:?}",
+                b64(&state),
+                stored.snapshot.as_deref().map(b64).unwrap_or_default(),
+            );
+        }
         let name = RoomName::parse("fuzz", &Limits::DEFAULT).expect("room name");
         let loaded = room::load_doc(&self.ctx, &name).expect("the stored document loads");
         let stored = {
