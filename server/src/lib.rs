@@ -23,6 +23,8 @@
 //! - `rooms`: the registry (get-or-load, unload when idle) and what rooms share.
 //! - `commit`: group commit, one flush for every write that arrived meanwhile.
 //! - `store`: the [`Store`] trait and its sled implementation: where bytes hit disk.
+//! - `inflight`: a mark around every yrs apply that survives a process crash, so the next start
+//!   refuses (and quarantines) the bytes that took the process down.
 //! - `stats`: [`Stats`], live room counters.
 //! - `metrics`: what the server counts about itself (Prometheus registry, `/metrics`).
 //! - `dashboard`: `/metrics`, `/dashboard` and its feed: a snapshot a second, pushed over a
@@ -42,6 +44,7 @@ mod connection;
 mod dashboard;
 mod echo;
 mod http;
+mod inflight;
 mod metrics;
 mod pages;
 mod presence;
@@ -50,6 +53,11 @@ mod rooms;
 mod socket;
 mod stats;
 mod store;
+
+#[cfg(feature = "fault-injection")]
+mod fault;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -68,6 +76,7 @@ pub use store::{DocMeta, SledStore, Store, StoreError};
 
 use commit::GroupCommit;
 use dashboard::Dashboard;
+use inflight::InFlight;
 use metrics::Metrics;
 use rooms::RoomContext;
 
@@ -80,6 +89,9 @@ pub enum ServerError {
     /// The listening socket failed.
     #[error("network error: {0}")]
     Io(#[from] std::io::Error),
+    /// The in-flight marks file (`weft-inflight`) in the data directory could not be settled.
+    #[error("cannot settle in-flight marks: {0}")]
+    InFlight(String),
 }
 
 /// A server with its store open, ready to serve on a listener.
@@ -87,6 +99,7 @@ pub struct Server {
     config: Arc<Config>,
     store: Arc<dyn Store>,
     stats: Stats,
+    inflight: Arc<InFlight>,
 }
 
 impl Server {
@@ -95,12 +108,23 @@ impl Server {
     /// # Errors
     /// [`ServerError::Store`] when the directory is locked by another process, unreadable or
     /// corrupt; the server never starts on an empty store in its place.
+    /// [`ServerError::InFlight`] when the marks a crash left cannot be read or settled.
     pub fn open(config: Config) -> Result<Self, ServerError> {
+        #[cfg(feature = "fault-injection")]
+        warn!(
+            "built with fault injection: WEFT_FAULT_ABORT_ON_UPDATE_CONTAINING aborts the process"
+        );
         let store = SledStore::open(&config.data)?;
+        // Before any room loads: a mark left behind names bytes that must not be replayed.
+        let (inflight, _left) = InFlight::open(&config.data, &store).map_err(|e| match e {
+            inflight::OpenError::Store(e) => ServerError::Store(e),
+            inflight::OpenError::Io(e) => ServerError::InFlight(e.to_string()),
+        })?;
         Ok(Self {
             config: Arc::new(config),
             store: Arc::new(store),
             stats: Stats::default(),
+            inflight: Arc::new(inflight),
         })
     }
 
@@ -130,6 +154,7 @@ impl Server {
             shutdown.clone(),
             self.stats.clone(),
             metrics,
+            self.inflight.clone(),
         ));
         let dashboard = Arc::new(Dashboard::new(ctx.clone()));
         let address_bytes = Arc::new(socket::address_limiter(&self.config));

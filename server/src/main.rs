@@ -9,8 +9,9 @@ use weft_server::auth::{mint, unix_now, Claims, Scope};
 use weft_server::config::{Command, TokenArgs};
 use weft_server::{Cli, Server, Shutdown};
 
+/// Runs the server or a subcommand (also the entry of `weft-fault-injection`).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub(crate) async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -30,6 +30,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update};
 
 use crate::config::Durability;
+use crate::inflight::{self, Applying};
 use crate::presence::Presence;
 use crate::rooms::RoomContext;
 use crate::socket::Outbox;
@@ -179,6 +180,8 @@ enum WriteError {
     Poisoned,
     /// The store refused the append; the document was rebuilt from the store.
     Storage(String),
+    /// The same bytes crashed the process before (see `inflight`); this is their hash, in hex.
+    Refused(String),
 }
 
 impl From<WriteError> for ApiOpError {
@@ -190,6 +193,9 @@ impl From<WriteError> for ApiOpError {
                 ApiOpError::Invalid("the update crashed the document engine".into())
             }
             WriteError::Storage(e) => ApiOpError::Storage(e),
+            WriteError::Refused(hash) => ApiOpError::Invalid(format!(
+                "this update crashed the server before and is refused (sha256 {hash})"
+            )),
         }
     }
 }
@@ -366,30 +372,7 @@ impl Room {
             };
             match loaded {
                 Ok(Ok(loaded)) => {
-                    let room = Room {
-                        name,
-                        ctx,
-                        generation,
-                        doc: loaded.doc,
-                        presence: Presence::default(),
-                        members: HashMap::new(),
-                        last_seq: loaded.last_seq,
-                        log_len: loaded.log_len,
-                        log_bytes: loaded.log_bytes,
-                        stored_bytes: loaded.stored_bytes,
-                        unsaved: None,
-                        dirty: false,
-                        queued: Vec::new(),
-                        last_sent: Instant::now(),
-                        empty_since: Some(Instant::now()),
-                        live: room_live,
-                        title: None,
-                        title_stale: false,
-                        title_checked: Instant::now(),
-                        exists: loaded.exists,
-                        replies: Vec::new(),
-                        deleted: false,
-                    };
+                    let room = Room::new(name, ctx, generation, loaded, room_live);
                     let stats = room.ctx.stats.clone();
                     stats.room_loaded();
                     room.run(rx).await;
@@ -404,6 +387,54 @@ impl Room {
             generation,
             live,
         }
+    }
+
+    fn new(
+        name: RoomName,
+        ctx: Arc<RoomContext>,
+        generation: u64,
+        loaded: Loaded,
+        live: Arc<Live>,
+    ) -> Self {
+        Room {
+            name,
+            ctx,
+            generation,
+            doc: loaded.doc,
+            presence: Presence::default(),
+            members: HashMap::new(),
+            last_seq: loaded.last_seq,
+            log_len: loaded.log_len,
+            log_bytes: loaded.log_bytes,
+            stored_bytes: loaded.stored_bytes,
+            unsaved: None,
+            dirty: false,
+            queued: Vec::new(),
+            last_sent: Instant::now(),
+            empty_since: Some(Instant::now()),
+            live,
+            title: None,
+            title_stale: false,
+            title_checked: Instant::now(),
+            exists: loaded.exists,
+            replies: Vec::new(),
+            deleted: false,
+        }
+    }
+
+    /// Loads `name` into a room that is driven by the caller (a fuzz harness) instead of its
+    /// own task: it feeds commands to [`Room::handle`] and awaits [`Room::finish_batch`] as
+    /// the actor loop does.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn load(name: RoomName, ctx: Arc<RoomContext>) -> Result<Self, String> {
+        let loaded = load_doc(&ctx, &name)?;
+        Ok(Room::new(name, ctx, 0, loaded, Arc::default()))
+    }
+
+    /// The document, for harnesses checking invariants between batches.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn doc(&self) -> &Doc {
+        &self.doc
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -535,7 +566,8 @@ impl Room {
         true
     }
 
-    fn handle(&mut self, cmd: Command) {
+    /// Handles one command; its replies and broadcasts wait for [`Room::finish_batch`].
+    pub(crate) fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Join(joiner, reply) => {
                 let result = self.join(joiner);
@@ -924,6 +956,11 @@ impl Room {
                 self.close_member(conn, 1011, "update crashed the document engine");
             }
             Err(WriteError::Storage(_)) => self.close_member(conn, 1011, "storage failure"),
+            Err(WriteError::Refused(hash)) => {
+                warn!(room = %self.name, conn, sha256 = %hash,
+                    "refused an update that crashed the server before; closing the sender");
+                self.close_member(conn, 1007, "update refused: it crashed the server before");
+            }
         }
     }
 
@@ -934,6 +971,18 @@ impl Room {
         if self.stored_bytes.saturating_add(update.len() as u64) > max {
             return Err(WriteError::TooLarge(max));
         }
+        let hash = inflight::hash(&update);
+        if self.ctx.inflight.is_refused(&hash) {
+            return Err(WriteError::Refused(inflight::hex(&hash)));
+        }
+        // Apply before persist: the store sees the bytes only after yrs took them without
+        // crashing. Should yrs take the process down, the mark tells the next start which bytes.
+        let mark =
+            self.ctx
+                .inflight
+                .mark(self.name.as_str(), Applying::Remote, &hash, update.len());
+        #[cfg(feature = "fault-injection")]
+        crate::fault::before_apply(&update);
         let applied = catch_unwind(AssertUnwindSafe(|| {
             let decoded = Update::decode_v1(&update).map_err(|e| e.to_string())?;
             if decoded.is_empty() {
@@ -947,6 +996,7 @@ impl Room {
             let pending = store.pending_update().is_some() || store.pending_ds().is_some();
             Ok(txn.has_changes() || pending)
         }));
+        drop(mark);
         match applied {
             Ok(Ok(true)) => {}
             // Nothing new: the empty step 2 every client answers the server's step 1 with, or a
@@ -1058,7 +1108,7 @@ impl Room {
     }
 
     /// Makes the batch durable, then sends everything it produced.
-    async fn finish_batch(&mut self) {
+    pub(crate) async fn finish_batch(&mut self) {
         self.live
             .stored_bytes
             .store(self.stored_bytes, Ordering::Relaxed);
@@ -1284,8 +1334,10 @@ pub(crate) fn new_doc() -> Doc {
     })
 }
 
-struct Loaded {
-    doc: Doc,
+/// A document rebuilt from the store, with what the room tracks about its stored form.
+pub(crate) struct Loaded {
+    /// The document.
+    pub(crate) doc: Doc,
     last_seq: u64,
     log_len: u64,
     log_bytes: u64,
@@ -1295,17 +1347,18 @@ struct Loaded {
     exists: bool,
 }
 
-/// Rebuilds a document from its snapshot and log. An update that fails (or panics) is moved to
-/// quarantine and the rest still loads; a snapshot that fails refuses the whole document, so an
-/// empty one can never overwrite it.
-fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
+/// Rebuilds a document from its snapshot and log. An update that fails (or panics), or whose
+/// bytes crashed the process before, is moved to quarantine and the rest still loads; a snapshot
+/// that fails refuses the whole document, so an empty one can never overwrite it.
+pub(crate) fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
     let stored = ctx.store.load(name.as_str()).map_err(|e| e.to_string())?;
     let exists = stored.snapshot.is_some()
         || !stored.updates.is_empty()
         || matches!(ctx.store.meta(name.as_str()), Ok(Some(_)));
     let doc = new_doc();
     if let Some(snapshot) = &stored.snapshot {
-        apply_stored(&doc, snapshot).map_err(|e| format!("snapshot does not load: {e}"))?;
+        apply_stored(ctx, name, Applying::Snapshot, &doc, snapshot)
+            .map_err(|e| format!("snapshot does not load: {e}"))?;
     }
     let mut last_seq = 0;
     let mut log_len = 0;
@@ -1313,7 +1366,7 @@ fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
     let mut stored_bytes = stored.snapshot.as_ref().map_or(0, |s| s.len() as u64);
     for (seq, update) in &stored.updates {
         last_seq = *seq;
-        match apply_stored(&doc, update) {
+        match apply_stored(ctx, name, Applying::Stored(*seq), &doc, update) {
             Ok(()) => {
                 log_len += 1;
                 log_bytes += update.len() as u64;
@@ -1337,7 +1390,27 @@ fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
     })
 }
 
-fn apply_stored(doc: &Doc, bytes: &[u8]) -> Result<(), String> {
+/// Applies one stored update (or the snapshot) under an in-flight mark; bytes that crashed the
+/// process before are not applied.
+fn apply_stored(
+    ctx: &RoomContext,
+    name: &RoomName,
+    applying: Applying,
+    doc: &Doc,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let hash = inflight::hash(bytes);
+    if ctx.inflight.is_refused(&hash) {
+        return Err(format!(
+            "refused: these bytes crashed the server before (sha256 {})",
+            inflight::hex(&hash)
+        ));
+    }
+    let _mark = ctx
+        .inflight
+        .mark(name.as_str(), applying, &hash, bytes.len());
+    #[cfg(feature = "fault-injection")]
+    crate::fault::before_apply(bytes);
     catch_unwind(AssertUnwindSafe(|| {
         let update = Update::decode_v1(bytes).map_err(|e| e.to_string())?;
         doc.transact_mut()

@@ -9,6 +9,7 @@ use weft_protocol::RoomName;
 
 use crate::commit::GroupCommit;
 use crate::config::Config;
+use crate::inflight::InFlight;
 use crate::metrics::Metrics;
 use crate::room::{ApiOp, ApiOpError, ApiReply, JoinError, Joiner, Room, RoomHandle};
 use crate::shutdown::Shutdown;
@@ -32,6 +33,8 @@ pub(crate) struct RoomContext {
     pub(crate) stats: Stats,
     /// What `/metrics` and the dashboard report.
     pub(crate) metrics: Arc<Metrics>,
+    /// In-flight marks around every yrs apply, and the hashes of updates that crashed it.
+    pub(crate) inflight: Arc<InFlight>,
     rooms: Mutex<HashMap<RoomName, RoomHandle>>,
     generation: AtomicU64,
 }
@@ -45,6 +48,7 @@ impl RoomContext {
         shutdown: Shutdown,
         stats: Stats,
         metrics: Arc<Metrics>,
+        inflight: Arc<InFlight>,
     ) -> Self {
         Self {
             store,
@@ -53,6 +57,7 @@ impl RoomContext {
             shutdown,
             stats,
             metrics,
+            inflight,
             rooms: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(1),
         }

@@ -173,6 +173,26 @@ impl Outbox {
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl Outbox {
+    /// An outbox with no socket behind it, for harnesses that drive a room directly: frames
+    /// queue in `tx`, and [`Outbox::closed_with`] tells whether the room closed it.
+    pub(crate) fn detached(tx: mpsc::Sender<Data>) -> Self {
+        Self {
+            tx,
+            closer: Closer::default(),
+        }
+    }
+
+    /// The close code and reason the room asked for, if it closed this outbox.
+    pub(crate) fn closed_with(&self) -> Option<(u16, String)> {
+        match self.closer.ending() {
+            Some(Ending::Close(code, reason)) => Some((code, reason)),
+            _ => None,
+        }
+    }
+}
+
 /// Serves one upgraded WebSocket with `handler` until it closes; returns how it ended (`None`:
 /// the peer closed).
 ///

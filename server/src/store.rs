@@ -14,6 +14,7 @@
 //! | `s\0{doc}`                   | snapshot (one Yjs v1 update)                  |
 //! | `u\0{doc}\0{seq: u64 BE}`    | logged update                                 |
 //! | `q\0{doc}\0{seq: u64 BE}`    | quarantined update, with reason and time      |
+//! | `r\0{sha256: 32 bytes}`      | refused update hash, with time and reason     |
 //! | `p\0probe`                   | transient key of [`Store::check_writable`]    |
 //!
 //! Quarantined updates live in `docs` too (not in a tree of their own) so that quarantine and
@@ -156,6 +157,11 @@ pub trait Store: Send + Sync + 'static {
     fn doc_count(&self) -> u64;
     /// Deletes snapshot, log, quarantine and metadata of `doc`; `true` if anything existed.
     fn delete(&self, doc: &str) -> Result<bool, StoreError>;
+    /// Records that updates whose SHA-256 is `hash` must never be applied again (one crashed
+    /// the process), with `reason`; recording the same hash again keeps the first record.
+    fn refuse(&self, hash: &[u8; 32], reason: &str) -> Result<(), StoreError>;
+    /// Every hash recorded with [`Store::refuse`].
+    fn refused(&self) -> Result<Vec<[u8; 32]>, StoreError>;
     /// Blocks until everything written before the call is durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Writes, removes and flushes a probe key: fails if the store cannot write to disk.
@@ -166,6 +172,7 @@ const TAG_META: u8 = b'm';
 const TAG_SNAPSHOT: u8 = b's';
 const TAG_UPDATE: u8 = b'u';
 const TAG_QUARANTINE: u8 = b'q';
+const TAG_REFUSED: u8 = b'r';
 const PROBE_KEY: &[u8] = b"p\0probe";
 
 /// How long `open` waits for a held lock before reporting [`StoreError::Locked`].
@@ -1037,6 +1044,29 @@ impl Store for SledStore {
             slot.dirty = false;
             Ok(existed)
         })
+    }
+
+    fn refuse(&self, hash: &[u8; 32], reason: &str) -> Result<(), StoreError> {
+        let mut key = vec![TAG_REFUSED, 0];
+        key.extend_from_slice(hash);
+        let value = encode_quarantine(now_ms(), reason, &[]);
+        // Keep the first record: it names the crash that caused the refusal.
+        let _ = self
+            .docs
+            .compare_and_swap(key, None::<&[u8]>, Some(value))?;
+        Ok(())
+    }
+
+    fn refused(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.docs.scan_prefix([TAG_REFUSED, 0]).keys() {
+            let key = key?;
+            match key.get(2..).and_then(|h| <[u8; 32]>::try_from(h).ok()) {
+                Some(hash) => out.push(hash),
+                None => tracing::error!(len = key.len(), "skipping a malformed refused-hash key"),
+            }
+        }
+        Ok(out)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

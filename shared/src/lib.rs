@@ -55,6 +55,8 @@
 //! Example: `{"type":"welcome","connection":"6f1c…","role":"write","room":"notes","users":2}`.
 
 pub mod encoding;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 
 mod awareness;
 mod control;

@@ -715,12 +715,30 @@ pub async fn within<T>(
 pub fn weft_binary() -> anyhow::Result<PathBuf> {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| build_weft().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| build_weft("weft", None).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!(e))
 }
 
-fn build_weft() -> anyhow::Result<PathBuf> {
+/// The path of `weft-fault-injection`: the `weft` binary built with weft-server's
+/// `fault-injection` feature, under its own name so the normal binary is never replaced by it.
+/// `WEFT_FAULT_ABORT_ON_UPDATE_CONTAINING=<hex>` makes it abort when an update holding those
+/// bytes reaches yrs.
+///
+/// # Errors
+/// When cargo cannot build it.
+pub fn weft_fault_injection_binary() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            build_weft("weft-fault-injection", Some("fault-injection"))
+                .map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_weft(bin: &str, feature: Option<&str>) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> → target/<profile>
     let profile_dir = exe
@@ -731,7 +749,10 @@ fn build_weft() -> anyhow::Result<PathBuf> {
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "weft-server", "--bin", "weft"]);
+    cmd.args(["build", "--quiet", "-p", "weft-server", "--bin", bin]);
+    if let Some(feature) = feature {
+        cmd.args(["--features", feature]);
+    }
     if release {
         cmd.arg("--release");
     }
@@ -739,9 +760,9 @@ fn build_weft() -> anyhow::Result<PathBuf> {
         .status()
         .context("running cargo to build the weft binary")?;
     if !status.success() {
-        bail!("cargo build of the weft binary failed: {status}");
+        bail!("cargo build of the {bin} binary failed: {status}");
     }
-    let bin = profile_dir.join(format!("weft{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
         bail!("{} missing after cargo build", bin.display());
     }
@@ -762,7 +783,20 @@ impl WeftProcess {
     /// # Errors
     /// When it cannot start or exits before listening (its log is in the error).
     pub async fn spawn(data: &Path, extra: &[&str]) -> anyhow::Result<Self> {
-        let bin = weft_binary()?;
+        Self::spawn_bin(&weft_binary()?, data, extra, &[]).await
+    }
+
+    /// Starts `bin` (a `weft` build) like [`WeftProcess::spawn`], with extra environment
+    /// variables.
+    ///
+    /// # Errors
+    /// When it cannot start or exits before listening (its log is in the error).
+    pub async fn spawn_bin(
+        bin: &Path,
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = std::process::Command::new(bin)
             .arg("--bind")
             .arg("127.0.0.1:0")
@@ -771,6 +805,7 @@ impl WeftProcess {
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -850,6 +885,23 @@ impl WeftProcess {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+
+    /// Waits (bounded) for it to exit on its own, as after a crash; returns its exit status.
+    ///
+    /// # Errors
+    /// When it is still running after [`WAIT`].
+    pub async fn wait_exit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("weft still running after {WAIT:?}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Sends SIGTERM and waits (bounded) for it to exit; returns its exit status.

@@ -1,40 +1,9 @@
 //! Fuzzes `decode_frame`: it must never panic, and whatever it accepts must survive
-//! encode → decode unchanged, with a canonical (byte-stable) encoding.
+//! encode → decode unchanged, with a canonical (byte-stable) encoding. The checks live in
+//! `weft_protocol::fuzzing` so the regression tests replay the corpus through the same code.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weft_protocol::{decode_frame, Limits, Message};
 
-/// Limits small enough that random inputs reach every size check.
-const TINY: Limits = Limits {
-    max_message: 64,
-    max_awareness_state: 16,
-    max_room_name: 8,
-    max_frame_messages: 4,
-};
-
-fuzz_target!(|frame: &[u8]| {
-    let _ = decode_frame(frame, &TINY);
-    let Ok(messages) = decode_frame(frame, &Limits::DEFAULT) else {
-        return;
-    };
-    assert!(!messages.is_empty(), "Ok with no messages");
-
-    // The whole frame: re-encoded messages decode to the same list.
-    let reencoded: Vec<u8> = messages.iter().flat_map(Message::encode).collect();
-    let again = decode_frame(&reencoded, &Limits::DEFAULT).expect("re-encoded frame decodes");
-    assert_eq!(again, messages, "frame round trip");
-
-    // Each message alone: one frame, one message, and encoding it again is byte-identical.
-    for m in &messages {
-        let bytes = m.encode();
-        let decoded = decode_frame(&bytes, &Limits::DEFAULT).expect("re-encoded message decodes");
-        assert_eq!(
-            decoded.as_slice(),
-            std::slice::from_ref(m),
-            "message round trip"
-        );
-        assert_eq!(decoded[0].encode(), bytes, "encoding is canonical");
-    }
-});
+fuzz_target!(|frame: &[u8]| weft_protocol::fuzzing::check_frame(frame));
