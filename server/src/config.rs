@@ -138,6 +138,12 @@ pub struct Config {
     #[arg(long, env = "WEFT_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
 
+    /// Bytes queued for one connection before it counts as too slow and is closed with 1013
+    /// (at least --max-message, so one maximal message always fits). Bounds the memory a
+    /// member that stopped reading can hold.
+    #[arg(long, env = "WEFT_SEND_QUEUE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub send_queue_bytes: usize,
+
     /// Frames a connection may send per second, on average; bursts of twice that are fine.
     /// Exceeding it closes the connection with 1008 (policy violation).
     #[arg(long, env = "WEFT_MAX_FRAMES_PER_SEC", default_value_t = 1000)]

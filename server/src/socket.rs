@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -142,6 +142,15 @@ impl Closer {
 pub(crate) struct Outbox {
     tx: mpsc::Sender<Data>,
     closer: Closer,
+    queued: Arc<QueuedBytes>,
+}
+
+/// Bytes waiting in one connection's queue, and how many may wait. A frame count alone does
+/// not bound memory: 1,024 queued frames of a large paste are gigabytes.
+#[derive(Debug)]
+struct QueuedBytes {
+    now: AtomicUsize,
+    max: usize,
 }
 
 impl Outbox {
@@ -153,9 +162,17 @@ impl Outbox {
 
     /// Queues a message of either kind; false when the queue is full, as for [`Outbox::send`].
     pub(crate) fn send_data(&self, data: Data) -> bool {
-        match self.tx.try_send(data) {
+        let len = data.len();
+        let total = self.queued.now.fetch_add(len, Ordering::AcqRel) + len;
+        let sent = if total > self.queued.max {
+            Err(mpsc::error::TrySendError::Full(data))
+        } else {
+            self.tx.try_send(data)
+        };
+        match sent {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued.now.fetch_sub(len, Ordering::AcqRel);
                 self.closer.end(Ending::Close(
                     CLOSE_TOO_SLOW,
                     "too slow: send queue full".into(),
@@ -163,7 +180,10 @@ impl Outbox {
                 false
             }
             // The connection is already going; its reader will tell the handler.
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued.now.fetch_sub(len, Ordering::AcqRel);
+                true
+            }
         }
     }
 
@@ -181,6 +201,10 @@ impl Outbox {
         Self {
             tx,
             closer: Closer::default(),
+            queued: Arc::new(QueuedBytes {
+                now: AtomicUsize::new(0),
+                max: usize::MAX,
+            }),
         }
     }
 
@@ -205,6 +229,11 @@ pub(crate) async fn serve<H: Handler>(
 ) -> Option<Ending> {
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel(config.send_queue.max(1));
+    let queued = Arc::new(QueuedBytes {
+        now: AtomicUsize::new(0),
+        // One maximal message must always fit, or a big document could never be sent.
+        max: config.send_queue_bytes.max(config.max_message),
+    });
     let closer = Closer::default();
     let alive = Arc::new(AtomicBool::new(true));
     let writer = tokio::spawn(write_loop(
@@ -214,10 +243,12 @@ pub(crate) async fn serve<H: Handler>(
         alive.clone(),
         config.ping_interval(),
         handler.metrics(),
+        queued.clone(),
     ));
     let outbox = Outbox {
         tx,
         closer: closer.clone(),
+        queued,
     };
     let mut peer_closed = false;
     // One-off steps are boxed: an idle connection's task is as large as its biggest await
@@ -352,6 +383,7 @@ async fn write_loop(
     alive: Arc<AtomicBool>,
     ping_every: Duration,
     metrics: Option<Arc<Metrics>>,
+    queued: Arc<QueuedBytes>,
 ) {
     let mut ping = tokio::time::interval(ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -363,6 +395,7 @@ async fn write_loop(
             data = rx.recv() => {
                 let Some(data) = data else { break };
                 let len = data.len() as u64;
+                queued.now.fetch_sub(data.len(), Ordering::AcqRel);
                 tokio::select! {
                     sent = sink.send(data.into_message()) => if sent.is_err() {
                         closer.end(Ending::Terminate("write failed"));

@@ -181,7 +181,30 @@ async fn awareness_spoofing_is_dropped() -> anyhow::Result<()> {
 /// written) and the rest of the room keeps receiving every update.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_member_is_closed_others_keep_receiving() -> anyhow::Result<()> {
-    let server = TestServer::start_with(|c| c.send_queue = 16).await?;
+    slow_member_case(|c| c.send_queue = 16).await
+}
+
+/// The same with a queue limited by bytes instead of frames: a member that stopped reading
+/// cannot make the server hold more than `--send-queue-bytes` for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_member_is_closed_by_queued_bytes() -> anyhow::Result<()> {
+    slow_member_case(|c| {
+        c.send_queue = 1_000_000;
+        c.max_message = 256 * 1024;
+        c.send_queue_bytes = 1024 * 1024;
+    })
+    .await
+}
+
+/// A stalled member in a room with a watcher and a writer of large updates, on a server
+/// configured by `adjust`: the stalled one must go, the watcher must get everything.
+async fn slow_member_case(adjust: impl FnOnce(&mut weft_server::Config)) -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| {
+        // Large updates as fast as the test sends them.
+        c.max_bytes_per_sec = 1 << 30;
+        adjust(c);
+    })
+    .await?;
     let url = server.room_url("slow");
     let watcher = Client::connect_synced(&url).await?;
     watcher.hello().await?;
