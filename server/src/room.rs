@@ -732,10 +732,7 @@ impl Room {
 
     /// The text of `content`.
     fn text(&self) -> String {
-        let txn = self.doc.transact();
-        txn.get_text("content")
-            .map(|t| t.get_string(&txn))
-            .unwrap_or_default()
+        text_of(&self.doc)
     }
 
     /// Edits `content` on the server (UTF-16 offsets, as Yjs counts), then stores and
@@ -1241,13 +1238,10 @@ impl Room {
         // this runtime thread; on a blocking thread only this room (which waits for it) pauses.
         let done = tokio::task::spawn_blocking(move || {
             let encoded = catch_unwind(AssertUnwindSafe(|| {
-                let txn = doc.transact();
-                let text = txn
-                    .get_text("content")
-                    .map(|t| t.get_string(&txn))
-                    .unwrap_or_default();
-                let snapshot = txn.encode_state_as_update_v1(&StateVector::default());
-                (snapshot, title_of(&text))
+                let snapshot = doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                (snapshot, title_of(&text_of(&doc)))
             }));
             let Ok((snapshot, title)) = encoded else {
                 return Err(None);
@@ -1324,6 +1318,14 @@ fn utf16_len(s: &str) -> u32 {
 pub(crate) fn title_of(text: &str) -> Option<String> {
     let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
     Some(line.chars().take(80).collect())
+}
+
+/// The text of a document's `content` (empty when it has none).
+fn text_of(doc: &Doc) -> String {
+    let txn = doc.transact();
+    txn.get_text("content")
+        .map(|t| t.get_string(&txn))
+        .unwrap_or_default()
 }
 
 /// A new document with the options every room uses: UTF-16 offsets, as Yjs counts them.
