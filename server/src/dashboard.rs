@@ -192,18 +192,14 @@ impl Dashboard {
         let totals = self.totals();
         let secs = elapsed.as_secs_f64().max(0.001);
         let rate = |now: u64, then: u64| round2(now.saturating_sub(then) as f64 / secs);
-        let rooms_open = self.ctx.stats.open_rooms();
-        let documents = self.ctx.store.doc_count();
-        m.rooms.set(i64::try_from(rooms_open).unwrap_or(i64::MAX));
-        m.documents
-            .set(i64::try_from(documents).unwrap_or(i64::MAX));
+        let gauges = sample_gauges(&self.ctx);
         let flush = m.take_flush_window();
         let snapshot = Snapshot {
             t: now_ms(),
             connections: m.connections.get(),
-            rooms: rooms_open,
-            documents,
-            memory_bytes: m.sample_memory(),
+            rooms: gauges.rooms,
+            documents: gauges.documents,
+            memory_bytes: gauges.memory_bytes,
             messages_in_per_sec: rate(totals.messages_in, before.messages_in),
             messages_out_per_sec: rate(totals.messages_out, before.messages_out),
             bytes_in_per_sec: rate(totals.bytes_in, before.bytes_in),
@@ -325,6 +321,27 @@ impl Dashboard {
     }
 }
 
+/// The gauges read from the server rather than counted as things happen.
+struct Gauges {
+    rooms: u64,
+    documents: u64,
+    memory_bytes: u64,
+}
+
+/// Reads open rooms, stored documents and resident memory into their metrics gauges.
+fn sample_gauges(ctx: &RoomContext) -> Gauges {
+    let m = &ctx.metrics;
+    let gauges = Gauges {
+        rooms: ctx.stats.open_rooms(),
+        documents: ctx.store.doc_count(),
+        memory_bytes: m.sample_memory(),
+    };
+    m.rooms.set(i64::try_from(gauges.rooms).unwrap_or(i64::MAX));
+    m.documents
+        .set(i64::try_from(gauges.documents).unwrap_or(i64::MAX));
+    gauges
+}
+
 /// Refuses a request without an admin token for all documents (when tokens are on).
 fn admin(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Result<(), ApiError> {
     let token = auth::token_of(headers, query.token.as_deref());
@@ -354,11 +371,7 @@ async fn metrics(
     admin(&state, &headers, &query)?;
     let m = &state.ctx.metrics;
     // Gauges a scrape should see fresh even between dashboard samples.
-    m.sample_memory();
-    m.rooms
-        .set(i64::try_from(state.ctx.stats.open_rooms()).unwrap_or(i64::MAX));
-    m.documents
-        .set(i64::try_from(state.ctx.store.doc_count()).unwrap_or(i64::MAX));
+    sample_gauges(&state.ctx);
     // Prometheus asks for OpenMetrics first; everything else gets the classic text format.
     let openmetrics = headers
         .get(ACCEPT)
