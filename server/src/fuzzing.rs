@@ -278,13 +278,29 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("building a tokio runtime")
 }
 
-/// A room context over `store`, as `Server::serve` builds it.
+/// A room context over `store`, as `Server::serve` builds it, with the fuzz harnesses' settings.
 fn context(rt: &tokio::runtime::Runtime, store: Arc<dyn Store>, data: &Path) -> Arc<RoomContext> {
     let mut config = Config::for_tests(data.to_path_buf());
+    fuzz_config(&mut config);
+    context_with(rt, store, data, config)
+}
+
+/// Strict durability, and compaction often.
+fn fuzz_config(config: &mut Config) {
     config.durability = Durability::Strict;
     // Small, so compaction runs often.
     config.compact_every = 16;
     config.max_doc_bytes = 4 * RESET_BYTES;
+}
+
+/// A room context over `store` with `config`, as `Server::serve` builds it, except that the
+/// committer flushes only when a strict room waits for it (never on its own timer).
+fn context_with(
+    rt: &tokio::runtime::Runtime,
+    store: Arc<dyn Store>,
+    data: &Path,
+    config: Config,
+) -> Arc<RoomContext> {
     let _guard = rt.enter();
     let commit = GroupCommit::start(store.clone(), Duration::from_secs(3600), |_| {});
     let inflight = InFlight::open(data, store.as_ref())
@@ -299,6 +315,55 @@ fn context(rt: &tokio::runtime::Runtime, store: Arc<dyn Store>, data: &Path) -> 
         Arc::new(Metrics::new()),
         Arc::new(inflight),
     ))
+}
+
+/// A room loaded by its caller instead of spawned as an actor, on a store of its own: the
+/// caller feeds [`Room::handle`] and runs [`Room::finish_batch`] on `rt`, as the actor loop
+/// does. Shared by the fuzz harness and `crate::bench`.
+pub(crate) struct DirectRoom {
+    /// Runs the committer, compaction and the batches (current-thread).
+    pub(crate) rt: tokio::runtime::Runtime,
+    /// The room.
+    pub(crate) room: Room,
+    /// What the room shares with the rest of the server (the store, the committer).
+    pub(crate) ctx: Arc<RoomContext>,
+    /// The data directory; last, so it is removed after the store is closed.
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl DirectRoom {
+    /// Loads room `name` from a fresh store in a temporary directory, with the test defaults
+    /// adjusted by `tune`.
+    pub(crate) fn open(name: &str, tune: impl FnOnce(&mut Config)) -> Self {
+        let rt = runtime();
+        let dir = temp_dir();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(&dir.path().join("db")).expect("opening the store"));
+        let mut config = Config::for_tests(dir.path().to_path_buf());
+        tune(&mut config);
+        let ctx = context_with(&rt, store, dir.path(), config);
+        let name = RoomName::parse(name, &Limits::DEFAULT).expect("room name");
+        let room = Room::load(name, ctx.clone()).expect("loading the room");
+        Self { rt, room, ctx, dir }
+    }
+}
+
+/// A joiner with no socket behind it: frames the room sends it land in the returned queue (up
+/// to `queue` of them; then the room drops it as too slow).
+pub(crate) fn detached_joiner(
+    id: u64,
+    role: Role,
+    queue: usize,
+) -> (room::Joiner, mpsc::Receiver<Data>) {
+    let (tx, rx) = mpsc::channel(queue);
+    let joiner = room::Joiner {
+        id,
+        uuid: format!("00000000-0000-4000-8000-{id:012}"),
+        outbox: Outbox::detached(tx),
+        role,
+        subject: None,
+    };
+    (joiner, rx)
 }
 
 /// Real updates: three clients typing, deleting and replacing text (emoji and accents
@@ -363,13 +428,7 @@ fn seed_updates() -> Vec<Vec<u8>> {
 
 impl RoomHarness {
     fn new() -> Self {
-        let rt = runtime();
-        let dir = temp_dir();
-        let store: Arc<dyn Store> =
-            Arc::new(SledStore::open(&dir.path().join("db")).expect("opening the store"));
-        let ctx = context(&rt, store, dir.path());
-        let name = RoomName::parse("fuzz", &Limits::DEFAULT).expect("room name");
-        let room = Room::load(name, ctx.clone()).expect("loading the room");
+        let DirectRoom { rt, room, ctx, dir } = DirectRoom::open("fuzz", fuzz_config);
         let mut h = Self {
             rt,
             room,
@@ -530,17 +589,11 @@ impl RoomHarness {
 
     fn join(&mut self, conn: u8, read_only: bool) {
         self.leave(conn);
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let outbox = Outbox::detached(tx);
         let id = self.next_id;
         self.next_id += 1;
-        let joiner = room::Joiner {
-            id,
-            uuid: format!("00000000-0000-4000-8000-{id:012}"),
-            outbox: outbox.clone(),
-            role: if read_only { Role::Read } else { Role::Write },
-            subject: None,
-        };
+        let role = if read_only { Role::Read } else { Role::Write };
+        let (joiner, rx) = detached_joiner(id, role, QUEUE);
+        let outbox = joiner.outbox.clone();
         let (reply, _) = oneshot::channel();
         self.room.handle(Command::Join(joiner, reply));
         self.conns.insert(

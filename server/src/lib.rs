@@ -54,6 +54,8 @@ mod socket;
 mod stats;
 mod store;
 
+#[cfg(feature = "bench-internals")]
+pub mod bench;
 #[cfg(feature = "fault-injection")]
 mod fault;
 #[cfg(any(test, feature = "fuzzing"))]
