@@ -921,6 +921,7 @@ mod tests {
     use std::process::Command as Process;
 
     use super::TARGETS;
+    use base64::Engine as _;
 
     /// Set in a child: `<target>:<path>` of the one input it runs.
     const INPUT_ENV: &str = "WEFT_FUZZ_REPLAY_INPUT";
@@ -951,6 +952,63 @@ mod tests {
         out
     }
 
+    /// Pseudo-target: one long-lived room fed every committed `room_messages` input, then
+    /// [`SEQUENCE_MUTANTS`] seeded mutations of them, in one process. The room bugs the fuzzer
+    /// found depend on the document's history, so no single input reproduces them alone.
+    const SEQUENCE: &str = "room_sequence";
+
+    /// Mutated inputs per sequence run (before the room fixes, the first failure came within
+    /// 100 of them).
+    const SEQUENCE_MUTANTS: usize = 600;
+
+    /// Feeds the committed inputs, then mutations of them (bit flips, inserted, removed and
+    /// spliced bytes, as libFuzzer makes them), to one room; panics on the first broken invariant.
+    fn replay_room_sequence(seed: u64) {
+        let corpus: Vec<Vec<u8>> = inputs("room_messages")
+            .iter()
+            .map(|p| std::fs::read(p).expect("reading the input"))
+            .collect();
+        for input in &corpus {
+            super::room_messages(input);
+        }
+        // xorshift64: reproducible from the seed, no dependency.
+        let mut state = seed.max(1);
+        let mut next = move |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below.max(1) as u64) as usize
+        };
+        for n in 0..SEQUENCE_MUTANTS {
+            let mut input = corpus[next(corpus.len())].clone();
+            for _ in 0..1 + next(7) {
+                match next(4) {
+                    0 if !input.is_empty() => {
+                        let at = next(input.len());
+                        input[at] ^= 1 << next(8);
+                    }
+                    1 => input.insert(next(input.len() + 1), next(256) as u8),
+                    2 if input.len() > 1 => {
+                        input.remove(next(input.len()));
+                    }
+                    _ => {
+                        let other = &corpus[next(corpus.len())];
+                        let from = next(other.len());
+                        let to = from + next(other.len() - from + 1);
+                        let at = next(input.len() + 1);
+                        input.splice(at..at, other[from..to].iter().copied());
+                    }
+                }
+            }
+            let run = std::panic::catch_unwind(|| super::room_messages(&input));
+            if let Err(e) = run {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&input);
+                eprintln!("seed {seed}, mutant {n} broke the room; input (base64): {b64}");
+                std::panic::resume_unwind(e);
+            }
+        }
+    }
+
     /// Child side: runs the input named in the environment. Ignored in normal runs; the parent
     /// runs it with `--ignored --exact`.
     #[test]
@@ -958,6 +1016,10 @@ mod tests {
     fn replay_one_input() {
         let spec = std::env::var(INPUT_ENV).expect("run by the parent test with an input");
         let (target, path) = spec.split_once(':').expect("target:path");
+        if target == SEQUENCE {
+            replay_room_sequence(path.parse().expect("a seed"));
+            return;
+        }
         let run = TARGETS
             .iter()
             .find(|(name, _)| *name == target)
@@ -965,6 +1027,36 @@ mod tests {
             .expect("known target");
         let data = std::fs::read(path).expect("reading the input");
         run(&data);
+    }
+
+    /// Runs `target` on `input` in a child process; the failure, described, if it failed.
+    fn run_child(exe: &std::path::Path, target: &str, input: &str) -> Option<String> {
+        let out = Process::new(exe)
+            .env("RUST_BACKTRACE", "0")
+            .args([
+                "--ignored",
+                "--exact",
+                "fuzzing::tests::replay_one_input",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(INPUT_ENV, format!("{target}:{input}"))
+            .output()
+            .expect("spawning the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // libtest prints this only when the child really ran the one test.
+        if out.status.success() && stdout.contains("1 passed") {
+            return None;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: String = stderr
+            .lines()
+            .chain(stdout.lines())
+            .filter(|l| !l.trim().is_empty())
+            .take(12)
+            .collect::<Vec<_>>()
+            .join("\n");
+        Some(format!("{target} {input}: {}\n{tail}", out.status))
     }
 
     /// Every committed corpus input and crash artifact of every fuzz target runs clean in its
@@ -978,37 +1070,17 @@ mod tests {
             let inputs = inputs(target);
             assert!(!inputs.is_empty(), "no committed corpus for {target}");
             for input in inputs {
-                let out = Process::new(&exe)
-                    .env("RUST_BACKTRACE", "0")
-                    .args([
-                        "--ignored",
-                        "--exact",
-                        "fuzzing::tests::replay_one_input",
-                        "--test-threads=1",
-                        "--nocapture",
-                    ])
-                    .env(INPUT_ENV, format!("{target}:{}", input.display()))
-                    .output()
-                    .expect("spawning the test binary");
-                ran += 1;
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                // libtest prints this only when the child really ran the one test.
-                if !out.status.success() || !stdout.contains("1 passed") {
-                    let stderr = String::from_utf8_lossy(&out.stderr);
-                    let tail: String = stderr
-                        .lines()
-                        .chain(stdout.lines())
-                        .filter(|l| !l.trim().is_empty())
-                        .take(12)
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    failures.push(format!(
-                        "{target} {}: {}\n{tail}",
-                        input.display(),
-                        out.status
-                    ));
+                if let Some(failure) = run_child(&exe, target, &input.display().to_string()) {
+                    failures.push(failure);
                 }
+                ran += 1;
             }
+        }
+        for seed in [1, 2] {
+            if let Some(failure) = run_child(&exe, SEQUENCE, &seed.to_string()) {
+                failures.push(failure);
+            }
+            ran += 1;
         }
         assert!(
             failures.is_empty(),

@@ -745,7 +745,16 @@ impl Room {
             let text = self.doc.get_or_insert_text("content");
             let mut txn = self.doc.transact_mut();
             edit(&text, &mut txn);
-            txn.encode_update_v1()
+            let update = txn.encode_update_v1();
+            // yrs retries pending structs and deletions only when it applies a remote update,
+            // never after a local edit. Every replay of the store applies this edit as a remote
+            // update, so retry here too, or this document would differ from what the store and
+            // its own encoded state give a later joiner or a restart.
+            let store = txn.store();
+            if store.pending_update().is_some() || store.pending_ds().is_some() {
+                let _ = txn.apply_update(Update::new());
+            }
+            update
         }));
         let Ok(update) = encoded else {
             error!(room = %self.name, "yrs panicked during a server-side edit");
@@ -946,7 +955,7 @@ impl Room {
                 }
             }
             Err(WriteError::Invalid(e)) => {
-                warn!(room = %self.name, conn, error = %e, "refused an update that does not decode");
+                warn!(room = %self.name, conn, error = %e, "refused an invalid update");
                 self.close_member(conn, 1007, "invalid update");
             }
             Err(WriteError::Poisoned) => {
@@ -986,6 +995,7 @@ impl Room {
                 return Ok::<bool, String>(false);
             }
             let mut txn = self.doc.transact_mut();
+            out_of_order(&txn, &decoded)?;
             txn.apply_update(decoded).map_err(|e| e.to_string())?;
             // An update waiting for missing dependencies changes nothing yet but must be kept,
             // or a restart would lose it once they arrive.
@@ -1278,6 +1288,44 @@ impl Room {
     }
 }
 
+/// Refuses an update that yrs would apply in a way its own encoding cannot reproduce, so that
+/// the document in memory, its encoded state (what a joiner gets) and a replay of the store
+/// (what a restart gets) always hold the same text:
+/// - text that leaves a gap in a client's clocks: yrs 0.28 integrates it out of order behind a
+///   skip, where Yjs would hold it back, and then leaves it out of every encoding;
+/// - deletions of clocks of the room's own client id that the room has not written yet: nobody
+///   else can know them, and yrs would hold them back and apply them to every replay of the
+///   room's later server-side edits but never to the edits themselves.
+fn out_of_order(txn: &yrs::TransactionMut<'_>, update: &Update) -> Result<(), String> {
+    let own = txn.doc().client_id();
+    let written = txn.store().get_local_state();
+    if let Some(ranges) = update.delete_set().get(&own) {
+        if ranges.iter().any(|(r, ())| r.end > written) {
+            return Err(format!(
+                "the update deletes text the server has not written yet (client {own})"
+            ));
+        }
+    }
+    let inserted = update.insertions(true);
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    let known = txn.state_vector();
+    for (client, ranges) in inserted.iter() {
+        let mut covered = known.get(client);
+        for r in ranges.iter() {
+            if r.start > covered {
+                return Err(format!(
+                    "the update skips clocks {covered}..{} of client {client}",
+                    r.start
+                ));
+            }
+            covered = covered.max(r.end);
+        }
+    }
+    Ok(())
+}
+
 /// Tells a writer, once, why its edits are not saved: a control error for Weft-aware clients,
 /// the y-protocols auth permission-denied message for stock ones.
 fn refusal(control: bool, code: &str, message: &str) -> Bytes {
@@ -1415,9 +1463,13 @@ fn apply_stored(
     crate::fault::before_apply(bytes);
     catch_unwind(AssertUnwindSafe(|| {
         let update = Update::decode_v1(bytes).map_err(|e| e.to_string())?;
-        doc.transact_mut()
-            .apply_update(update)
-            .map_err(|e| e.to_string())
+        let mut txn = doc.transact_mut();
+        // Stored before the write path refused such updates; applying one would make this
+        // document differ from its own encoding. (A snapshot is such an encoding already.)
+        if matches!(applying, Applying::Stored(_)) {
+            out_of_order(&txn, &update)?;
+        }
+        txn.apply_update(update).map_err(|e| e.to_string())
     }))
     .unwrap_or_else(|_| Err("yrs panicked".into()))
 }
@@ -1512,5 +1564,152 @@ mod tests {
             replace("👋 hello 🌍 wörld 🎉 end!").len() <= 2,
             "no-op replace is empty"
         );
+    }
+
+    /// A room driven in-process for the consistency tests below: one writer joined.
+    fn room_with_writer(name: &str) -> (crate::fuzzing::DirectRoom, Outbox) {
+        let mut d = crate::fuzzing::DirectRoom::open(name, |_| {});
+        let (joiner, _rx) = crate::fuzzing::detached_joiner(1, Role::Write, 64);
+        let outbox = joiner.outbox.clone();
+        let (reply, _) = oneshot::channel();
+        d.room.handle(Command::Join(joiner, reply));
+        d.rt.block_on(d.room.finish_batch());
+        (d, outbox)
+    }
+
+    /// Sends `updates` as the writer's update messages and ends the batch.
+    fn send_updates(d: &mut crate::fuzzing::DirectRoom, updates: &[&[u8]]) {
+        let msgs = updates
+            .iter()
+            .map(|u| Message::Update(u.to_vec()))
+            .collect();
+        d.room.handle(Command::Messages(1, msgs));
+        d.rt.block_on(d.room.finish_batch());
+    }
+
+    /// The room's text, after checking that a joiner (a fresh document applying the room's
+    /// encoded state) and a restart (the store loaded again) both get exactly that text.
+    fn consistent_text(d: &crate::fuzzing::DirectRoom) -> String {
+        let text = text_of(d.room.doc());
+        let state = d
+            .room
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let joiner = new_doc();
+        joiner
+            .transact_mut()
+            .apply_update(Update::decode_v1(&state).expect("decode"))
+            .expect("apply");
+        assert_eq!(text_of(&joiner), text, "a joiner would get other text");
+        let restarted = load_doc(&d.ctx, &d.room.name).expect("load");
+        assert_eq!(
+            text_of(&restarted.doc),
+            text,
+            "a restart would get other text"
+        );
+        text
+    }
+
+    /// Three keystrokes of one client, each its own update.
+    fn three_keystrokes() -> [Vec<u8>; 3] {
+        let client = new_doc();
+        let text = client.get_or_insert_text("content");
+        ["a", "b", "c"].map(|s| {
+            let mut txn = client.transact_mut();
+            let end = text.len(&txn);
+            text.insert(&mut txn, end, s);
+            txn.encode_update_v1()
+        })
+    }
+
+    /// yrs 0.28 applies text that skips clocks of its client out of order, and then leaves it
+    /// out of every encoding: the room would show it while joiners and restarts lose it. The
+    /// room refuses such an update (1007) and stays consistent; sent in order, it applies.
+    #[test]
+    fn an_update_that_skips_clocks_is_refused() {
+        let [a, b, c] = three_keystrokes();
+        let (mut d, outbox) = room_with_writer("gap");
+        send_updates(&mut d, &[&a, &c]);
+        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(1007));
+        assert_eq!(consistent_text(&d), "a");
+
+        let (joiner, _rx) = crate::fuzzing::detached_joiner(2, Role::Write, 64);
+        let (reply, _) = oneshot::channel();
+        d.room.handle(Command::Join(joiner, reply));
+        d.room.handle(Command::Messages(
+            2,
+            vec![Message::Update(b), Message::Update(c)],
+        ));
+        d.rt.block_on(d.room.finish_batch());
+        assert_eq!(consistent_text(&d), "abc");
+    }
+
+    /// A deletion of clocks of the room's own client id that the room has not written yet
+    /// would be held back by yrs and later applied to every replay of the room's next API
+    /// edit, but not to the edit itself. It is refused, and the API edit is kept everywhere.
+    #[test]
+    fn deleting_the_servers_future_text_is_refused() {
+        let [a, _, _] = three_keystrokes();
+        let (mut d, outbox) = room_with_writer("own");
+        send_updates(&mut d, &[&a]);
+        let own = d.room.doc().client_id().get();
+        // An update with no structs and the delete set {own: [0, 1000)}, in lib0 encoding.
+        let mut forged = vec![0, 1];
+        for v in [own, 1, 0, 1000] {
+            let mut v = v;
+            while v >= 0x80 {
+                forged.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            forged.push(v as u8);
+        }
+        send_updates(&mut d, &[&forged]);
+        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(1007));
+
+        let (reply, _) = oneshot::channel();
+        d.room
+            .handle(Command::Api(ApiOp::Append("kept".into()), reply));
+        d.rt.block_on(d.room.finish_batch());
+        assert_eq!(consistent_text(&d), "akept");
+    }
+
+    /// An update waiting for the room's own next clock (its left neighbour is text the room
+    /// writes later) integrates as soon as the room writes it, exactly as it does when the
+    /// store is replayed; yrs alone would retry it only after a remote update.
+    #[test]
+    fn a_server_edit_releases_updates_waiting_for_it() {
+        let (mut d, _outbox) = room_with_writer("waiting");
+        let own = d.room.doc().client_id();
+        // A peer that knows what the room will write next (its own client id, clock 0)...
+        let forger = Doc::with_options(Options {
+            client_id: own,
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        });
+        let text = forger.get_or_insert_text("content");
+        text.insert(&mut forger.transact_mut(), 0, "A");
+        // ...types after it, and sends only its own edit: the room holds it back.
+        let peer = new_doc();
+        let state = forger
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        peer.transact_mut()
+            .apply_update(Update::decode_v1(&state).expect("decode"))
+            .expect("apply");
+        let peer_text = peer.get_or_insert_text("content");
+        let waiting = {
+            let mut txn = peer.transact_mut();
+            peer_text.insert(&mut txn, 1, "y");
+            txn.encode_update_v1()
+        };
+        send_updates(&mut d, &[&waiting]);
+        assert_eq!(consistent_text(&d), "");
+
+        let (reply, _) = oneshot::channel();
+        d.room
+            .handle(Command::Api(ApiOp::Append("z".into()), reply));
+        d.rt.block_on(d.room.finish_batch());
+        assert_eq!(consistent_text(&d), "zy");
     }
 }
