@@ -356,6 +356,9 @@ pub(crate) struct Room {
     replies: Vec<(ApiReplyTx, Result<ApiReply, ApiOpError>)>,
     /// Set by `Delete`: the room stops after this batch, writing nothing more.
     deleted: bool,
+    /// Sync step 2 carrying the whole document, shared by every joiner that has nothing yet
+    /// (an empty state vector: every fresh tab); dropped whenever the document may change.
+    full_state: Option<Bytes>,
 }
 
 impl Room {
@@ -419,6 +422,7 @@ impl Room {
             exists: loaded.exists,
             replies: Vec::new(),
             deleted: false,
+            full_state: None,
         }
     }
 
@@ -741,6 +745,7 @@ impl Room {
         &mut self,
         edit: impl FnOnce(&yrs::TextRef, &mut yrs::TransactionMut<'_>),
     ) -> Result<ApiReply, ApiOpError> {
+        self.full_state = None;
         let encoded = catch_unwind(AssertUnwindSafe(|| {
             let text = self.doc.get_or_insert_text("content");
             let mut txn = self.doc.transact_mut();
@@ -902,14 +907,26 @@ impl Room {
     }
 
     fn answer_step1(&mut self, conn: ConnId, sv: &[u8]) {
+        let full_state = self.full_state.clone();
         let encoded = catch_unwind(AssertUnwindSafe(|| {
             let sv = decode_state_vector(sv)?;
-            Ok::<_, String>(self.doc.transact().encode_state_as_update_v1(&sv))
+            if sv.is_empty() {
+                if let Some(frame) = full_state {
+                    return Ok::<_, String>((frame, true));
+                }
+            }
+            let update = self.doc.transact().encode_state_as_update_v1(&sv);
+            Ok((Bytes::from(encode_sync(SYNC_STEP2, &update)), sv.is_empty()))
         }));
         match encoded {
-            Ok(Ok(update)) => {
-                let frame = encode_sync(SYNC_STEP2, &update);
-                self.queued.push((Target::One(conn), Bytes::from(frame)));
+            Ok(Ok((frame, whole))) => {
+                // Encoding a large document takes milliseconds on the runtime thread this room
+                // shares; joiners with nothing (every new tab, and every reconnect of a client
+                // that lost its state) all get the same bytes.
+                if whole {
+                    self.full_state = Some(frame.clone());
+                }
+                self.queued.push((Target::One(conn), frame));
             }
             Ok(Err(e)) => self.close_member(conn, 1007, &format!("invalid state vector: {e}")),
             Err(_) => self.poisoned(conn, sv, "encoding the document for sync step 2"),
@@ -989,6 +1006,9 @@ impl Room {
                 .mark(self.name.as_str(), Applying::Remote, &hash, update.len());
         #[cfg(feature = "fault-injection")]
         crate::fault::before_apply(&update);
+        // From here even an update that fails may have changed the document (or its pending
+        // part); one refused above changed nothing, so a flood of those keeps the cache.
+        self.full_state = None;
         let applied = catch_unwind(AssertUnwindSafe(|| {
             let decoded = decode_update(&update)?;
             if decoded.is_empty() {
@@ -1077,6 +1097,7 @@ impl Room {
         // durable truth, so members resync from it.
         match load_doc(&self.ctx, &self.name) {
             Ok(loaded) => {
+                self.full_state = None;
                 self.doc = loaded.doc;
                 self.last_seq = loaded.last_seq;
                 self.log_len = loaded.log_len;
@@ -1762,9 +1783,60 @@ mod tests {
                 .expect("apply");
         }
         let sv = doc.transact().state_vector().encode_v1();
-        assert_eq!(decode_state_vector(&sv).expect("a real state vector").len(), 1);
+        assert_eq!(
+            decode_state_vector(&sv).expect("a real state vector").len(),
+            1
+        );
         assert!(decode_update(&Update::new().encode_v1()).is_ok());
         assert!(decode_state_vector(&StateVector::default().encode_v1()).is_ok());
     }
 
+    /// The sync step 2 a member gets for an empty state vector, decoded as a fresh joiner
+    /// would, with the frame's buffer address (equal addresses: the same cached bytes).
+    fn step2_for_empty_state(
+        d: &mut crate::fuzzing::DirectRoom,
+        id: ConnId,
+    ) -> (String, *const u8) {
+        let (joiner, mut rx) = crate::fuzzing::detached_joiner(id, Role::Read, 64);
+        let (reply, _) = oneshot::channel();
+        d.room.handle(Command::Join(joiner, reply));
+        let empty = StateVector::default().encode_v1();
+        d.room
+            .handle(Command::Messages(id, vec![Message::SyncStep1(empty)]));
+        d.rt.block_on(d.room.finish_batch());
+        while let Ok(crate::socket::Data::Binary(frame)) = rx.try_recv() {
+            let msgs = weft_protocol::decode_frame(&frame, &weft_protocol::Limits::DEFAULT)
+                .expect("decodes");
+            if let Some(Message::SyncStep2(update)) = msgs.into_iter().next() {
+                let joiner = new_doc();
+                joiner
+                    .transact_mut()
+                    .apply_update(Update::decode_v1(&update).expect("decode"))
+                    .expect("apply");
+                return (text_of(&joiner), frame.as_ptr());
+            }
+        }
+        panic!("no sync step 2 for member {id}");
+    }
+
+    /// Joiners with nothing share one encoded step 2 until the document changes; after any
+    /// change the next one gets the new text.
+    #[test]
+    fn joiners_share_the_encoded_document_until_it_changes() {
+        let [a, b, _] = three_keystrokes();
+        let (mut d, _outbox) = room_with_writer("joins");
+        send_updates(&mut d, &[&a]);
+        let (first, at) = step2_for_empty_state(&mut d, 10);
+        let (second, again) = step2_for_empty_state(&mut d, 11);
+        assert_eq!((first.as_str(), second.as_str()), ("a", "a"));
+        assert_eq!(at, again, "the second joiner got a new encoding");
+
+        send_updates(&mut d, &[&b]);
+        assert_eq!(step2_for_empty_state(&mut d, 12).0, "ab");
+        let (reply, _) = oneshot::channel();
+        d.room
+            .handle(Command::Api(ApiOp::Append("!".into()), reply));
+        d.rt.block_on(d.room.finish_batch());
+        assert_eq!(step2_for_empty_state(&mut d, 13).0, "ab!");
+    }
 }
