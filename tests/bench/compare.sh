@@ -159,10 +159,10 @@ import json, os, statistics, sys
 out_dir, servers, scenarios, runs, secs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], sys.argv[5]
 TYPING = ["deliveries_per_s", "delivered_ratio", "latency_p50_ms", "latency_p99_ms",
           "latency_p999_ms", "latency_max_ms", "handshake_p50_ms", "server_cpu_pct",
-          "server_rss_mib_after"]
+          "server_rss_mib_after", "generator_cpu_pct"]
 METRICS = {
     "idle": ["connects_per_s", "handshake_p50_ms", "handshake_p99_ms", "rss_kib_per_connection",
-             "server_rss_mib_after"],
+             "server_rss_mib_before", "server_rss_mib_after"],
     "big-doc": ["seed_chars", "seed_s", "join_seq_p50_ms", "join_seq_max_ms", "join_sim_p50_ms",
                 "join_sim_max_ms", "server_cpu_pct", "server_rss_mib_after"],
 }
@@ -218,5 +218,18 @@ for label in order:
                 w = med(label, s, m)
                 ratios.append(f"{w / p:.2f}" if (w is not None and p) else "–")
         print(f"| {label} | {m} | " + " | ".join(fmt(v) for v in row) + " | " + " | ".join(ratios) + (" |" if ratios else ""))
+
+# The saturation knee: the lowest per-client rate whose median p99 passes 50 ms ("> top rate"
+# when none does), and whether any step lost an update.
+steps = sorted((float(l.split("@")[1]), l) for l in order if l.startswith("saturation@"))
+if steps:
+    knees, lossless = [], []
+    for s in servers:
+        knee = next((r for r, l in steps if (med(l, s, "latency_p99_ms") or 0) > 50), None)
+        knees.append(f"{knee:g}/s" if knee else f"> {steps[-1][0]:g}/s")
+        worst = min((min(values.get(l, {}).get(s, {}).get("delivered_ratio", [0])) for _, l in steps))
+        lossless.append(f"{worst:.3f}")
+    print("| saturation | rate where p99 > 50 ms | " + " | ".join(knees) + " |" + " |" * (len(head) - 2 - len(servers)))
+    print("| saturation | worst delivered ratio | " + " | ".join(lossless) + " |" + " |" * (len(head) - 2 - len(servers)))
 EOF
 log "raw reports and table.md in $OUT_DIR"

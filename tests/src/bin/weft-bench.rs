@@ -38,7 +38,8 @@
 //!   delivered/expected must be 1.000;
 //! - `overload`: 2,000 idle connections, then 20 rooms × 2 typists measured alone and while five
 //!   abusive clients flood, spam and stall (see `weft-bench/overload.rs`). Run it against a
-//!   server with its default limits: that is what it tests.
+//!   server with its default limits: that is what it tests. `--attack-cpu N` runs the abusers in
+//!   a child process (`--scenario attack`) pinned to CPU N, apart from the measured typists.
 //!
 //! With `--server-pid`, the server's CPU (utime + stime from `/proc/PID/stat`, assuming
 //! `CLK_TCK` = 100) over the measured phase and its RSS (`VmRSS` of `/proc/PID/status`) before and
@@ -145,6 +146,9 @@ enum ScenarioName {
     Saturation,
     /// 2,000 idle connections; typists measured alone and while abusive clients attack.
     Overload,
+    /// The `overload` abusers alone, until stdin closes or `--seconds` pass (what
+    /// `--attack-cpu` runs in a child process).
+    Attack,
 }
 
 /// Command-line flags.
@@ -180,6 +184,11 @@ struct Args {
     /// `overload` only: which abusers attack (default: all five).
     #[arg(long, value_delimiter = ',', value_enum)]
     attacks: Vec<overload::AttackName>,
+    /// `overload` only: run the abusers in a child process pinned to this CPU (`taskset`) at the
+    /// lowest priority (`nice -n 19`), so generating the attack does not starve the measured
+    /// typists.
+    #[arg(long)]
+    attack_cpu: Option<usize>,
 }
 
 /// Refuses anything but `ws://` to a loopback IP literal.
@@ -656,11 +665,23 @@ fn proc_sample(pid: Option<u32>) -> Option<ProcSample> {
 /// Adds server CPU % and RSS to `report` for the phase between two samples.
 fn put_server(report: &mut Report, before: Option<ProcSample>, after: Option<ProcSample>) {
     if let (Some(b), Some(a)) = (before, after) {
-        let wall = a.at.duration_since(b.at).as_secs_f64().max(1e-6);
-        let cpu = (a.cpu_ticks.saturating_sub(b.cpu_ticks)) as f64 / 100.0 / wall * 100.0;
-        report.put("server_cpu_pct", cpu);
+        report.put("server_cpu_pct", cpu_pct(&b, &a));
         report.put("server_rss_mib_before", b.rss_kib as f64 / 1024.0);
         report.put("server_rss_mib_after", a.rss_kib as f64 / 1024.0);
+    }
+}
+
+/// CPU used between two samples of one process, in % of one core (`CLK_TCK` = 100).
+fn cpu_pct(before: &ProcSample, after: &ProcSample) -> f64 {
+    let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-6);
+    after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / 100.0 / wall * 100.0
+}
+
+/// Adds this load generator's own CPU over the phase (100 = one core busy): near 100 on its
+/// pinned core, the latencies measure the generator as much as the server.
+fn put_generator(report: &mut Report, before: Option<ProcSample>, after: Option<ProcSample>) {
+    if let (Some(b), Some(a)) = (before, after) {
+        report.put("generator_cpu_pct", cpu_pct(&b, &a));
     }
 }
 
@@ -718,6 +739,7 @@ async fn typing_phase(
     }
     eprintln!("[{label}] {connected}/{n} connected; typing for {seconds} s at {rate}/s each");
     let before = proc_sample(target.pid);
+    let me_before = proc_sample(Some(std::process::id()));
     let start = Instant::now() + Duration::from_millis(200);
     let stop = start + Duration::from_secs_f64(seconds);
     let mut set = JoinSet::new();
@@ -736,6 +758,7 @@ async fn typing_phase(
         }
     }
     let after = proc_sample(target.pid);
+    let me_after = proc_sample(Some(std::process::id()));
     let mut latency = histogram();
     let (mut sent, mut delivered, mut expected) = (0u64, 0u64, 0u64);
     let mut converged = 0usize;
@@ -785,6 +808,7 @@ async fn typing_phase(
     rep.put("rooms_converged", converged as u64);
     rep.put("rooms", rooms as u64);
     put_server(&mut rep, before, after);
+    put_generator(&mut rep, me_before, me_after);
     finish(
         rep,
         &shared,
@@ -1082,7 +1106,10 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
             }
             out
         }
-        ScenarioName::Overload => overload::overload(&target, s, &args.attacks).await,
+        ScenarioName::Overload => {
+            overload::overload(&target, s, &args.attacks, args.attack_cpu).await
+        }
+        ScenarioName::Attack => overload::attack(&target, s, &args.attacks).await,
     })
 }
 

@@ -258,8 +258,16 @@ pub(super) enum AttackName {
 }
 
 /// `overload`: see the module documentation. `only` selects abusers (empty: all).
-pub(super) async fn overload(target: &Target, seconds: f64, only: &[AttackName]) -> Vec<Report> {
-    let on = |a: AttackName| only.is_empty() || only.contains(&a);
+///
+/// With `attack_cpu`, the abusers run in a child process (`--scenario attack`) pinned to that
+/// CPU at the lowest priority, so generating the attack does not take CPU from the typists
+/// being measured.
+pub(super) async fn overload(
+    target: &Target,
+    seconds: f64,
+    only: &[AttackName],
+    attack_cpu: Option<usize>,
+) -> Vec<Report> {
     let shared = Arc::new(Shared::new(IDLE_CONNECTIONS));
     let mut idle = Report {
         label: "overload-idle".into(),
@@ -313,37 +321,19 @@ pub(super) async fn overload(target: &Target, seconds: f64, only: &[AttackName])
     )
     .await;
 
-    eprintln!("[overload] typing while five abusers attack");
     let stop = Arc::new(AtomicBool::new(false));
     let abuse_log = SharedLog::default();
     let mut abusers = JoinSet::new();
-    let attacks = [
-        (AttackName::Flood, Attack::Flood, "abuse-flood", 30),
-        (
-            AttackName::Awareness,
-            Attack::Awareness,
-            "abuse-awareness",
-            31,
-        ),
-        (AttackName::Frames, Attack::Frames, "abuse-frames", 32),
-        (AttackName::Garbage, Attack::Garbage, "abuse-garbage", 33),
-    ];
-    for (_, attack, room, host) in attacks.into_iter().filter(|a| on(a.0)) {
-        abusers.spawn(abuser(
-            target.url(room),
-            Ipv4Addr::new(127, 0, 0, host),
-            attack,
-            Arc::clone(&stop),
-            Arc::clone(&abuse_log),
-        ));
-    }
-    if on(AttackName::Stalled) {
-        abusers.spawn(stalled(
-            target.url("abuse-flood"),
-            Ipv4Addr::new(127, 0, 0, 34),
-            Arc::clone(&stop),
-            Arc::clone(&abuse_log),
-        ));
+    let mut child = None;
+    match attack_cpu {
+        None => {
+            eprintln!("[overload] typing while five abusers attack (in this process)");
+            spawn_abusers(target, only, &stop, &abuse_log, &mut abusers);
+        }
+        Some(cpu) => {
+            eprintln!("[overload] typing while five abusers attack (a child process on CPU {cpu})");
+            child = Some(spawn_attack_process(target, only, seconds, cpu));
+        }
     }
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
@@ -376,12 +366,77 @@ pub(super) async fn overload(target: &Target, seconds: f64, only: &[AttackName])
         "server_rss_mib_peak",
         peak.load(Ordering::Relaxed) as f64 / 1024.0,
     );
-    let done = std::mem::take(&mut *log(&abuse_log));
+    match child {
+        Some(child) => {
+            let finished = match child {
+                Ok(child) => finish_attack_process(child).await,
+                Err(e) => Err(e),
+            };
+            match finished {
+                Ok(fields) => attacked.metrics.extend(fields),
+                Err(e) => {
+                    attacked.errors += 1;
+                    attacked.ok = false;
+                    attacked
+                        .error_samples
+                        .push(format!("attack process: {e:#}"));
+                }
+            }
+        }
+        None => put_abuse(&mut attacked, &abuse_log),
+    }
+    stop_idle.store(true, Ordering::Relaxed);
+    while holders.join_next().await.is_some() {}
+    vec![idle, calm, attacked]
+}
+
+/// Starts the abusers `only` selects (empty: all five) against `target`, in `set`.
+fn spawn_abusers(
+    target: &Target,
+    only: &[AttackName],
+    stop: &Arc<AtomicBool>,
+    abuse_log: &SharedLog,
+    set: &mut JoinSet<()>,
+) {
+    let on = |a: AttackName| only.is_empty() || only.contains(&a);
+    let attacks = [
+        (AttackName::Flood, Attack::Flood, "abuse-flood", 30),
+        (
+            AttackName::Awareness,
+            Attack::Awareness,
+            "abuse-awareness",
+            31,
+        ),
+        (AttackName::Frames, Attack::Frames, "abuse-frames", 32),
+        (AttackName::Garbage, Attack::Garbage, "abuse-garbage", 33),
+    ];
+    for (_, attack, room, host) in attacks.into_iter().filter(|a| on(a.0)) {
+        set.spawn(abuser(
+            target.url(room),
+            Ipv4Addr::new(127, 0, 0, host),
+            attack,
+            Arc::clone(stop),
+            Arc::clone(abuse_log),
+        ));
+    }
+    if on(AttackName::Stalled) {
+        set.spawn(stalled(
+            target.url("abuse-flood"),
+            Ipv4Addr::new(127, 0, 0, 34),
+            Arc::clone(stop),
+            Arc::clone(abuse_log),
+        ));
+    }
+}
+
+/// Adds what the abusers did to `report`.
+fn put_abuse(report: &mut Report, abuse_log: &SharedLog) {
+    let done = std::mem::take(&mut *log(abuse_log));
     for (name, n) in &done.sessions {
-        attacked.put(leak(format!("abuser_{name}_sessions")), *n);
+        report.put(leak(format!("abuser_{name}_sessions")), *n);
     }
     for (name, n) in &done.bytes {
-        attacked.put(
+        report.put(
             leak(format!("abuser_{name}_mib_sent")),
             *n as f64 / (1024.0 * 1024.0),
         );
@@ -391,10 +446,94 @@ pub(super) async fn overload(target: &Target, seconds: f64, only: &[AttackName])
         .iter()
         .map(|(k, n)| format!("{k} ×{n}"))
         .collect();
-    attacked.put("abuser_endings", closes.join("; "));
-    stop_idle.store(true, Ordering::Relaxed);
-    while holders.join_next().await.is_some() {}
-    vec![idle, calm, attacked]
+    report.put("abuser_endings", closes.join("; "));
+}
+
+/// This binary again, as `--scenario attack` against the same target and rooms, pinned to
+/// `cpu` with `taskset` and at the lowest priority (`nice -n 19`): sharing a core with the
+/// typists, it takes only the CPU they leave, so their latencies measure the server rather
+/// than a starved load generator. It attacks until its stdin closes (or `seconds` × 3 + 60
+/// pass).
+fn spawn_attack_process(
+    target: &Target,
+    only: &[AttackName],
+    seconds: f64,
+    cpu: usize,
+) -> anyhow::Result<tokio::process::Child> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let mut cmd = tokio::process::Command::new("taskset");
+    cmd.arg("-c")
+        .arg(cpu.to_string())
+        .args(["nice", "-n", "19"])
+        .arg(exe)
+        .args(["--url", &target.template, "--scenario", "attack", "--json"])
+        .args(["--room-prefix", &target.prefix])
+        .args([
+            "--seconds",
+            &format!("{}", (seconds * 3.0 + 60.0).min(MAX_SECONDS)),
+        ]);
+    if !only.is_empty() {
+        let names: Vec<String> = only
+            .iter()
+            .filter_map(|a| a.to_possible_value().map(|v| v.get_name().to_owned()))
+            .collect();
+        cmd.args(["--attacks", &names.join(",")]);
+    }
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn()
+        .context("starting the attack process (is taskset installed?)")
+}
+
+/// Ends the attack process (closes its stdin) and returns the `abuser_*` and
+/// `attacker_cpu_pct` fields of its report.
+async fn finish_attack_process(
+    mut child: tokio::process::Child,
+) -> anyhow::Result<Vec<(&'static str, Value)>> {
+    drop(child.stdin.take());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .context("the attack process did not stop within 30 s")??;
+    let reports: Value =
+        serde_json::from_slice(&out.stdout).context("the attack process printed no report")?;
+    let report = reports
+        .get(0)
+        .and_then(Value::as_object)
+        .context("the attack process printed an empty report")?;
+    Ok(report
+        .iter()
+        .filter(|(k, _)| k.starts_with("abuser_") || k.starts_with("attacker_"))
+        .map(|(k, v)| (leak(k.clone()), v.clone()))
+        .collect())
+}
+
+/// `attack`: the abusers of `overload` alone, until stdin closes or `seconds` pass; what they
+/// did, and the CPU this process spent generating it.
+pub(super) async fn attack(target: &Target, seconds: f64, only: &[AttackName]) -> Vec<Report> {
+    let mut report = Report {
+        label: "attack".into(),
+        ..Report::default()
+    };
+    let me = proc_sample(Some(std::process::id()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let abuse_log = SharedLog::default();
+    let mut set = JoinSet::new();
+    spawn_abusers(target, only, &stop, &abuse_log, &mut set);
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        // Returns at EOF (the parent closed it) or on error; the timeout below bounds it too.
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    });
+    let _ = tokio::time::timeout(Duration::from_secs_f64(seconds), stdin_closed).await;
+    stop.store(true, Ordering::Relaxed);
+    while set.join_next().await.is_some() {}
+    if let (Some(b), Some(a)) = (me, proc_sample(Some(std::process::id()))) {
+        report.put("attacker_cpu_pct", cpu_pct(&b, &a));
+    }
+    put_abuse(&mut report, &abuse_log);
+    report.ok = true;
+    vec![report]
 }
 
 /// Metric names are `&'static str`; the few built at run time live for the process.
