@@ -1646,12 +1646,11 @@ mod tests {
             .doc()
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
-        let joiner = new_doc();
-        joiner
-            .transact_mut()
-            .apply_update(Update::decode_v1(&state).expect("decode"))
-            .expect("apply");
-        assert_eq!(text_of(&joiner), text, "a joiner would get other text");
+        assert_eq!(
+            text_of(&doc_from(&state)),
+            text,
+            "a joiner would get other text"
+        );
         let restarted = load_doc(&d.ctx, &d.room.name).expect("load");
         assert_eq!(
             text_of(&restarted.doc),
@@ -1659,6 +1658,23 @@ mod tests {
             "a restart would get other text"
         );
         text
+    }
+
+    /// A fresh document holding `update`.
+    fn doc_from(update: &[u8]) -> Doc {
+        let doc = new_doc();
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(update).expect("decode"))
+            .expect("apply");
+        doc
+    }
+
+    /// Appends `text` through the API and ends the batch.
+    fn api_append(d: &mut crate::fuzzing::DirectRoom, text: &str) {
+        let (reply, _) = oneshot::channel();
+        d.room
+            .handle(Command::Api(ApiOp::Append(text.into()), reply));
+        d.rt.block_on(d.room.finish_batch());
     }
 
     /// Three keystrokes of one client, each its own update.
@@ -1707,20 +1723,12 @@ mod tests {
         // An update with no structs and the delete set {own: [0, 1000)}, in lib0 encoding.
         let mut forged = vec![0, 1];
         for v in [own, 1, 0, 1000] {
-            let mut v = v;
-            while v >= 0x80 {
-                forged.push((v as u8) | 0x80);
-                v >>= 7;
-            }
-            forged.push(v as u8);
+            weft_protocol::encoding::write_var_uint(&mut forged, v);
         }
         send_updates(&mut d, &[&forged]);
         assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(1007));
 
-        let (reply, _) = oneshot::channel();
-        d.room
-            .handle(Command::Api(ApiOp::Append("kept".into()), reply));
-        d.rt.block_on(d.room.finish_batch());
+        api_append(&mut d, "kept");
         assert_eq!(consistent_text(&d), "akept");
     }
 
@@ -1740,13 +1748,11 @@ mod tests {
         let text = forger.get_or_insert_text("content");
         text.insert(&mut forger.transact_mut(), 0, "A");
         // ...types after it, and sends only its own edit: the room holds it back.
-        let peer = new_doc();
-        let state = forger
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        peer.transact_mut()
-            .apply_update(Update::decode_v1(&state).expect("decode"))
-            .expect("apply");
+        let peer = doc_from(
+            &forger
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default()),
+        );
         let peer_text = peer.get_or_insert_text("content");
         let waiting = {
             let mut txn = peer.transact_mut();
@@ -1756,10 +1762,7 @@ mod tests {
         send_updates(&mut d, &[&waiting]);
         assert_eq!(consistent_text(&d), "");
 
-        let (reply, _) = oneshot::channel();
-        d.room
-            .handle(Command::Api(ApiOp::Append("z".into()), reply));
-        d.rt.block_on(d.room.finish_batch());
+        api_append(&mut d, "z");
         assert_eq!(consistent_text(&d), "zy");
     }
 
@@ -1808,12 +1811,7 @@ mod tests {
             let msgs = weft_protocol::decode_frame(&frame, &weft_protocol::Limits::DEFAULT)
                 .expect("decodes");
             if let Some(Message::SyncStep2(update)) = msgs.into_iter().next() {
-                let joiner = new_doc();
-                joiner
-                    .transact_mut()
-                    .apply_update(Update::decode_v1(&update).expect("decode"))
-                    .expect("apply");
-                return (text_of(&joiner), frame.as_ptr());
+                return (text_of(&doc_from(&update)), frame.as_ptr());
             }
         }
         panic!("no sync step 2 for member {id}");
@@ -1833,10 +1831,7 @@ mod tests {
 
         send_updates(&mut d, &[&b]);
         assert_eq!(step2_for_empty_state(&mut d, 12).0, "ab");
-        let (reply, _) = oneshot::channel();
-        d.room
-            .handle(Command::Api(ApiOp::Append("!".into()), reply));
-        d.rt.block_on(d.room.finish_batch());
+        api_append(&mut d, "!");
         assert_eq!(step2_for_empty_state(&mut d, 13).0, "ab!");
     }
 }
