@@ -2,7 +2,8 @@
 //! applied, appended to the store, encoded once and fanned out to 1, 2, 10 and 50 members (with
 //! one member, only the writer gets its echo: that is the apply cost), and a fresh member
 //! joining a ~100k-character document (its sync step 1 answered with the whole document as
-//! step 2). Run with `cargo bench -p weft-server`.
+//! step 2), both while the room can reuse the last encoding and right after an edit, when it
+//! cannot. Run with `cargo bench -p weft-server`.
 //!
 //! The room runs in-process through `weft_server::bench` (the actor's code without its task or
 //! mailbox), with relaxed durability and a store in a temporary directory, so the times are the
@@ -180,7 +181,8 @@ fn join(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     group.sample_size(30);
     group.throughput(Throughput::Bytes(sent.bytes as u64));
-    group.bench_function("100k chars (step 1 -> step 2)", |b| {
+    // Joiners with nothing share one encoded step 2 until the document changes.
+    group.bench_function("100k chars, unchanged (cached step 2)", |b| {
         b.iter(|| {
             let member = room.join();
             room.send(member, vec![Message::SyncStep1(step1.clone())]);
@@ -190,6 +192,28 @@ fn join(c: &mut Criterion) {
             assert_eq!(got, sent, "the same step 1 and step 2 every time");
             black_box(got)
         })
+    });
+    // After an edit the next joiner's step 2 is encoded afresh: a keystroke (about 8 µs, see
+    // above) plus the encoding of the whole document.
+    let (mut room, ids) = room_with(&state, 1);
+    let mut typist = Typist::new(&state);
+    group.bench_function("100k chars, after an edit (keystroke + encode)", |b| {
+        b.iter_batched(
+            || typist.keystroke(),
+            |update| {
+                room.send(ids[0], vec![Message::Update(update)]);
+                room.finish_batch();
+                room.drain_all();
+                let member = room.join();
+                room.send(member, vec![Message::SyncStep1(step1.clone())]);
+                room.finish_batch();
+                let got = room.drain(member);
+                room.leave(member);
+                assert_eq!(got.frames, 2, "a joiner gets sync step 1 and step 2");
+                black_box(got)
+            },
+            BatchSize::SmallInput,
+        )
     });
     group.finish();
 }
