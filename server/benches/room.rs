@@ -163,17 +163,24 @@ fn keystroke(c: &mut Criterion) {
     group.finish();
 }
 
+/// A fresh member joins with nothing (sync step 1 with an empty state vector), gets what the
+/// room sends it, and leaves.
+fn join_once(room: &mut BenchRoom) -> weft_server::bench::Delivered {
+    let member = room.join();
+    let step1 = StateVector::default().encode_v1();
+    room.send(member, vec![Message::SyncStep1(step1)]);
+    room.finish_batch();
+    let got = room.drain(member);
+    room.leave(member);
+    got
+}
+
 fn join(c: &mut Criterion) {
     let state = history(100_000);
     let (mut room, _) = room_with(&state, 0);
     assert!(room.text().encode_utf16().count() >= 100_000);
-    let step1 = StateVector::default().encode_v1();
     // What one join sends: the room's step 1, then the whole document as step 2.
-    let member = room.join();
-    room.send(member, vec![Message::SyncStep1(step1.clone())]);
-    room.finish_batch();
-    let sent = room.drain(member);
-    room.leave(member);
+    let sent = join_once(&mut room);
     assert_eq!(sent.frames, 2, "a joiner gets sync step 1 and step 2");
 
     let mut group = c.benchmark_group("room join");
@@ -184,11 +191,7 @@ fn join(c: &mut Criterion) {
     // Joiners with nothing share one encoded step 2 until the document changes.
     group.bench_function("100k chars, unchanged (cached step 2)", |b| {
         b.iter(|| {
-            let member = room.join();
-            room.send(member, vec![Message::SyncStep1(step1.clone())]);
-            room.finish_batch();
-            let got = room.drain(member);
-            room.leave(member);
+            let got = join_once(&mut room);
             assert_eq!(got, sent, "the same step 1 and step 2 every time");
             black_box(got)
         })
@@ -204,11 +207,7 @@ fn join(c: &mut Criterion) {
                 room.send(ids[0], vec![Message::Update(update)]);
                 room.finish_batch();
                 room.drain_all();
-                let member = room.join();
-                room.send(member, vec![Message::SyncStep1(step1.clone())]);
-                room.finish_batch();
-                let got = room.drain(member);
-                room.leave(member);
+                let got = join_once(&mut room);
                 assert_eq!(got.frames, 2, "a joiner gets sync step 1 and step 2");
                 black_box(got)
             },
