@@ -34,6 +34,14 @@
 //! Durability: sled 0.34.7's `Db::flush` on Linux only calls `sync_file_range` (no fsync: no
 //! device-cache flush, no file-size metadata) and never syncs its `blobs/` files, so
 //! [`Store::flush`] also fdatasyncs sled's log file and fsyncs new blob files itself.
+//!
+//! Segment size: sled writes any page larger than a quarter of a log segment to a file of its
+//! own under `blobs/`, and rewrites it whole when the page changes. A leaf holds up to 16 keys,
+//! so with sled's default 512 KiB segments a run of 32 KiB updates made a new blob file every
+//! few appends: 11 bytes written per byte stored, and a flush that fsynced dozens of files
+//! while every waiting typist's edit rode on it. New stores use [`SEGMENT_BYTES`] segments, so
+//! pages below 2 MiB stay in the log and one fdatasync covers them; a store created with another
+//! segment size keeps it (sled refuses to change it), read from sled's `conf` file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -444,6 +452,23 @@ struct Cache {
 /// sled's page cache size.
 const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// sled log segment size of new stores (see the module docs); sled allows up to 16 MiB.
+const SEGMENT_BYTES: usize = 8 << 20;
+
+/// The segment size sled recorded in `conf` when it created the store at `path`, if any.
+fn existing_segment_size(path: &Path) -> Option<usize> {
+    let conf = std::fs::read(path.join("conf")).ok()?;
+    // Lines of `key: value`, then a CRC (binary, so the file is not read as one string).
+    conf.split(|&b| b == b'\n').find_map(|line| {
+        std::str::from_utf8(line)
+            .ok()?
+            .strip_prefix("segment_size: ")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// [`Store`] backed by an embedded sled database in one data directory.
 ///
 /// Lock order: `cache` is never held while a slot is locked; a slot may be held while `dirty` is
@@ -600,7 +625,8 @@ impl SledStore {
         // keeps the server's memory tracking its open documents.
         let config = sled::Config::new()
             .path(path)
-            .cache_capacity(STORE_CACHE_BYTES);
+            .cache_capacity(STORE_CACHE_BYTES)
+            .segment_size(existing_segment_size(path).unwrap_or(SEGMENT_BYTES));
         let started = Instant::now();
         let mut backoff = Duration::from_millis(5);
         // sled 0.34 can panic on some corrupt files; report that as an open failure.
@@ -1101,6 +1127,59 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SledStore::open(dir.path()).expect("open store");
         (dir, store)
+    }
+
+    /// A store whose sled database was created with sled's default 512 KiB segments (every
+    /// store before the segment size changed) still opens, keeps its documents and takes writes.
+    #[test]
+    fn store_with_older_segment_size_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SledStore::open(dir.path()).expect("open store");
+            store.append("doc", b"first").expect("append");
+            store.flush().expect("flush");
+        }
+        // Recreate it as an older version did, default segments, same content.
+        let old = tempfile::tempdir().expect("tempdir");
+        {
+            let db = sled::Config::new().path(old.path()).open().expect("sled");
+            let docs = db.open_tree("docs").expect("tree");
+            let src = sled::Config::new()
+                .path(dir.path())
+                .segment_size(SEGMENT_BYTES)
+                .open()
+                .expect("reopen new store");
+            for kv in src.open_tree("docs").expect("tree").iter() {
+                let (k, v) = kv.expect("entry");
+                docs.insert(k, v).expect("copy");
+            }
+            db.insert(MARKER_KEY, &b"1"[..]).expect("marker");
+            db.flush().expect("flush");
+        }
+        assert_eq!(existing_segment_size(old.path()), Some(512 * 1024));
+        let store = SledStore::open(old.path()).expect("open a store with 512 KiB segments");
+        store.append("doc", b"second").expect("append");
+        store.flush().expect("flush");
+        let loaded = store.load("doc").expect("load");
+        let updates: Vec<&[u8]> = loaded.updates.iter().map(|(_, u)| u.as_slice()).collect();
+        assert_eq!(updates, [&b"first"[..], &b"second"[..]]);
+    }
+
+    /// A run of 32 KiB updates stays in sled's log instead of one file per rewritten page, so a
+    /// flush after them is one fdatasync, not dozens of file fsyncs.
+    #[test]
+    fn large_updates_write_no_blob_files() {
+        let (dir, store) = open_temp();
+        let update = vec![7u8; 32 * 1024];
+        for _ in 0..64 {
+            store.append("doc", &update).expect("append");
+            store.flush().expect("flush");
+        }
+        let blobs = std::fs::read_dir(dir.path().join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(blobs, 0, "sled wrote pages of 32 KiB updates as blob files");
+        assert_eq!(store.load("doc").expect("load").updates.len(), 64);
     }
 
     /// Appends get ascending sequence numbers from 1 and load returns them in order.
