@@ -46,6 +46,12 @@ const MAILBOX: usize = 1024;
 /// Most commands handled before one flush, so a flood cannot delay every reply indefinitely.
 const MAX_BATCH: usize = 256;
 
+/// Most update bytes stored before one flush. Every member of every room waits for the flush
+/// its edits ride on, and a flush's time grows with the bytes it carries (sled rewrites whole
+/// pages of large values, several times their size): a room fed large updates as fast as its
+/// sockets take them makes many small flushes instead of one that stalls everyone.
+const MAX_BATCH_BYTES: u64 = 256 * 1024;
+
 /// y-websocket clients reconnect after 30 s with no message at all, and browsers do not surface
 /// pings, so a room that has sent nothing for this long sends an empty awareness update.
 const KEEPALIVE: Duration = Duration::from_secs(10);
@@ -342,6 +348,8 @@ pub(crate) struct Room {
     unsaved: Option<(u64, u64)>,
     /// Store writes of this batch not yet flushed.
     dirty: bool,
+    /// Update bytes stored in this batch (see [`MAX_BATCH_BYTES`]).
+    batch_bytes: u64,
     queued: Vec<(Target, Bytes)>,
     last_sent: Instant,
     empty_since: Option<Instant>,
@@ -412,6 +420,7 @@ impl Room {
             stored_bytes: loaded.stored_bytes,
             unsaved: None,
             dirty: false,
+            batch_bytes: 0,
             queued: Vec::new(),
             last_sent: Instant::now(),
             empty_since: Some(Instant::now()),
@@ -464,7 +473,7 @@ impl Room {
                     let Some(cmd) = cmd else { break };
                     self.handle(cmd);
                     let mut n = 1;
-                    while n < MAX_BATCH && !self.deleted {
+                    while n < MAX_BATCH && self.batch_bytes < MAX_BATCH_BYTES && !self.deleted {
                         match rx.try_recv() {
                             Ok(cmd) => self.handle(cmd),
                             Err(_) => break,
@@ -1053,6 +1062,7 @@ impl Room {
                 self.last_seq = seq;
                 self.log_len += 1;
                 self.log_bytes += update.len() as u64;
+                self.batch_bytes += update.len() as u64;
                 self.stored_bytes += update.len() as u64;
                 self.dirty = true;
                 self.title_stale = true;
@@ -1141,6 +1151,7 @@ impl Room {
             .stored_bytes
             .store(self.stored_bytes, Ordering::Relaxed);
         let flushed = self.dirty;
+        self.batch_bytes = 0;
         if self.dirty {
             self.dirty = false;
             match self.ctx.config.durability {
@@ -1614,6 +1625,67 @@ mod tests {
             replace("👋 hello 🌍 wörld 🎉 end!").len() <= 2,
             "no-op replace is empty"
         );
+    }
+
+    /// Large updates waiting in the mailbox at once are stored in batches of about
+    /// [`MAX_BATCH_BYTES`], each made durable by its own flush, instead of one flush carrying
+    /// them all that every other room's edits would have to wait for.
+    #[test]
+    fn large_updates_are_flushed_in_bounded_batches() {
+        const UPDATES: usize = 32;
+        const SIZE: usize = 32 * 1024;
+        let crate::fuzzing::DirectRoom { rt, room, ctx, dir } =
+            crate::fuzzing::DirectRoom::open("big", |_| {});
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        let (writer, _) = crate::fuzzing::detached_joiner(1, Role::Write, 4096);
+        let (reader, mut frames) = crate::fuzzing::detached_joiner(2, Role::Read, 4096);
+        for joiner in [writer, reader] {
+            tx.try_send(Command::Join(joiner, oneshot::channel().0))
+                .expect("mailbox");
+        }
+        // Queued before the room runs, so all of them wait in its mailbox together.
+        for i in 0..UPDATES {
+            let client = Doc::with_client_id(1_000 + i as u64);
+            let text = client.get_or_insert_text("content");
+            let mut txn = client.transact_mut();
+            text.insert(&mut txn, 0, &"x".repeat(SIZE));
+            let update = Message::Update(txn.encode_update_v1());
+            tx.try_send(Command::Messages(1, vec![update]))
+                .expect("mailbox");
+        }
+        let flushed = ctx.commit.flushed();
+        let before = *flushed.borrow();
+        let _running = rt.spawn(room.run(rx));
+        let received = rt.block_on(async {
+            let mut updates = 0;
+            while updates < UPDATES {
+                let next = tokio::time::timeout(Duration::from_secs(30), frames.recv()).await;
+                let frame = next
+                    .expect("the reader got every update within 30 s")
+                    .expect("the room is running");
+                let crate::socket::Data::Binary(frame) = frame else {
+                    continue;
+                };
+                let msgs = weft_protocol::decode_frame(&frame, &weft_protocol::Limits::DEFAULT)
+                    .expect("decodes");
+                updates += msgs
+                    .iter()
+                    .filter(|m| matches!(m, Message::Update(_)))
+                    .count();
+            }
+            updates
+        });
+        assert_eq!(received, UPDATES);
+        let flushes = *flushed.borrow() - before;
+        let bound = (UPDATES * SIZE) as u64 / MAX_BATCH_BYTES;
+        assert!(
+            flushes >= bound,
+            "{UPDATES} updates of {SIZE} bytes took {flushes} flushes; batches of at most \
+             {MAX_BATCH_BYTES} bytes need at least {bound}"
+        );
+        drop(tx);
+        drop(rt);
+        drop(dir);
     }
 
     /// A room driven in-process for the consistency tests below: one writer joined.
