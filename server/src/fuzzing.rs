@@ -268,15 +268,19 @@ struct RoomHarness {
     _dir: tempfile::TempDir,
 }
 
+/// Where [`temp_dir`] creates its directories instead, when set: the replay test gives each child
+/// process one of its own, and removes it once the child exits, however it ended.
+const TEMP_DIR_ENV: &str = "WEFT_FUZZ_TEMP_DIR";
+
 /// A temporary data directory, on tmpfs when there is one (flushes there cost no disk sync).
 fn temp_dir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::Builder::new()
-            .prefix("weft-fuzz-")
-            .tempdir_in(shm)
-    } else {
-        tempfile::Builder::new().prefix("weft-fuzz-").tempdir()
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("weft-fuzz-");
+    let dir = match std::env::var_os(TEMP_DIR_ENV) {
+        Some(parent) => builder.tempdir_in(parent),
+        None if shm.is_dir() => builder.tempdir_in(shm),
+        None => builder.tempdir(),
     };
     dir.expect("creating a temporary directory")
 }
@@ -1053,6 +1057,9 @@ mod tests {
 
     /// Runs `target` on `input` in a child process; the failure, described, if it failed.
     fn run_child(exe: &std::path::Path, target: &str, input: &str) -> Option<String> {
+        // The child's temporary directories go in this one, removed when it is dropped below: a
+        // child killed by a signal cannot remove its own.
+        let scratch = super::temp_dir();
         let out = Process::new(exe)
             .env("RUST_BACKTRACE", "0")
             .args([
@@ -1063,8 +1070,10 @@ mod tests {
                 "--nocapture",
             ])
             .env(INPUT_ENV, format!("{target}:{input}"))
+            .env(super::TEMP_DIR_ENV, scratch.path())
             .output()
             .expect("spawning the test binary");
+        drop(scratch);
         let stdout = String::from_utf8_lossy(&out.stdout);
         // libtest prints this only when the child really ran the one test.
         if out.status.success() && stdout.contains("1 passed") {
