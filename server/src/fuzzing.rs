@@ -71,6 +71,11 @@ pub fn decode_frame(data: &[u8]) {
     weft_protocol::fuzzing::check_frame(data);
 }
 
+thread_local! {
+    /// The long-lived room of [`room_messages`], created on first use.
+    static ROOM: std::cell::RefCell<Option<RoomHarness>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Feeds one input to the process-wide room (created on first use).
 ///
 /// # Panics
@@ -78,10 +83,7 @@ pub fn decode_frame(data: &[u8]) {
 /// round-tripping, the room's document differs from what its store loads, or a connection was
 /// sent a frame that does not decode.
 pub fn room_messages(data: &[u8]) {
-    thread_local! {
-        static HARNESS: std::cell::RefCell<Option<RoomHarness>> = const { std::cell::RefCell::new(None) };
-    }
-    HARNESS.with(|h| {
+    ROOM.with(|h| {
         let mut h = h.borrow_mut();
         let harness = h.get_or_insert_with(RoomHarness::new);
         harness.run(data);
@@ -89,6 +91,14 @@ pub fn room_messages(data: &[u8]) {
             *h = None;
         }
     });
+}
+
+/// Drops the room [`room_messages`] keeps: its store closes and its temporary directory is
+/// removed. A thread-local is dropped only when its thread exits, which a process that exits
+/// first (a replay child, whose test thread may still be dropping it) never waits for.
+pub fn room_messages_reset() {
+    let room = ROOM.with(|h| h.borrow_mut().take());
+    drop(room);
 }
 
 /// Runs one input of store operations on a fresh store.
@@ -258,15 +268,19 @@ struct RoomHarness {
     _dir: tempfile::TempDir,
 }
 
+/// Where [`temp_dir`] creates its directories instead, when set: the replay test gives each child
+/// process one of its own, and removes it once the child exits, however it ended.
+const TEMP_DIR_ENV: &str = "WEFT_FUZZ_TEMP_DIR";
+
 /// A temporary data directory, on tmpfs when there is one (flushes there cost no disk sync).
 fn temp_dir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::Builder::new()
-            .prefix("weft-fuzz-")
-            .tempdir_in(shm)
-    } else {
-        tempfile::Builder::new().prefix("weft-fuzz-").tempdir()
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("weft-fuzz-");
+    let dir = match std::env::var_os(TEMP_DIR_ENV) {
+        Some(parent) => builder.tempdir_in(parent),
+        None if shm.is_dir() => builder.tempdir_in(shm),
+        None => builder.tempdir(),
     };
     dir.expect("creating a temporary directory")
 }
@@ -1014,6 +1028,15 @@ mod tests {
     #[test]
     #[ignore = "run by replay_corpora_in_child_processes in a child process"]
     fn replay_one_input() {
+        /// Removes the room's temporary directory however the test ends (a crash still leaves
+        /// it behind).
+        struct DropRoom;
+        impl Drop for DropRoom {
+            fn drop(&mut self) {
+                super::room_messages_reset();
+            }
+        }
+        let _drop_room = DropRoom;
         let spec = std::env::var(INPUT_ENV).expect("run by the parent test with an input");
         let (target, path) = spec.split_once(':').expect("target:path");
         // yrs draws every document's client id from this thread's generator: seeded, a replay
@@ -1034,6 +1057,9 @@ mod tests {
 
     /// Runs `target` on `input` in a child process; the failure, described, if it failed.
     fn run_child(exe: &std::path::Path, target: &str, input: &str) -> Option<String> {
+        // The child's temporary directories go in this one, removed when it is dropped below: a
+        // child killed by a signal cannot remove its own.
+        let scratch = super::temp_dir();
         let out = Process::new(exe)
             .env("RUST_BACKTRACE", "0")
             .args([
@@ -1044,8 +1070,10 @@ mod tests {
                 "--nocapture",
             ])
             .env(INPUT_ENV, format!("{target}:{input}"))
+            .env(super::TEMP_DIR_ENV, scratch.path())
             .output()
             .expect("spawning the test binary");
+        drop(scratch);
         let stdout = String::from_utf8_lossy(&out.stdout);
         // libtest prints this only when the child really ran the one test.
         if out.status.success() && stdout.contains("1 passed") {

@@ -1323,7 +1323,99 @@ impl Room {
 /// Decodes a v1 update from a client, the API or the store.
 fn decode_update(bytes: &[u8]) -> Result<Update, String> {
     count_fits(bytes, "update")?;
+    clocks_listed_once(bytes)?;
     Update::decode_v1(bytes).map_err(|e| e.to_string())
+}
+
+/// Refuses an update that lists clocks of one client more than once: a client's section repeated,
+/// or a later section of the same client starting inside an earlier one. No encoder writes that
+/// (Yjs and yrs write each client once, its clocks consecutive), but yrs 0.28 decodes it into
+/// overlapping blocks, trims them against the document and never against each other, and then
+/// takes the second copy for one that fills a gap: `BlockStore::push` overwrites the first copy's
+/// block, which it frees while the document still links it. After that use after free the room,
+/// its encoded state and a restart disagree about the text (once or twice), and a later edit or
+/// read crashes the process: the room's, or that of any yrs peer the update was broadcast to
+/// (the fuzz harness's replicas segfaulted). Also refused: a section whose clocks
+/// run past `u32::MAX` (yrs wraps them around onto earlier clocks) and a client id wider than the
+/// 53 bits Yjs uses (yrs keeps the low 53 bits, so two such ids are one client).
+///
+/// The sections are walked with yrs' own decoder, reading exactly what `Update::decode_v1` reads.
+fn clocks_listed_once(bytes: &[u8]) -> Result<(), String> {
+    use yrs::block::{
+        ItemContent, BLOCK_GC_REF_NUMBER, BLOCK_ITEM_DOC_REF_NUMBER, BLOCK_SKIP_REF_NUMBER,
+        HAS_ORIGIN, HAS_PARENT_SUB, HAS_RIGHT_ORIGIN,
+    };
+    use yrs::encoding::read::{Cursor, Error, Read};
+    use yrs::updates::decoder::{Decoder, DecoderV1};
+
+    /// The clocks one struct takes (0 for an empty item, which yrs drops).
+    fn struct_len(d: &mut DecoderV1<'_>) -> Result<u32, Error> {
+        let info = d.read_info()?;
+        match info {
+            BLOCK_SKIP_REF_NUMBER => d.read_var(),
+            BLOCK_GC_REF_NUMBER => d.read_len(),
+            _ => {
+                if info & HAS_ORIGIN != 0 {
+                    d.read_left_id()?;
+                }
+                if info & HAS_RIGHT_ORIGIN != 0 {
+                    d.read_right_id()?;
+                }
+                if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
+                    if d.read_parent_info()? {
+                        d.read_string()?;
+                    } else {
+                        d.read_left_id()?;
+                    }
+                    if info & HAS_PARENT_SUB != 0 {
+                        d.read_string()?;
+                    }
+                }
+                if info & 0b1111 == BLOCK_ITEM_DOC_REF_NUMBER {
+                    // A subdocument's options, read without building the document yrs would.
+                    d.read_string()?;
+                    d.read_any()?;
+                    return Ok(1);
+                }
+                Ok(ItemContent::decode(d, info)?.len_utf16())
+            }
+        }
+    }
+
+    const CLIENT_BITS: u32 = 53;
+    let malformed = |e: Error| e.to_string();
+    let mut d = DecoderV1::new(Cursor::new(bytes));
+    let sections: u32 = d.read_var().map_err(malformed)?;
+    // Per client, the end of the clocks its earlier sections listed.
+    let mut listed: HashMap<u64, u64> = HashMap::new();
+    for _ in 0..sections {
+        let structs: u32 = d.read_var().map_err(malformed)?;
+        let client: u64 = d.read_var().map_err(malformed)?;
+        if client >> CLIENT_BITS != 0 {
+            return Err(format!(
+                "the update names client {client}, wider than {CLIENT_BITS} bits"
+            ));
+        }
+        let start: u32 = d.read_var().map_err(malformed)?;
+        let mut end = u64::from(start);
+        for _ in 0..structs {
+            end += u64::from(struct_len(&mut d).map_err(malformed)?);
+        }
+        if end > u64::from(u32::MAX) {
+            return Err(format!(
+                "the update's clocks of client {client} run past {}",
+                u32::MAX
+            ));
+        }
+        let before = listed.entry(client).or_insert(0);
+        if u64::from(start) < *before && end > u64::from(start) {
+            return Err(format!(
+                "the update lists clocks {start}..{end} of client {client} twice"
+            ));
+        }
+        *before = (*before).max(end);
+    }
+    Ok(())
 }
 
 /// Decodes a v1 state vector from a client's sync step 1 or the API.
@@ -1836,6 +1928,116 @@ mod tests {
 
         api_append(&mut d, "z");
         assert_eq!(consistent_text(&d), "zy");
+    }
+
+    /// The one client section of each of `updates` (insertions only), joined into one update.
+    fn sections(updates: &[&[u8]]) -> Vec<u8> {
+        let mut joined = vec![u8::try_from(updates.len()).expect("a few")];
+        for u in updates {
+            // [1 client] [its section] [an empty delete set]
+            assert_eq!((u[0], u[u.len() - 1]), (1, 0), "one client, no deletions");
+            joined.extend_from_slice(&u[1..u.len() - 1]);
+        }
+        joined.push(0);
+        joined
+    }
+
+    /// An update listing clocks of one client twice (its section repeated, or a second section
+    /// starting inside the first) makes yrs 0.28 free a block the document still links: the room
+    /// and a restart disagreed about the text, then yrs peers the room broadcast it to crashed.
+    /// Such an update is refused before yrs sees it (applying it here would be undefined
+    /// behaviour: `regressions/room_messages/update-lists-a-clients-clocks-twice` checks the room
+    /// in a child process); sections that do not overlap still decode.
+    #[test]
+    fn an_update_listing_clocks_twice_is_refused() {
+        let [a, b, _] = three_keystrokes();
+        let twice = sections(&[&a, &a]);
+        let err = decode_update(&twice).map(|_| ()).expect_err("refused");
+        assert!(err.contains("lists clocks 0..1 of client"), "{err}");
+        // The keystrokes' client has typed "ab" (clocks 0..2); the second keystroke alone is 1..2.
+        let client = new_doc();
+        for u in [&a, &b] {
+            client
+                .transact_mut()
+                .apply_update(decode_update(u).expect("a real update"))
+                .expect("apply");
+        }
+        let ab = client
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let err = decode_update(&sections(&[&ab, &b]))
+            .map(|_| ())
+            .expect_err("refused");
+        assert!(err.contains("lists clocks 1..2 of client"), "{err}");
+        assert!(decode_update(&sections(&[&a, &b])).is_ok());
+
+        let (mut d, outbox) = room_with_writer("twice");
+        send_updates(&mut d, &[&twice]);
+        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(1007));
+        assert_eq!(consistent_text(&d), "");
+
+        let (joiner, _rx) = crate::fuzzing::detached_joiner(2, Role::Write, 64);
+        let (reply, _) = oneshot::channel();
+        d.room.handle(Command::Join(joiner, reply));
+        d.room
+            .handle(Command::Messages(2, vec![Message::Update(a)]));
+        d.rt.block_on(d.room.finish_batch());
+        assert_eq!(consistent_text(&d), "a");
+    }
+
+    /// The clock walk reads every kind of struct exactly as yrs does: a document using every
+    /// shared type, formatting, an embed, a subdocument, deletions, and a merge with a gap (a
+    /// skip) passes, and so do its incremental updates.
+    #[test]
+    fn every_kind_of_struct_passes_the_clock_walk() {
+        use yrs::types::xml::{Xml, XmlElementPrelim, XmlFragment, XmlTextPrelim};
+        use yrs::{Any, Array, Map};
+        let doc = new_doc();
+        let mut updates = Vec::new();
+        let mut edit = |f: &dyn Fn(&mut yrs::TransactionMut<'_>)| {
+            let mut txn = doc.transact_mut();
+            f(&mut txn);
+            updates.push(txn.encode_update_v1());
+        };
+        let text = doc.get_or_insert_text("content");
+        let map = doc.get_or_insert_map("map");
+        let array = doc.get_or_insert_array("array");
+        let xml = doc.get_or_insert_xml_fragment("xml");
+        edit(&|txn| {
+            text.insert(txn, 0, "héllo 👋 wörld");
+            let bold = HashMap::from([(Arc::<str>::from("bold"), Any::Bool(true))]);
+            text.insert_with_attributes(txn, 0, "bold ", bold.clone());
+            text.format(txn, 6, 3, bold);
+            text.insert_embed(txn, 2, Any::from("an image"));
+        });
+        edit(&|txn| {
+            map.insert(txn, "number", 1.5);
+            map.insert(txn, "nested", yrs::MapPrelim::from([("k", Any::from("v"))]));
+            map.insert(txn, "bytes", Any::from(vec![1u8, 2, 3]));
+            map.insert(txn, "sub", Doc::new());
+            array.insert_range(txn, 0, [Any::from(1), Any::from("two"), Any::Null]);
+            array.push_back(txn, yrs::ArrayPrelim::default());
+            let p = xml.insert(txn, 0, XmlElementPrelim::empty("p"));
+            p.insert(txn, 0, XmlTextPrelim::new("para"));
+            p.insert_attribute(txn, "class", "x");
+        });
+        edit(&|txn| {
+            text.insert(txn, 0, "again ");
+            text.remove_range(txn, 1, 4);
+            array.remove(txn, 1);
+            map.remove(txn, "number");
+        });
+        let state = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        for u in updates.iter().chain([&state]) {
+            assert!(clocks_listed_once(u).is_ok(), "{u:?}");
+            assert!(decode_update(u).is_ok());
+        }
+        // The first and the last update: a gap, which the merge fills with a skip.
+        let gap =
+            yrs::merge_updates_v1([updates[0].as_slice(), updates[2].as_slice()]).expect("merge");
+        assert!(clocks_listed_once(&gap).is_ok());
     }
 
     /// A few bytes declaring millions of clients are refused before yrs reserves a table for
