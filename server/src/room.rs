@@ -50,7 +50,7 @@ const MAX_BATCH: usize = 256;
 /// its edits ride on, and a flush's time grows with the bytes it carries (sled rewrites whole
 /// pages of large values, several times their size): a room fed large updates as fast as its
 /// sockets take them makes many small flushes instead of one that stalls everyone.
-const MAX_BATCH_BYTES: u64 = 256 * 1024;
+const MAX_BATCH_BYTES: u64 = 64 * 1024;
 
 /// y-websocket clients reconnect after 30 s with no message at all, and browsers do not surface
 /// pings, so a room that has sent nothing for this long sends an empty awareness update.
