@@ -393,7 +393,13 @@ async fn write_loop(
             biased;
             _ = closer.token.cancelled() => break,
             data = rx.recv() => {
-                let Some(data) = data else { break };
+                let Some(data) = data else {
+                    // Every sender is gone: the room dropped this member, or refused it (room
+                    // full) before `open` returned the reason. Wait for the connection to end
+                    // so the close frame below carries that reason instead of no frame at all.
+                    closer.token.cancelled().await;
+                    break;
+                };
                 let len = data.len() as u64;
                 queued.now.fetch_sub(data.len(), Ordering::AcqRel);
                 tokio::select! {
