@@ -27,7 +27,7 @@ use weft_protocol::{
 };
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update};
+use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update, ID};
 
 use crate::config::Durability;
 use crate::inflight::{self, Applying};
@@ -1025,6 +1025,7 @@ impl Room {
             }
             let mut txn = self.doc.transact_mut();
             out_of_order(&txn, &decoded)?;
+            parents_known(&txn, &decoded, &update)?;
             txn.apply_update(decoded).map_err(|e| e.to_string())?;
             // An update waiting for missing dependencies changes nothing yet but must be kept,
             // or a restart would lose it once they arrive.
@@ -1341,6 +1342,12 @@ fn decode_update(bytes: &[u8]) -> Result<Update, String> {
 ///
 /// The sections are walked with yrs' own decoder, reading exactly what `Update::decode_v1` reads.
 fn clocks_listed_once(bytes: &[u8]) -> Result<(), String> {
+    walk_sections(bytes).map(drop)
+}
+
+/// The walk of [`clocks_listed_once`]; returns the ids of the items the update's items name as
+/// their parent (items of nested types; root types are named).
+fn walk_sections(bytes: &[u8]) -> Result<Vec<ID>, String> {
     use yrs::block::{
         ItemContent, BLOCK_GC_REF_NUMBER, BLOCK_ITEM_DOC_REF_NUMBER, BLOCK_SKIP_REF_NUMBER,
         HAS_ORIGIN, HAS_PARENT_SUB, HAS_RIGHT_ORIGIN,
@@ -1348,8 +1355,9 @@ fn clocks_listed_once(bytes: &[u8]) -> Result<(), String> {
     use yrs::encoding::read::{Cursor, Error, Read};
     use yrs::updates::decoder::{Decoder, DecoderV1};
 
-    /// The clocks one struct takes (0 for an empty item, which yrs drops).
-    fn struct_len(d: &mut DecoderV1<'_>) -> Result<u32, Error> {
+    /// The clocks one struct takes (0 for an empty item, which yrs drops); an item whose parent
+    /// is another item (not a root type) adds that item's id to `parents`.
+    fn struct_len(d: &mut DecoderV1<'_>, parents: &mut Vec<ID>) -> Result<u32, Error> {
         let info = d.read_info()?;
         match info {
             BLOCK_SKIP_REF_NUMBER => d.read_var(),
@@ -1365,7 +1373,7 @@ fn clocks_listed_once(bytes: &[u8]) -> Result<(), String> {
                     if d.read_parent_info()? {
                         d.read_string()?;
                     } else {
-                        d.read_left_id()?;
+                        parents.push(d.read_left_id()?);
                     }
                     if info & HAS_PARENT_SUB != 0 {
                         d.read_string()?;
@@ -1388,6 +1396,7 @@ fn clocks_listed_once(bytes: &[u8]) -> Result<(), String> {
     let sections: u32 = d.read_var().map_err(malformed)?;
     // Per client, the end of the clocks its earlier sections listed.
     let mut listed: HashMap<u64, u64> = HashMap::new();
+    let mut parents = Vec::new();
     for _ in 0..sections {
         let structs: u32 = d.read_var().map_err(malformed)?;
         let client: u64 = d.read_var().map_err(malformed)?;
@@ -1399,7 +1408,7 @@ fn clocks_listed_once(bytes: &[u8]) -> Result<(), String> {
         let start: u32 = d.read_var().map_err(malformed)?;
         let mut end = u64::from(start);
         for _ in 0..structs {
-            end += u64::from(struct_len(&mut d).map_err(malformed)?);
+            end += u64::from(struct_len(&mut d, &mut parents).map_err(malformed)?);
         }
         if end > u64::from(u32::MAX) {
             return Err(format!(
@@ -1414,6 +1423,34 @@ fn clocks_listed_once(bytes: &[u8]) -> Result<(), String> {
             ));
         }
         *before = (*before).max(end);
+    }
+    Ok(parents)
+}
+
+/// Refuses an update with an item whose parent is an item that neither the document nor the
+/// update has. yrs 0.28 holds such an item back, but trims it against clocks of its client the
+/// document already has, and then encodes the trimmed rest with the previous clock as its origin
+/// and without its parent: a joiner or a restart (the store's snapshot is that encoding) puts it
+/// into the text of the origin's parent, where the room shows nothing. Weft's document is one
+/// root text, so a nested parent that is nowhere is a mutated or hostile update.
+fn parents_known(
+    txn: &yrs::TransactionMut<'_>,
+    update: &Update,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let parents = walk_sections(bytes)?;
+    if parents.is_empty() {
+        return Ok(());
+    }
+    let known = txn.state_vector();
+    let inserted = update.insertions(true);
+    for parent in parents {
+        if parent.clock >= known.get(&parent.client) && !inserted.contains(&parent) {
+            return Err(format!(
+                "the update inserts into item {}#{}, which the document does not have",
+                parent.client, parent.clock
+            ));
+        }
     }
     Ok(())
 }
@@ -1621,6 +1658,7 @@ fn apply_stored(
         // document differ from its own encoding. (A snapshot is such an encoding already.)
         if matches!(applying, Applying::Stored(_)) {
             out_of_order(&txn, &update)?;
+            parents_known(&txn, &update, bytes)?;
         }
         txn.apply_update(update).map_err(|e| e.to_string())
     }))
@@ -1928,6 +1966,36 @@ mod tests {
 
         api_append(&mut d, "z");
         assert_eq!(consistent_text(&d), "zy");
+    }
+
+    /// An item whose parent is an item nobody has: yrs 0.28 holds it back, but trims it against
+    /// the clocks of its client the room already has and encodes the rest with that clock as its
+    /// origin and no parent, so a joiner and a restart got "xontent" where the room showed "x"
+    /// (found by the fuzzer with random client ids; `regressions/room_messages/sequence-item-inside-a-missing-item`
+    /// is the artifact of that run).
+    #[test]
+    fn an_item_inside_a_missing_item_is_refused() {
+        let (mut d, outbox) = room_with_writer("dangling-parent");
+        let writer = Doc::with_options(Options {
+            client_id: yrs::block::ClientID::new(5),
+            ..Options::default()
+        });
+        let text = writer.get_or_insert_text("content");
+        let x = {
+            let mut txn = writer.transact_mut();
+            text.insert(&mut txn, 0, "x");
+            txn.encode_update_v1()
+        };
+        send_updates(&mut d, &[&x]);
+        assert_eq!(consistent_text(&d), "x");
+        // [1 client] [1 struct of client 5 from clock 0: a string, parent = the item 4#1,
+        // "content"] [no deletions]
+        let mut inside_missing = vec![1, 1, 5, 0, 4, 0, 4, 1, 7];
+        inside_missing.extend_from_slice(b"content");
+        inside_missing.push(0);
+        send_updates(&mut d, &[&inside_missing]);
+        assert_eq!(consistent_text(&d), "x");
+        assert!(outbox.closed_with().is_some(), "the sender is closed");
     }
 
     /// The one client section of each of `updates` (insertions only), joined into one update.
