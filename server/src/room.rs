@@ -1019,13 +1019,13 @@ impl Room {
         // part); one refused above changed nothing, so a flood of those keeps the cache.
         self.full_state = None;
         let applied = catch_unwind(AssertUnwindSafe(|| {
-            let decoded = decode_update(&update)?;
+            let (decoded, parents) = decode_update_with_parents(&update)?;
             if decoded.is_empty() {
                 return Ok::<bool, String>(false);
             }
             let mut txn = self.doc.transact_mut();
             out_of_order(&txn, &decoded)?;
-            parents_known(&txn, &decoded, &update)?;
+            parents_known(&txn, &decoded, &parents)?;
             txn.apply_update(decoded).map_err(|e| e.to_string())?;
             // An update waiting for missing dependencies changes nothing yet but must be kept,
             // or a restart would lose it once they arrive.
@@ -1323,9 +1323,16 @@ impl Room {
 
 /// Decodes a v1 update from a client, the API or the store.
 fn decode_update(bytes: &[u8]) -> Result<Update, String> {
+    decode_update_with_parents(bytes).map(|(update, _)| update)
+}
+
+/// [`decode_update`], plus the parent items the update's items name (for [`parents_known`]),
+/// collected by the same walk of its sections.
+fn decode_update_with_parents(bytes: &[u8]) -> Result<(Update, Vec<ID>), String> {
     count_fits(bytes, "update")?;
-    clocks_listed_once(bytes)?;
-    Update::decode_v1(bytes).map_err(|e| e.to_string())
+    let parents = clocks_listed_once(bytes)?;
+    let update = Update::decode_v1(bytes).map_err(|e| e.to_string())?;
+    Ok((update, parents))
 }
 
 /// Refuses an update that lists clocks of one client more than once: a client's section repeated,
@@ -1341,13 +1348,9 @@ fn decode_update(bytes: &[u8]) -> Result<Update, String> {
 /// 53 bits Yjs uses (yrs keeps the low 53 bits, so two such ids are one client).
 ///
 /// The sections are walked with yrs' own decoder, reading exactly what `Update::decode_v1` reads.
-fn clocks_listed_once(bytes: &[u8]) -> Result<(), String> {
-    walk_sections(bytes).map(drop)
-}
-
-/// The walk of [`clocks_listed_once`]; returns the ids of the items the update's items name as
-/// their parent (items of nested types; root types are named).
-fn walk_sections(bytes: &[u8]) -> Result<Vec<ID>, String> {
+/// Returns the ids of the items the update's items name as their parent (items of nested types;
+/// root types are named), which [`parents_known`] checks once the document is at hand.
+fn clocks_listed_once(bytes: &[u8]) -> Result<Vec<ID>, String> {
     use yrs::block::{
         ItemContent, BLOCK_GC_REF_NUMBER, BLOCK_ITEM_DOC_REF_NUMBER, BLOCK_SKIP_REF_NUMBER,
         HAS_ORIGIN, HAS_PARENT_SUB, HAS_RIGHT_ORIGIN,
@@ -1436,16 +1439,15 @@ fn walk_sections(bytes: &[u8]) -> Result<Vec<ID>, String> {
 fn parents_known(
     txn: &yrs::TransactionMut<'_>,
     update: &Update,
-    bytes: &[u8],
+    parents: &[ID],
 ) -> Result<(), String> {
-    let parents = walk_sections(bytes)?;
     if parents.is_empty() {
         return Ok(());
     }
     let known = txn.state_vector();
     let inserted = update.insertions(true);
     for parent in parents {
-        if parent.clock >= known.get(&parent.client) && !inserted.contains(&parent) {
+        if parent.clock >= known.get(&parent.client) && !inserted.contains(parent) {
             return Err(format!(
                 "the update inserts into item {}#{}, which the document does not have",
                 parent.client, parent.clock
@@ -1652,13 +1654,13 @@ fn apply_stored(
     #[cfg(feature = "fault-injection")]
     crate::fault::before_apply(bytes);
     catch_unwind(AssertUnwindSafe(|| {
-        let update = decode_update(bytes)?;
+        let (update, parents) = decode_update_with_parents(bytes)?;
         let mut txn = doc.transact_mut();
         // Stored before the write path refused such updates; applying one would make this
         // document differ from its own encoding. (A snapshot is such an encoding already.)
         if matches!(applying, Applying::Stored(_)) {
             out_of_order(&txn, &update)?;
-            parents_known(&txn, &update, bytes)?;
+            parents_known(&txn, &update, &parents)?;
         }
         txn.apply_update(update).map_err(|e| e.to_string())
     }))
