@@ -1133,33 +1133,20 @@ mod tests {
     /// store before the segment size changed) still opens, keeps its documents and takes writes.
     #[test]
     fn store_with_older_segment_size_opens() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let old = tempfile::tempdir().expect("tempdir");
+        // Created as before the change: sled's default segments.
+        drop(sled::Config::new().path(old.path()).open().expect("sled"));
+        assert_eq!(existing_segment_size(old.path()), Some(512 * 1024));
         {
-            let store = SledStore::open(dir.path()).expect("open store");
+            // SledStore::open waits out the lock sled's dropped threads still hold.
+            let store = SledStore::open(old.path()).expect("open a store with 512 KiB segments");
             store.append("doc", b"first").expect("append");
             store.flush().expect("flush");
         }
-        // Recreate it as an older version did, default segments, same content.
-        let old = tempfile::tempdir().expect("tempdir");
-        {
-            let db = sled::Config::new().path(old.path()).open().expect("sled");
-            let docs = db.open_tree("docs").expect("tree");
-            let src = sled::Config::new()
-                .path(dir.path())
-                .segment_size(SEGMENT_BYTES)
-                .open()
-                .expect("reopen new store");
-            for kv in src.open_tree("docs").expect("tree").iter() {
-                let (k, v) = kv.expect("entry");
-                docs.insert(k, v).expect("copy");
-            }
-            db.insert(MARKER_KEY, &b"1"[..]).expect("marker");
-            db.flush().expect("flush");
-        }
-        assert_eq!(existing_segment_size(old.path()), Some(512 * 1024));
-        let store = SledStore::open(old.path()).expect("open a store with 512 KiB segments");
+        let store = SledStore::open(old.path()).expect("reopen it");
         store.append("doc", b"second").expect("append");
         store.flush().expect("flush");
+        assert_eq!(existing_segment_size(old.path()), Some(512 * 1024));
         let loaded = store.load("doc").expect("load");
         let updates: Vec<&[u8]> = loaded.updates.iter().map(|(_, u)| u.as_slice()).collect();
         assert_eq!(updates, [&b"first"[..], &b"second"[..]]);
