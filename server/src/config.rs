@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use weft_protocol::Limits;
 
-use crate::auth::{Access, AuthSecret};
+use crate::token::{Access, AuthSecret};
 
 /// `weft`: a self-hosted collaborative text editor server speaking the y-websocket protocol.
 #[derive(Debug, Parser)]

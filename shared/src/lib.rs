@@ -13,6 +13,7 @@
 //!   which client ids each connection owns.
 //! - `control`: [`Control`], Weft's JSON side channel.
 //! - `room`: [`RoomName`] validation.
+//! - `close`: [`CloseCode`], the WebSocket close codes Weft sends, named.
 //! - `error`: [`ProtocolError`]; decoding never panics.
 //!
 //! ## Messages (first varUint of a message)
@@ -59,6 +60,7 @@ pub mod encoding;
 pub mod fuzzing;
 
 mod awareness;
+mod close;
 mod control;
 mod error;
 mod limits;
@@ -66,6 +68,7 @@ mod message;
 mod room;
 
 pub use awareness::{AwarenessEntry, AwarenessUpdate};
+pub use close::CloseCode;
 pub use control::{Control, NoticeLevel, Role, UserInfo};
 pub use encoding::Decoder;
 pub use error::ProtocolError;

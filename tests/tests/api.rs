@@ -7,7 +7,7 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use weft_protocol::Control;
-use weft_server::auth::{mint, unix_now, Access, AuthSecret, Claims, Scope};
+use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
 use weft_tests::{wait_until, Client, TestServer, WAIT};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use weft_protocol::{Control, Role};
-use weft_server::auth::{mint, unix_now, Access, AuthSecret, Claims, Scope};
+use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
 use weft_tests::{run_weft, wait_until, Client, TestServer, WeftProcess, WAIT};
 
 /// The secret every test server here is started with.
@@ -322,7 +322,7 @@ async fn weft_token_mints_accepted_tokens() -> anyhow::Result<()> {
     let (status, out) = run_weft(&argv).await?;
     assert!(status.success(), "{out}");
     let minted = out.trim();
-    let claims = weft_server::auth::verify(&secret()?, minted, unix_now())?;
+    let claims = weft_server::token::verify(&secret()?, minted, unix_now())?;
     assert_eq!(claims.scope, Scope::Doc("minted".into()));
     assert_eq!(
         (claims.role, claims.sub.as_deref()),

@@ -515,8 +515,8 @@ async fn pages_and_assets_are_served() -> anyhow::Result<()> {
 /// typing never reaches the document, and a notice sent through the API appears as a toast.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_links_and_notices() -> anyhow::Result<()> {
-    use weft_server::auth::Access;
-    use weft_server::auth::{mint, AuthSecret, Claims, Scope};
+    use weft_server::token::Access;
+    use weft_server::token::{mint, AuthSecret, Claims, Scope};
     let Some(browsers) = Browsers::start("read_only_links_and_notices").await? else {
         return Ok(());
     };

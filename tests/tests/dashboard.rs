@@ -11,7 +11,7 @@ use openmetrics_parser::{OpenMetricsValue, PrometheusType, PrometheusValue};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use weft_server::auth::{mint, unix_now, Access, AuthSecret, Claims, Scope};
+use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
 use weft_tests::{within, Client, TestServer, WAIT};
 
 /// Every metric `/metrics` documents, by family name.

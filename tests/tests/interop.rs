@@ -68,7 +68,7 @@ async fn stock_yjs_client_interop() -> anyhow::Result<()> {
 /// without a valid token for the room are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_yjs_client_with_tokens() -> anyhow::Result<()> {
-    use weft_server::auth::{mint, unix_now, Access, AuthSecret, Claims, Scope};
+    use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
 
     let dir = interop_dir();
     if let Some(missing) = missing_prerequisite(&dir).await {

@@ -1,10 +1,7 @@
 //! `weft` built with the `fault-injection` feature, under its own name so that building it never
-//! replaces the normal binary: the same `main`, plus `WEFT_FAULT_ABORT_ON_UPDATE_CONTAINING`
-//! (see `weft_server`'s `fault` module). Used by `tests/tests/crash.rs`; never shipped.
-
-#[path = "../main.rs"]
-mod weft_main;
+//! replaces the normal binary: the same entry point, plus `WEFT_FAULT_ABORT_ON_UPDATE_CONTAINING`
+//! (see `weft_server`'s `testing::fault` module). Used by `tests/tests/crash.rs`; never shipped.
 
 fn main() -> anyhow::Result<()> {
-    weft_main::main()
+    weft_server::cli::run()
 }

@@ -8,8 +8,11 @@
 //!
 //! The HTTP API reaches the document only through this actor ([`ApiOp`]): reads see exactly
 //! what members see, writes are broadcast to live members like theirs, and a delete closes
-//! every member (close code [`CLOSE_DELETED`]) and stops the room, so nothing it held can
+//! every member (close code [`CloseCode::Deleted`]) and stops the room, so nothing it held can
 //! write the document back.
+
+pub(crate) mod presence;
+pub(crate) mod registry;
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,18 +25,18 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use weft_protocol::{
-    encode_sync, AwarenessEntry, AwarenessUpdate, Control, Message, NoticeLevel, Role, RoomName,
-    UserInfo, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
+    encode_sync, AwarenessEntry, AwarenessUpdate, CloseCode, Control, Message, NoticeLevel, Role,
+    RoomName, UserInfo, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE,
 };
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update, ID};
 
 use crate::config::Durability;
-use crate::inflight::{self, Applying};
-use crate::presence::Presence;
-use crate::rooms::RoomContext;
-use crate::socket::Outbox;
+use crate::outbox::Outbox;
+use crate::room::presence::Presence;
+use crate::room::registry::RoomContext;
+use crate::store::inflight::{self, Applying};
 use crate::store::now_ms;
 
 /// Identifies a connection inside the server (cheaper to hash than its UUID).
@@ -65,11 +68,6 @@ const TITLE_EVERY: Duration = Duration::from_secs(2);
 
 /// `01 01 00`: an awareness update with no entries, a no-op every client accepts.
 const EMPTY_AWARENESS: &[u8] = &[1, 1, 0];
-
-/// Close code for members of a deleted document: in the 4400–4499 range, which tells
-/// y-websocket clients not to reconnect (they would write their copy back); 4410 mirrors
-/// HTTP 410 Gone.
-pub(crate) const CLOSE_DELETED: u16 = 4410;
 
 /// Why a join was refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -727,7 +725,7 @@ impl Room {
             .map_err(|e| ApiOpError::Storage(e.to_string()))?;
         let closed = self.members.len() as u32;
         for m in self.members.values() {
-            m.outbox.close(CLOSE_DELETED, "document deleted");
+            m.outbox.close(CloseCode::Deleted, "document deleted");
         }
         self.members.clear();
         self.live.users.store(0, Ordering::Relaxed);
@@ -937,7 +935,11 @@ impl Room {
                 }
                 self.queued.push((Target::One(conn), frame));
             }
-            Ok(Err(e)) => self.close_member(conn, 1007, &format!("invalid state vector: {e}")),
+            Ok(Err(e)) => self.close_member(
+                conn,
+                CloseCode::InvalidData,
+                &format!("invalid state vector: {e}"),
+            ),
             Err(_) => self.poisoned(conn, sv, "encoding the document for sync step 2"),
         }
     }
@@ -982,16 +984,26 @@ impl Room {
             }
             Err(WriteError::Invalid(e)) => {
                 warn!(room = %self.name, conn, error = %e, "refused an invalid update");
-                self.close_member(conn, 1007, "invalid update");
+                self.close_member(conn, CloseCode::InvalidData, "invalid update");
             }
             Err(WriteError::Poisoned) => {
-                self.close_member(conn, 1011, "update crashed the document engine");
+                self.close_member(
+                    conn,
+                    CloseCode::Internal,
+                    "update crashed the document engine",
+                );
             }
-            Err(WriteError::Storage(_)) => self.close_member(conn, 1011, "storage failure"),
+            Err(WriteError::Storage(_)) => {
+                self.close_member(conn, CloseCode::Internal, "storage failure")
+            }
             Err(WriteError::Refused(hash)) => {
                 warn!(room = %self.name, conn, sha256 = %hash,
                     "refused an update that crashed the server before; closing the sender");
-                self.close_member(conn, 1007, "update refused: it crashed the server before");
+                self.close_member(
+                    conn,
+                    CloseCode::InvalidData,
+                    "update refused: it crashed the server before",
+                );
             }
         }
     }
@@ -1014,7 +1026,7 @@ impl Room {
                 .inflight
                 .mark(self.name.as_str(), Applying::Remote, &hash, update.len());
         #[cfg(feature = "fault-injection")]
-        crate::fault::before_apply(&update);
+        crate::testing::fault::before_apply(&update);
         // From here even an update that fails may have changed the document (or its pending
         // part); one refused above changed nothing, so a flood of those keeps the cache.
         self.full_state = None;
@@ -1087,7 +1099,11 @@ impl Room {
         let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
         error!(room = %self.name, conn, during, bytes = %b64,
             "yrs panicked on remote data; closing the sender and reloading the document");
-        self.close_member(conn, 1011, "update crashed the document engine");
+        self.close_member(
+            conn,
+            CloseCode::Internal,
+            "update crashed the document engine",
+        );
         self.reload();
     }
 
@@ -1120,13 +1136,13 @@ impl Room {
                 error!(room = %self.name, error = %e, "reload failed; closing every member");
                 let ids: Vec<ConnId> = self.members.keys().copied().collect();
                 for id in ids {
-                    self.close_member(id, 1011, "document unavailable");
+                    self.close_member(id, CloseCode::Internal, "document unavailable");
                 }
             }
         }
     }
 
-    fn close_member(&mut self, conn: ConnId, code: u16, reason: &str) {
+    fn close_member(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
         if let Some(m) = self.members.get(&conn) {
             m.outbox.close(code, reason);
         }
@@ -1161,7 +1177,7 @@ impl Room {
                         error!(room = %self.name, error = %e, "flush failed; nothing acknowledged");
                         let ids: Vec<ConnId> = self.members.keys().copied().collect();
                         for id in ids {
-                            self.close_member(id, 1011, "storage failure");
+                            self.close_member(id, CloseCode::Internal, "storage failure");
                         }
                         self.queued.clear();
                         self.send_replies(Some(e.as_ref()));
@@ -1652,7 +1668,7 @@ fn apply_stored(
         .inflight
         .mark(name.as_str(), applying, &hash, bytes.len());
     #[cfg(feature = "fault-injection")]
-    crate::fault::before_apply(bytes);
+    crate::testing::fault::before_apply(bytes);
     catch_unwind(AssertUnwindSafe(|| {
         let (update, parents) = decode_update_with_parents(bytes)?;
         let mut txn = doc.transact_mut();
@@ -1766,11 +1782,11 @@ mod tests {
     fn large_updates_are_flushed_in_bounded_batches() {
         const UPDATES: usize = 32;
         const SIZE: usize = 32 * 1024;
-        let crate::fuzzing::DirectRoom { rt, room, ctx, dir } =
-            crate::fuzzing::DirectRoom::open("big", |_| {});
+        let crate::testing::fuzzing::DirectRoom { rt, room, ctx, dir } =
+            crate::testing::fuzzing::DirectRoom::open("big", |_| {});
         let (tx, rx) = mpsc::channel(MAILBOX);
-        let (writer, _) = crate::fuzzing::detached_joiner(1, Role::Write, 4096);
-        let (reader, mut frames) = crate::fuzzing::detached_joiner(2, Role::Read, 4096);
+        let (writer, _) = crate::testing::fuzzing::detached_joiner(1, Role::Write, 4096);
+        let (reader, mut frames) = crate::testing::fuzzing::detached_joiner(2, Role::Read, 4096);
         for joiner in [writer, reader] {
             tx.try_send(Command::Join(joiner, oneshot::channel().0))
                 .expect("mailbox");
@@ -1795,7 +1811,7 @@ mod tests {
                 let frame = next
                     .expect("the reader got every update within 30 s")
                     .expect("the room is running");
-                let crate::socket::Data::Binary(frame) = frame else {
+                let crate::outbox::Data::Binary(frame) = frame else {
                     continue;
                 };
                 let msgs = weft_protocol::decode_frame(&frame, &weft_protocol::Limits::DEFAULT)
@@ -1821,9 +1837,9 @@ mod tests {
     }
 
     /// A room driven in-process for the consistency tests below: one writer joined.
-    fn room_with_writer(name: &str) -> (crate::fuzzing::DirectRoom, Outbox) {
-        let mut d = crate::fuzzing::DirectRoom::open(name, |_| {});
-        let (joiner, _rx) = crate::fuzzing::detached_joiner(1, Role::Write, 64);
+    fn room_with_writer(name: &str) -> (crate::testing::fuzzing::DirectRoom, Outbox) {
+        let mut d = crate::testing::fuzzing::DirectRoom::open(name, |_| {});
+        let (joiner, _rx) = crate::testing::fuzzing::detached_joiner(1, Role::Write, 64);
         let outbox = joiner.outbox.clone();
         let (reply, _) = oneshot::channel();
         d.room.handle(Command::Join(joiner, reply));
@@ -1832,7 +1848,7 @@ mod tests {
     }
 
     /// Sends `updates` as the writer's update messages and ends the batch.
-    fn send_updates(d: &mut crate::fuzzing::DirectRoom, updates: &[&[u8]]) {
+    fn send_updates(d: &mut crate::testing::fuzzing::DirectRoom, updates: &[&[u8]]) {
         let msgs = updates
             .iter()
             .map(|u| Message::Update(u.to_vec()))
@@ -1843,7 +1859,7 @@ mod tests {
 
     /// The room's text, after checking that a joiner (a fresh document applying the room's
     /// encoded state) and a restart (the store loaded again) both get exactly that text.
-    fn consistent_text(d: &crate::fuzzing::DirectRoom) -> String {
+    fn consistent_text(d: &crate::testing::fuzzing::DirectRoom) -> String {
         let text = text_of(d.room.doc());
         let state = d
             .room
@@ -1874,7 +1890,7 @@ mod tests {
     }
 
     /// Appends `text` through the API and ends the batch.
-    fn api_append(d: &mut crate::fuzzing::DirectRoom, text: &str) {
+    fn api_append(d: &mut crate::testing::fuzzing::DirectRoom, text: &str) {
         let (reply, _) = oneshot::channel();
         d.room
             .handle(Command::Api(ApiOp::Append(text.into()), reply));
@@ -1901,10 +1917,10 @@ mod tests {
         let [a, b, c] = three_keystrokes();
         let (mut d, outbox) = room_with_writer("gap");
         send_updates(&mut d, &[&a, &c]);
-        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(1007));
+        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(CloseCode::InvalidData));
         assert_eq!(consistent_text(&d), "a");
 
-        let (joiner, _rx) = crate::fuzzing::detached_joiner(2, Role::Write, 64);
+        let (joiner, _rx) = crate::testing::fuzzing::detached_joiner(2, Role::Write, 64);
         let (reply, _) = oneshot::channel();
         d.room.handle(Command::Join(joiner, reply));
         d.room.handle(Command::Messages(
@@ -1930,7 +1946,7 @@ mod tests {
             weft_protocol::encoding::write_var_uint(&mut forged, v);
         }
         send_updates(&mut d, &[&forged]);
-        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(1007));
+        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(CloseCode::InvalidData));
 
         api_append(&mut d, "kept");
         assert_eq!(consistent_text(&d), "akept");
@@ -2043,10 +2059,10 @@ mod tests {
 
         let (mut d, outbox) = room_with_writer("twice");
         send_updates(&mut d, &[&twice]);
-        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(1007));
+        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(CloseCode::InvalidData));
         assert_eq!(consistent_text(&d), "");
 
-        let (joiner, _rx) = crate::fuzzing::detached_joiner(2, Role::Write, 64);
+        let (joiner, _rx) = crate::testing::fuzzing::detached_joiner(2, Role::Write, 64);
         let (reply, _) = oneshot::channel();
         d.room.handle(Command::Join(joiner, reply));
         d.room
@@ -2141,17 +2157,17 @@ mod tests {
     /// The sync step 2 a member gets for an empty state vector, decoded as a fresh joiner
     /// would, with the frame's buffer address (equal addresses: the same cached bytes).
     fn step2_for_empty_state(
-        d: &mut crate::fuzzing::DirectRoom,
+        d: &mut crate::testing::fuzzing::DirectRoom,
         id: ConnId,
     ) -> (String, *const u8) {
-        let (joiner, mut rx) = crate::fuzzing::detached_joiner(id, Role::Read, 64);
+        let (joiner, mut rx) = crate::testing::fuzzing::detached_joiner(id, Role::Read, 64);
         let (reply, _) = oneshot::channel();
         d.room.handle(Command::Join(joiner, reply));
         let empty = StateVector::default().encode_v1();
         d.room
             .handle(Command::Messages(id, vec![Message::SyncStep1(empty)]));
         d.rt.block_on(d.room.finish_batch());
-        while let Ok(crate::socket::Data::Binary(frame)) = rx.try_recv() {
+        while let Ok(crate::outbox::Data::Binary(frame)) = rx.try_recv() {
             let msgs = weft_protocol::decode_frame(&frame, &weft_protocol::Limits::DEFAULT)
                 .expect("decodes");
             if let Some(Message::SyncStep2(update)) = msgs.into_iter().next() {

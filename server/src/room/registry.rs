@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use weft_protocol::RoomName;
 
-use crate::commit::GroupCommit;
 use crate::config::Config;
-use crate::inflight::InFlight;
 use crate::metrics::Metrics;
 use crate::room::{ApiOp, ApiOpError, ApiReply, JoinError, Joiner, Room, RoomHandle};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
+use crate::store::commit::GroupCommit;
+use crate::store::inflight::InFlight;
 use crate::store::Store;
 
 /// How many times a join retries a room that was unloading at that very moment.

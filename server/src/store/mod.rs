@@ -43,6 +43,9 @@
 //! pages below 2 MiB stay in the log and one fdatasync covers them; a store created with another
 //! segment size keeps it (sled refuses to change it), read from sled's `conf` file.
 
+pub(crate) mod commit;
+pub(crate) mod inflight;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::panic::AssertUnwindSafe;

@@ -18,21 +18,22 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use tungstenite::error::ProtocolError;
+use weft_protocol::CloseCode;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::outbox::{Closer, Data, Ending, Outbox, QueuedBytes};
 use crate::shutdown::Shutdown;
 
 /// After a close frame is sent, how long the peer has to answer before the socket is dropped.
@@ -40,40 +41,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 /// How long a close frame may take to write to a peer that stopped reading.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Close code for a protocol error (RFC 6455 7.4.1).
-const CLOSE_PROTOCOL: u16 = 1002;
-
-/// Close code for data that is not consistent with its type, such as text that is not UTF-8.
-const CLOSE_INVALID_DATA: u16 = 1007;
-
-/// Close code for a message too big to process.
-const CLOSE_TOO_BIG: u16 = 1009;
-
-/// Close code for a peer that does not read fast enough: "try again later" makes y-websocket
-/// clients reconnect and resync.
-const CLOSE_TOO_SLOW: u16 = 1013;
-
-/// A data message, either way: what a handler receives and what an [`Outbox`] queues.
-///
-/// Both variants are reference-counted buffers, so queueing one frame for many sockets clones a
-/// pointer, never the bytes.
-#[derive(Debug, Clone)]
-pub(crate) enum Data {
-    /// A binary message.
-    Binary(Bytes),
-    /// A text message (tungstenite has checked it is UTF-8).
-    Text(Utf8Bytes),
-}
-
-/// Why a connection ends.
-#[derive(Debug, Clone)]
-pub(crate) enum Ending {
-    /// Send a close frame with this code and reason, then wait briefly for the peer's answer.
-    Close(u16, String),
-    /// Drop the socket without a handshake (the peer is unresponsive or already gone).
-    Terminate(&'static str),
-}
 
 /// What the socket loop hands a connection's messages to.
 ///
@@ -115,106 +82,6 @@ pub(crate) enum Progress {
     Continue,
     /// The peer has completed the handshake: its deadline no longer applies.
     Handshaken,
-}
-
-/// Asks a connection to end; the first reason given wins.
-#[derive(Clone, Default)]
-struct Closer {
-    token: CancellationToken,
-    ending: Arc<Mutex<Option<Ending>>>,
-}
-
-impl Closer {
-    fn end(&self, ending: Ending) {
-        if let Ok(mut slot) = self.ending.lock() {
-            slot.get_or_insert(ending);
-        }
-        self.token.cancel();
-    }
-
-    fn ending(&self) -> Option<Ending> {
-        self.ending.lock().ok().and_then(|slot| slot.clone())
-    }
-}
-
-/// The way to reach one connection: a bounded queue of outgoing messages plus a way to close it.
-#[derive(Clone)]
-pub(crate) struct Outbox {
-    tx: mpsc::Sender<Data>,
-    closer: Closer,
-    queued: Arc<QueuedBytes>,
-}
-
-/// Bytes waiting in one connection's queue, and how many may wait. A frame count alone does
-/// not bound memory: 1,024 queued frames of a large paste are gigabytes.
-#[derive(Debug)]
-struct QueuedBytes {
-    now: AtomicUsize,
-    max: usize,
-}
-
-impl Outbox {
-    /// Queues a binary frame. Returns false when the queue is full: the connection is then being
-    /// closed with 1013 and must be dropped from the room.
-    pub(crate) fn send(&self, frame: Bytes) -> bool {
-        self.send_data(Data::Binary(frame))
-    }
-
-    /// Queues a message of either kind; false when the queue is full, as for [`Outbox::send`].
-    pub(crate) fn send_data(&self, data: Data) -> bool {
-        let len = data.len();
-        let total = self.queued.now.fetch_add(len, Ordering::AcqRel) + len;
-        let sent = if total > self.queued.max {
-            Err(mpsc::error::TrySendError::Full(data))
-        } else {
-            self.tx.try_send(data)
-        };
-        match sent {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.queued.now.fetch_sub(len, Ordering::AcqRel);
-                self.closer.end(Ending::Close(
-                    CLOSE_TOO_SLOW,
-                    "too slow: send queue full".into(),
-                ));
-                false
-            }
-            // The connection is already going; its reader will tell the handler.
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.queued.now.fetch_sub(len, Ordering::AcqRel);
-                true
-            }
-        }
-    }
-
-    /// Closes the connection with a close frame.
-    pub(crate) fn close(&self, code: u16, reason: &str) {
-        self.closer.end(Ending::Close(code, reason.to_owned()));
-    }
-}
-
-#[cfg(any(test, feature = "fuzzing"))]
-impl Outbox {
-    /// An outbox with no socket behind it, for harnesses that drive a room directly: frames
-    /// queue in `tx`, and [`Outbox::closed_with`] tells whether the room closed it.
-    pub(crate) fn detached(tx: mpsc::Sender<Data>) -> Self {
-        Self {
-            tx,
-            closer: Closer::default(),
-            queued: Arc::new(QueuedBytes {
-                now: AtomicUsize::new(0),
-                max: usize::MAX,
-            }),
-        }
-    }
-
-    /// The close code and reason the room asked for, if it closed this outbox.
-    pub(crate) fn closed_with(&self) -> Option<(u16, String)> {
-        match self.closer.ending() {
-            Some(Ending::Close(code, reason)) => Some((code, reason)),
-            _ => None,
-        }
-    }
 }
 
 /// Serves one upgraded WebSocket with `handler` until it closes; returns how it ended (`None`:
@@ -301,13 +168,13 @@ impl Reader<'_> {
                 biased;
                 _ = self.closer.token.cancelled() => return false,
                 _ = self.shutdown.triggered() => {
-                    self.closer.end(Ending::Close(1001, "server shutting down".into()));
+                    self.closer.end(Ending::Close(CloseCode::GoingAway, "server shutting down".into()));
                     return false;
                 }
                 _ = &mut handshake, if !handshaken => {
                     let reason = deadline.map_or("handshake timeout", |(_, reason)| reason);
                     info!(reason, "handshake deadline passed");
-                    self.closer.end(Ending::Close(1008, reason.into()));
+                    self.closer.end(Ending::Close(CloseCode::Policy, reason.into()));
                     return false;
                 }
                 msg = stream.next() => msg,
@@ -342,8 +209,10 @@ impl Reader<'_> {
             };
             if !self.rate.allows(data.len()) {
                 warn!("rate limit exceeded");
-                self.closer
-                    .end(Ending::Close(1008, "rate limit exceeded".into()));
+                self.closer.end(Ending::Close(
+                    CloseCode::Policy,
+                    "rate limit exceeded".into(),
+                ));
                 return false;
             }
             match handler.message(data).await {
@@ -354,24 +223,6 @@ impl Reader<'_> {
                     return false;
                 }
             }
-        }
-    }
-}
-
-impl Data {
-    /// Payload length in bytes.
-    fn len(&self) -> usize {
-        match self {
-            Self::Binary(b) => b.len(),
-            Self::Text(t) => t.len(),
-        }
-    }
-
-    /// The WebSocket message that carries it.
-    fn into_message(self) -> WsMessage {
-        match self {
-            Self::Binary(frame) => WsMessage::Binary(frame),
-            Self::Text(text) => WsMessage::Text(text),
         }
     }
 }
@@ -428,7 +279,7 @@ async fn write_loop(
         }
     }
     if let Some(Ending::Close(code, reason)) = closer.ending() {
-        if code != CLOSE_TOO_SLOW {
+        if code != CloseCode::TryAgainLater {
             // What was queued before the close was decided (an echo, a last update) still goes
             // out first, as the peer expects it in order; not for a peer that stopped reading.
             rx.close();
@@ -442,7 +293,7 @@ async fn write_loop(
             .await;
         }
         let frame = CloseFrame {
-            code,
+            code: code.code(),
             reason: reason.into(),
         };
         let _ = tokio::time::timeout(
@@ -526,15 +377,19 @@ fn read_failure(e: &axum::Error) -> Ending {
         return Ending::Terminate("socket error");
     };
     match e {
-        tungstenite::Error::Capacity(_) => Ending::Close(CLOSE_TOO_BIG, "message too big".into()),
+        tungstenite::Error::Capacity(_) => {
+            Ending::Close(CloseCode::TooBig, "message too big".into())
+        }
         // The peer dropped the TCP connection: nobody is left to read a close frame.
         tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             Ending::Terminate("peer reset without closing handshake")
         }
         tungstenite::Error::Protocol(p) => {
-            Ending::Close(CLOSE_PROTOCOL, truncate_reason(&p.to_string()))
+            Ending::Close(CloseCode::Protocol, truncate_reason(&p.to_string()))
         }
-        tungstenite::Error::Utf8(_) => Ending::Close(CLOSE_INVALID_DATA, "invalid UTF-8".into()),
+        tungstenite::Error::Utf8(_) => {
+            Ending::Close(CloseCode::InvalidData, "invalid UTF-8".into())
+        }
         _ => Ending::Terminate("socket error"),
     }
 }
@@ -585,11 +440,11 @@ mod tests {
             code(tungstenite::Error::Protocol(
                 ProtocolError::ControlFrameTooBig
             )),
-            Some(1002)
+            Some(CloseCode::Protocol)
         );
         assert_eq!(
             code(tungstenite::Error::Utf8("bad byte".into())),
-            Some(1007)
+            Some(CloseCode::InvalidData)
         );
         assert_eq!(
             code(tungstenite::Error::Capacity(
@@ -598,7 +453,7 @@ mod tests {
                     max_size: 1
                 }
             )),
-            Some(1009)
+            Some(CloseCode::TooBig)
         );
         assert_eq!(
             code(tungstenite::Error::Protocol(

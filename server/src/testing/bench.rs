@@ -14,9 +14,9 @@ use weft_protocol::{Message, Role};
 use yrs::{GetString, ReadTxn, Transact};
 
 use crate::config::Durability;
-use crate::fuzzing::{detached_joiner, DirectRoom};
+use crate::outbox::Data;
 use crate::room::Command;
-use crate::socket::Data;
+use crate::testing::fuzzing::{detached_joiner, DirectRoom};
 
 /// A member of a [`BenchRoom`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,22 +14,24 @@ use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 use tokio::sync::Semaphore;
 use tracing::warn;
 use weft_protocol::RoomName;
 
-use crate::api;
-use crate::auth;
+pub(crate) mod api;
+pub(crate) mod auth;
+pub(crate) mod dashboard;
+pub(crate) mod pages;
+
 use crate::config::Config;
-use crate::connection::{self, Peer};
-use crate::dashboard::{self, Dashboard};
-use crate::echo::Echo;
-use crate::pages;
-use crate::rooms::RoomContext;
+use crate::error::ApiError;
+use crate::net::connection::{self, Peer};
+use crate::net::echo::Echo;
+use crate::net::socket::{self, AddressBudget, AddressLimiter};
+use crate::room::registry::RoomContext;
 use crate::shutdown::Shutdown;
-use crate::socket::{self, AddressBudget, AddressLimiter};
+use dashboard::Dashboard;
 
 /// State shared by every handler.
 pub(crate) struct AppState {
@@ -97,32 +99,6 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(pages::routes())
         .fallback(pages::not_found)
         .with_state(state)
-}
-
-/// An HTTP error with a stable code and a human message, as JSON.
-pub(crate) struct ApiError {
-    pub(crate) status: StatusCode,
-    pub(crate) code: &'static str,
-    pub(crate) message: String,
-}
-
-impl ApiError {
-    /// A server-side failure (storage, a failed task): 500 `internal`, logged.
-    pub(crate) fn internal(message: String) -> Self {
-        tracing::error!(error = %message, "request failed");
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message,
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({ "code": self.code, "message": self.message });
-        (self.status, Json(body)).into_response()
-    }
 }
 
 async fn ws_upgrade(

@@ -40,12 +40,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::auth::{self, Access};
 use crate::config::Durability;
-use crate::http::{ApiError, AppState};
-use crate::pages;
-use crate::rooms::RoomContext;
+use crate::error::ApiError;
+use crate::http::auth;
+use crate::http::pages;
+use crate::http::AppState;
+use crate::room::registry::RoomContext;
 use crate::store::now_ms;
+use crate::token::Access;
 
 /// How often a snapshot is taken and pushed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);

@@ -20,7 +20,8 @@ use axum::routing::get;
 use axum::Router;
 use weft_protocol::RoomName;
 
-use crate::http::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::http::AppState;
 
 /// One embedded file of `frontend/dist`.
 pub(crate) struct Asset {

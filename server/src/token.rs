@@ -1,5 +1,6 @@
-//! Access control: signed tokens (HMAC-SHA256) naming a document (or every document), a role
-//! and an expiry, and the origin policy for WebSocket upgrades.
+//! Access tokens: signed (HMAC-SHA256) claims naming a document (or every document), a role
+//! and an expiry; minted by `weft token` and the API, verified by the HTTP layer's policy
+//! (`http::auth`).
 //!
 //! A token is `v1.<claims>.<signature>`: `claims` is base64url (no padding) of a JSON object
 //! `{"doc":"ID"}` or `{"all_docs":true}` plus `"role"` (`read`, `write` or `admin`), `"exp"`
@@ -16,17 +17,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use weft_protocol::Role;
-
-use crate::config::Config;
-use crate::http::ApiError;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -297,142 +294,6 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// What a request was granted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Grant {
-    /// Its access on the requested document(s).
-    pub(crate) access: Access,
-    /// The token's user, if any.
-    pub(crate) subject: Option<String>,
-}
-
-/// Decides a request: `doc` is the document it touches (`None` for requests about every
-/// document, such as listing), `need` the access it requires.
-///
-/// # Errors
-/// [`AuthError`] saying exactly why the request is refused.
-pub(crate) fn authorize(
-    config: &Config,
-    token: Option<&str>,
-    doc: Option<&str>,
-    need: Access,
-) -> Result<Grant, AuthError> {
-    let Some(secret) = &config.auth_secret else {
-        return Ok(Grant {
-            access: Access::Admin,
-            subject: None,
-        });
-    };
-    let token = token.ok_or(AuthError::Missing)?;
-    let claims = verify(secret, token, unix_now())?;
-    match (&claims.scope, doc) {
-        (Scope::AllDocs, _) => {}
-        (Scope::Doc(id), Some(doc)) if id == doc => {}
-        _ => return Err(AuthError::WrongDocument),
-    }
-    if claims.role < need {
-        return Err(AuthError::InsufficientRole {
-            have: claims.role.as_str(),
-            need: need.as_str(),
-        });
-    }
-    Ok(Grant {
-        access: claims.role,
-        subject: claims.sub,
-    })
-}
-
-/// The token of a request: the `Authorization: Bearer` header, else the `token` query
-/// parameter (browsers cannot set headers on a WebSocket).
-pub(crate) fn token_of<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .or(query)
-        .filter(|t| !t.is_empty())
-}
-
-/// Whether a WebSocket upgrade's `Origin` is allowed: no `Origin` (not a browser), the same
-/// origin as the `Host` it was sent to, or one listed in `--allowed-origin` (`*` allows all).
-/// Browsers send `Origin` on every WebSocket handshake and do not let pages forge it, so this
-/// stops other sites from opening sockets with a visitor's credentials (cross-site WebSocket
-/// hijacking).
-pub(crate) fn origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    let origin = origin.trim_end_matches('/');
-    if config
-        .allowed_origins
-        .iter()
-        .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
-    {
-        return true;
-    }
-    // Same origin: the Origin's host[:port] equals the Host header (scheme aside: a TLS proxy
-    // in front makes it https while we see plain HTTP).
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
-}
-
-/// Query parameters of `/ws/{room}`: y-websocket's `params` option puts them on the URL.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct WsParams {
-    /// The access token (browsers cannot set an `Authorization` header on a WebSocket).
-    token: Option<String>,
-}
-
-/// Decides a WebSocket upgrade: the origin policy, then the token (read access at least; the
-/// role decides whether its writes count).
-///
-/// # Errors
-/// 403 `origin_not_allowed`, or the token's [`AuthError`].
-pub(crate) fn ws_access(
-    config: &Config,
-    headers: &HeaderMap,
-    params: &WsParams,
-    room: &weft_protocol::RoomName,
-    peer: std::net::SocketAddr,
-) -> Result<Grant, ApiError> {
-    if !origin_allowed(config, headers) {
-        let origin = headers
-            .get(ORIGIN)
-            .and_then(|o| o.to_str().ok())
-            .unwrap_or("?");
-        tracing::warn!(%peer, %room, origin, "WebSocket refused: origin not allowed");
-        return Err(ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "origin_not_allowed",
-            message: format!(
-                "pages from {origin} may not open WebSockets here; see --allowed-origin"
-            ),
-        });
-    }
-    let token = token_of(headers, params.token.as_deref());
-    authorize(config, token, Some(room.as_str()), Access::Read).map_err(|e| {
-        tracing::info!(%peer, %room, code = e.code(), "WebSocket refused");
-        ApiError::from(e)
-    })
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        ApiError {
-            status: e.status(),
-            code: e.code(),
-            message: e.to_string(),
-        }
-    }
 }
 
 #[cfg(test)]

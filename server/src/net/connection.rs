@@ -13,14 +13,13 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
 use tracing::{info, info_span, warn, Instrument as _};
-use weft_protocol::{decode_frame, Limits, Message, Role, RoomName};
+use weft_protocol::{decode_frame, CloseCode, Limits, Message, Role, RoomName};
 
 use crate::metrics::Metrics;
+use crate::net::socket::{self, truncate_reason, AddressBudget, Handler, Progress};
+use crate::outbox::{Data, Ending, Outbox};
+use crate::room::registry::RoomContext;
 use crate::room::{Command, ConnId, JoinError, Joiner, RoomHandle};
-use crate::rooms::RoomContext;
-use crate::socket::{
-    self, truncate_reason, AddressBudget, Data, Ending, Handler, Outbox, Progress,
-};
 
 /// Who is on the other end and what they asked for.
 pub(crate) struct Peer {
@@ -90,9 +89,9 @@ impl Handler for Member {
                 let (code, reason) = match &e {
                     JoinError::Full(_) => {
                         self.ctx.metrics.refused("room_full");
-                        (1013, e.to_string())
+                        (CloseCode::TryAgainLater, e.to_string())
                     }
-                    _ => (1011, e.to_string()),
+                    _ => (CloseCode::Internal, e.to_string()),
                 };
                 warn!(reason, "join refused");
                 Err(Ending::Close(code, reason))
@@ -105,14 +104,14 @@ impl Handler for Member {
             Data::Binary(frame) => frame,
             Data::Text(_) => {
                 return Err(Ending::Close(
-                    1003,
+                    CloseCode::Unsupported,
                     "text frames are not supported; send binary y-websocket messages".into(),
                 ))
             }
         };
         let msgs = decode_frame(&frame, &self.limits).map_err(|e| {
             warn!(error = %e, "undecodable frame");
-            Ending::Close(1007, truncate_reason(&e.to_string()))
+            Ending::Close(CloseCode::InvalidData, truncate_reason(&e.to_string()))
         })?;
         self.ctx.metrics.messages_in.inc_by(msgs.len() as u64);
         self.ctx.metrics.bytes_in.inc_by(frame.len() as u64);
@@ -122,7 +121,7 @@ impl Handler for Member {
             None => false,
         };
         if !joined {
-            return Err(Ending::Close(1011, "room closed".into()));
+            return Err(Ending::Close(CloseCode::Internal, "room closed".into()));
         }
         Ok(if step1 {
             Progress::Handshaken

@@ -30,15 +30,15 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
-use crate::commit::GroupCommit;
 use crate::config::{Config, Durability};
-use crate::inflight::InFlight;
 use crate::metrics::Metrics;
+use crate::outbox::{Data, Outbox};
+use crate::room::registry::RoomContext;
 use crate::room::{self, ApiOp, Command, Room};
-use crate::rooms::RoomContext;
 use crate::shutdown::Shutdown;
-use crate::socket::{Data, Outbox};
 use crate::stats::Stats;
+use crate::store::commit::GroupCommit;
+use crate::store::inflight::InFlight;
 use crate::store::{SledStore, Store};
 
 /// A harness: runs one input, panics when an invariant breaks.
@@ -1065,7 +1065,7 @@ mod tests {
             .args([
                 "--ignored",
                 "--exact",
-                "fuzzing::tests::replay_one_input",
+                "testing::fuzzing::tests::replay_one_input",
                 "--test-threads=1",
                 "--nocapture",
             ])

@@ -27,10 +27,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weft_protocol::{NoticeLevel, RoomName};
 
-use crate::auth::{self, Access, Grant};
-use crate::http::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::http::auth::{self, Grant};
+use crate::http::AppState;
 use crate::room::{ApiOp, ApiOpError, ApiReply};
 use crate::store::DocMeta;
+use crate::token::Access;
 
 /// Largest page `GET /api/docs` returns, whatever `limit` asks for.
 const MAX_PAGE: usize = 1000;

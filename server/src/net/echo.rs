@@ -3,7 +3,8 @@
 //! test binary) talks to, so that run exercises the production socket loop, limits and upgrade
 //! settings without a room or a store.
 
-use crate::socket::{Data, Ending, Handler, Outbox, Progress};
+use crate::net::socket::{Handler, Progress};
+use crate::outbox::{Data, Ending, Outbox};
 
 /// Echoes through the connection's own bounded queue, so a peer that does not read its echoes
 /// meets the same 1013 as a slow room member.

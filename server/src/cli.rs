@@ -1,0 +1,101 @@
+//! The command line, shared by the `weft` binary and its fault-injection twin: parse flags,
+//! install logging, open the store, bind, serve until a signal; or, with `weft token`, print a
+//! signed access token.
+
+use crate::config::{Cli, Command, TokenArgs};
+use crate::shutdown::Shutdown;
+use crate::token::{mint, unix_now, Claims, Scope};
+use crate::Server;
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+/// Runs the server or a subcommand: the whole of `weft`'s (and `weft-fault-injection`'s) `main`.
+///
+/// # Errors
+/// Whatever stopped the server or the subcommand, with its context, for the binary to print.
+pub fn run() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?
+        .block_on(main())
+}
+
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    if let Some(Command::Token(args)) = &cli.command {
+        println!("{}", token(args)?);
+        return Ok(());
+    }
+    let config = cli.into_config();
+    config.check_exposure()?;
+    if config.is_open() {
+        tracing::warn!(
+            "OPEN MODE: no --auth-secret is set, so anyone who can reach {} can read, edit and \
+             delete every document. Set WEFT_AUTH_SECRET and hand out `weft token` tokens",
+            config.bind
+        );
+    }
+    let bind = config.bind;
+    let data = config.data.clone();
+    let server = Server::open(config)
+        .with_context(|| format!("could not open the data directory {}", data.display()))?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("could not listen on {bind}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tracing::info!("Weft is running: open {url} (Ctrl-C to stop)");
+    let shutdown = Shutdown::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    server
+        .serve(listener, shutdown)
+        .await
+        .context("server failed")?;
+    Ok(())
+}
+
+/// Mints the token `weft token` prints.
+fn token(args: &TokenArgs) -> anyhow::Result<String> {
+    let scope = match &args.doc {
+        Some(doc) => Scope::Doc(doc.clone()),
+        None => Scope::AllDocs,
+    };
+    let exp = unix_now()
+        .checked_add(args.ttl.as_secs())
+        .context("--ttl is too long")?;
+    let claims = Claims {
+        scope,
+        role: args.role,
+        exp,
+        sub: args.sub.clone(),
+    };
+    Ok(mint(&args.auth_secret, &claims))
+}
+
+/// Triggers graceful shutdown on SIGINT or SIGTERM.
+async fn stop_on_signal(shutdown: Shutdown) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+    shutdown.trigger();
+}

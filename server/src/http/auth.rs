@@ -1,0 +1,151 @@
+//! Access policy for HTTP and WebSocket requests: which token a request carries, whether it
+//! covers the document and role asked for, and the origin policy for WebSocket upgrades. The
+//! tokens themselves (claims, minting, verification) live in [`crate::token`].
+//!
+//! With no secret configured the server is open: every request is granted [`Access::Admin`] on
+//! every document (the binary warns loudly and refuses non-loopback addresses without
+//! `--allow-open`).
+
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::token::{unix_now, verify, Access, AuthError, Scope};
+
+/// What a request was granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Grant {
+    /// Its access on the requested document(s).
+    pub(crate) access: Access,
+    /// The token's user, if any.
+    pub(crate) subject: Option<String>,
+}
+
+/// Decides a request: `doc` is the document it touches (`None` for requests about every
+/// document, such as listing), `need` the access it requires.
+///
+/// # Errors
+/// [`AuthError`] saying exactly why the request is refused.
+pub(crate) fn authorize(
+    config: &Config,
+    token: Option<&str>,
+    doc: Option<&str>,
+    need: Access,
+) -> Result<Grant, AuthError> {
+    let Some(secret) = &config.auth_secret else {
+        return Ok(Grant {
+            access: Access::Admin,
+            subject: None,
+        });
+    };
+    let token = token.ok_or(AuthError::Missing)?;
+    let claims = verify(secret, token, unix_now())?;
+    match (&claims.scope, doc) {
+        (Scope::AllDocs, _) => {}
+        (Scope::Doc(id), Some(doc)) if id == doc => {}
+        _ => return Err(AuthError::WrongDocument),
+    }
+    if claims.role < need {
+        return Err(AuthError::InsufficientRole {
+            have: claims.role.as_str(),
+            need: need.as_str(),
+        });
+    }
+    Ok(Grant {
+        access: claims.role,
+        subject: claims.sub,
+    })
+}
+
+/// The token of a request: the `Authorization: Bearer` header, else the `token` query
+/// parameter (browsers cannot set headers on a WebSocket).
+pub(crate) fn token_of<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or(query)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether a WebSocket upgrade's `Origin` is allowed: no `Origin` (not a browser), the same
+/// origin as the `Host` it was sent to, or one listed in `--allowed-origin` (`*` allows all).
+/// Browsers send `Origin` on every WebSocket handshake and do not let pages forge it, so this
+/// stops other sites from opening sockets with a visitor's credentials (cross-site WebSocket
+/// hijacking).
+pub(crate) fn origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/');
+    if config
+        .allowed_origins
+        .iter()
+        .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    // Same origin: the Origin's host[:port] equals the Host header (scheme aside: a TLS proxy
+    // in front makes it https while we see plain HTTP).
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+/// Query parameters of `/ws/{room}`: y-websocket's `params` option puts them on the URL.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct WsParams {
+    /// The access token (browsers cannot set an `Authorization` header on a WebSocket).
+    token: Option<String>,
+}
+
+/// Decides a WebSocket upgrade: the origin policy, then the token (read access at least; the
+/// role decides whether its writes count).
+///
+/// # Errors
+/// 403 `origin_not_allowed`, or the token's [`AuthError`].
+pub(crate) fn ws_access(
+    config: &Config,
+    headers: &HeaderMap,
+    params: &WsParams,
+    room: &weft_protocol::RoomName,
+    peer: std::net::SocketAddr,
+) -> Result<Grant, ApiError> {
+    if !origin_allowed(config, headers) {
+        let origin = headers
+            .get(ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .unwrap_or("?");
+        tracing::warn!(%peer, %room, origin, "WebSocket refused: origin not allowed");
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "origin_not_allowed",
+            message: format!(
+                "pages from {origin} may not open WebSockets here; see --allowed-origin"
+            ),
+        });
+    }
+    let token = token_of(headers, params.token.as_deref());
+    authorize(config, token, Some(room.as_str()), Access::Read).map_err(|e| {
+        tracing::info!(%peer, %room, code = e.code(), "WebSocket refused");
+        ApiError::from(e)
+    })
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError {
+            status: e.status(),
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The network layer: where a WebSocket is served (`socket`: the per-socket loop, limits and
+//! close handshake), what its frames mean (`connection`: y-websocket, decoded and handed to a
+//! room), and the echo handler the conformance run talks to (`echo`).
+
+pub(crate) mod connection;
+pub(crate) mod echo;
+pub(crate) mod socket;

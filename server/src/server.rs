@@ -1,0 +1,181 @@
+//! The server as a value: [`Server::open`] opens the data directory and settles what a crash
+//! left; [`Server::serve`] wires the store, group commit, room registry, dashboard and router
+//! together on a listener and runs until shutdown. [`serve_echo`] serves the conformance echo.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::http::{self, dashboard::Dashboard};
+use crate::metrics::Metrics;
+use crate::net::socket;
+use crate::room::registry::RoomContext;
+use crate::shutdown::Shutdown;
+use crate::stats::Stats;
+use crate::store::commit::GroupCommit;
+use crate::store::inflight::{self, InFlight};
+use crate::store::{SledStore, Store, StoreError};
+
+/// Errors that stop the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be opened (locked, unreadable or corrupt).
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] StoreError),
+    /// The listening socket failed.
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The in-flight marks file (`weft-inflight`) in the data directory could not be settled.
+    #[error("cannot settle in-flight marks: {0}")]
+    InFlight(String),
+}
+
+/// A server with its store open, ready to serve on a listener.
+pub struct Server {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    stats: Stats,
+    inflight: Arc<InFlight>,
+}
+
+impl Server {
+    /// Opens the data directory named in `config`.
+    ///
+    /// # Errors
+    /// [`ServerError::Store`] when the directory is locked by another process, unreadable or
+    /// corrupt; the server never starts on an empty store in its place.
+    /// [`ServerError::InFlight`] when the marks a crash left cannot be read or settled.
+    pub fn open(config: Config) -> Result<Self, ServerError> {
+        #[cfg(feature = "fault-injection")]
+        warn!(
+            "built with fault injection: WEFT_FAULT_ABORT_ON_UPDATE_CONTAINING aborts the process"
+        );
+        let store = SledStore::open(&config.data)?;
+        // Before any room loads: a mark left behind names bytes that must not be replayed.
+        let (inflight, _left) = InFlight::open(&config.data, &store).map_err(|e| match e {
+            inflight::OpenError::Store(e) => ServerError::Store(e),
+            inflight::OpenError::Io(e) => ServerError::InFlight(e.to_string()),
+        })?;
+        Ok(Self {
+            config: Arc::new(config),
+            store: Arc::new(store),
+            stats: Stats::default(),
+            inflight: Arc::new(inflight),
+        })
+    }
+
+    /// Live counters of this server, usable before and while it serves.
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` is triggered, then closes every socket with 1001,
+    /// flushes and compacts every room, and returns.
+    ///
+    /// # Errors
+    /// [`ServerError::Io`] when the listener fails.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServerError> {
+        let addr = listener.local_addr()?;
+        let metrics = Arc::new(Metrics::new());
+        let flush_metrics = metrics.clone();
+        let commit = GroupCommit::start(
+            self.store.clone(),
+            Duration::from_millis(self.config.relaxed_flush_ms),
+            move |elapsed| flush_metrics.observe_flush(elapsed),
+        );
+        let ctx = Arc::new(RoomContext::new(
+            self.store.clone(),
+            commit,
+            self.config.clone(),
+            shutdown.clone(),
+            self.stats.clone(),
+            metrics,
+            self.inflight.clone(),
+        ));
+        let dashboard = Arc::new(Dashboard::new(ctx.clone()));
+        let address_bytes = Arc::new(socket::address_limiter(&self.config));
+        shutdown.spawn(forget_quiet_addresses(
+            address_bytes.clone(),
+            shutdown.clone(),
+        ));
+        shutdown.spawn(dashboard.clone().run());
+        let state = Arc::new(http::AppState {
+            ctx: ctx.clone(),
+            connections: Arc::new(Semaphore::new(self.config.max_connections)),
+            per_ip: Arc::default(),
+            next_conn: AtomicU64::new(1),
+            address_bytes: address_bytes.clone(),
+            dashboard,
+        });
+        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let listener = listener.tap_io(set_nodelay);
+        info!(%addr, data = %self.config.data.display(), durability = ?self.config.durability, "serving");
+        let stop = shutdown.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.triggered().await })
+            .await?;
+        info!("no longer accepting; closing sockets and flushing rooms");
+        shutdown.wait_for_tasks().await;
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => info!(
+                rooms = ctx.open_rooms(),
+                "shutdown complete; everything flushed"
+            ),
+            Ok(Err(e)) => warn!(error = %e, "final flush failed"),
+            Err(e) => warn!(error = %e, "final flush task failed"),
+        }
+        Ok(())
+    }
+}
+
+/// Serves the echo handler at `/` on `listener` until `shutdown` is triggered, then closes every
+/// socket with 1001 and returns. Only for the WebSocket conformance run (`weft-echo`): the same
+/// socket loop, limits, queue and upgrade settings as `/ws/{room}` in [`Server::serve`], taken
+/// from `config`, with every message echoed instead of handed to a room. No store is opened.
+///
+/// # Errors
+/// [`ServerError::Io`] when the listener fails.
+pub async fn serve_echo(
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+) -> Result<(), ServerError> {
+    let app = http::echo_router(Arc::new(config), shutdown.clone());
+    let stop = shutdown.clone();
+    axum::serve(listener.tap_io(set_nodelay), app)
+        .with_graceful_shutdown(async move { stop.triggered().await })
+        .await?;
+    shutdown.wait_for_tasks().await;
+    Ok(())
+}
+
+/// Without TCP_NODELAY, small frames meet Nagle plus delayed ACKs: ~40 ms tails.
+fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        warn!(error = %e, "could not set TCP_NODELAY");
+    }
+}
+
+/// Drops per-address byte buckets that have refilled (their addresses have been quiet), so the
+/// table holds recent clients only.
+async fn forget_quiet_addresses(limiter: Arc<socket::AddressLimiter>, shutdown: Shutdown) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+            _ = shutdown.triggered() => return,
+        }
+    }
+}
