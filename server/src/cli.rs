@@ -2,8 +2,9 @@
 //! install logging, open the store, bind, serve until a signal; or, with `weft token`, print a
 //! signed access token.
 
-use crate::config::{Cli, Command, TokenArgs};
+use crate::config::{Cli, Subcommand, TokenArgs};
 use crate::shutdown::Shutdown;
+use crate::token::AuthSecret;
 use crate::token::{mint, unix_now, Claims, Scope};
 use crate::Server;
 use anyhow::Context as _;
@@ -30,8 +31,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    if let Some(Command::Token(args)) = &cli.command {
-        println!("{}", token(args)?);
+    if let Some(Subcommand::Token(args)) = &cli.command {
+        let secret = cli.serve.auth_secret.as_ref().context(
+            "weft token needs the server's secret: set WEFT_AUTH_SECRET or pass --auth-secret",
+        )?;
+        println!("{}", token(args, secret)?);
         return Ok(());
     }
     let config = cli.into_config();
@@ -62,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Mints the token `weft token` prints.
-fn token(args: &TokenArgs) -> anyhow::Result<String> {
+fn token(args: &TokenArgs, secret: &AuthSecret) -> anyhow::Result<String> {
     let scope = match &args.doc {
         Some(doc) => Scope::Doc(doc.clone()),
         None => Scope::AllDocs,
@@ -76,7 +80,7 @@ fn token(args: &TokenArgs) -> anyhow::Result<String> {
         exp,
         sub: args.sub.clone(),
     };
-    Ok(mint(&args.auth_secret, &claims))
+    Ok(mint(secret, &claims))
 }
 
 /// Triggers graceful shutdown on SIGINT or SIGTERM.

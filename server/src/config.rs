@@ -4,29 +4,33 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, ValueEnum};
 use weft_protocol::Limits;
 
 use crate::token::{Access, AuthSecret};
 
 /// `weft`: a self-hosted collaborative text editor server speaking the y-websocket protocol.
+///
+/// Every option of the server is global: `weft --auth-secret S serve` and
+/// `weft serve --auth-secret S` mean the same, and so does `weft --auth-secret S` alone.
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about, long_about = None)]
 pub struct Cli {
     /// What to do; with none, `serve`.
     #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Flags of `serve`, also accepted without the subcommand.
+    pub command: Option<Subcommand>,
+    /// The server's options, accepted before or after the subcommand.
     #[command(flatten)]
     pub serve: Config,
 }
 
 /// The subcommands of `weft`.
-#[derive(Debug, Subcommand)]
-pub enum Command {
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
     /// Run the server (the default).
-    Serve(Config),
-    /// Print a signed access token for the server started with the same `--auth-secret`.
+    Serve,
+    /// Print a signed access token (a bare token string) for the server started with the same
+    /// `--auth-secret` (or `WEFT_AUTH_SECRET`).
     Token(TokenArgs),
 }
 
@@ -49,9 +53,6 @@ pub struct TokenArgs {
     /// The user the token is issued to: `POST /api/docs/{id}/notices` can address one user.
     #[arg(long)]
     pub sub: Option<String>,
-    /// The server's secret (prefer the environment variable: flags show up in `ps`).
-    #[arg(long, env = "WEFT_AUTH_SECRET", hide_env_values = true)]
-    pub auth_secret: AuthSecret,
 }
 
 /// A configuration that must not run.
@@ -67,13 +68,9 @@ pub enum ConfigError {
 }
 
 impl Cli {
-    /// The server configuration, whether given with or without the `serve` subcommand (for
-    /// `token`, the top-level flags).
+    /// The server configuration, whether its options came before or after the subcommand.
     pub fn into_config(self) -> Config {
-        match self.command {
-            Some(Command::Serve(config)) => config,
-            Some(Command::Token(_)) | None => self.serve,
-        }
+        self.serve
     }
 }
 
@@ -90,112 +87,148 @@ pub enum Durability {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on. Loopback by default: put a TLS proxy in front to serve others.
-    #[arg(long, env = "WEFT_BIND", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_BIND",
+        default_value = "127.0.0.1:8080"
+    )]
     pub bind: SocketAddr,
 
     /// Directory of the sled database that holds every document; created if absent.
-    #[arg(long, env = "WEFT_DATA", default_value = "./data")]
+    #[arg(long, global = true, env = "WEFT_DATA", default_value = "./data")]
     pub data: PathBuf,
 
     /// `strict` (default) makes every broadcast edit durable first; `relaxed` broadcasts at once.
-    #[arg(long, env = "WEFT_DURABILITY", value_enum, default_value_t = Durability::Strict)]
+    #[arg(long, global = true, env = "WEFT_DURABILITY", value_enum, default_value_t = Durability::Strict)]
     pub durability: Durability,
 
     /// In relaxed mode, the longest an acknowledged edit waits before it is flushed, in ms.
-    #[arg(long, env = "WEFT_RELAXED_FLUSH_MS", default_value_t = 50)]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_RELAXED_FLUSH_MS",
+        default_value_t = 50
+    )]
     pub relaxed_flush_ms: u64,
 
     /// Largest WebSocket message accepted, in bytes; larger ones close the socket with 1009.
-    #[arg(long, env = "WEFT_MAX_MESSAGE", default_value_t = Limits::DEFAULT.max_message)]
+    #[arg(long, global = true, env = "WEFT_MAX_MESSAGE", default_value_t = Limits::DEFAULT.max_message)]
     pub max_message: usize,
 
     /// Largest awareness (cursor/presence) state of one client, in bytes.
-    #[arg(long, env = "WEFT_MAX_AWARENESS_STATE", default_value_t = Limits::DEFAULT.max_awareness_state)]
+    #[arg(long, global = true, env = "WEFT_MAX_AWARENESS_STATE", default_value_t = Limits::DEFAULT.max_awareness_state)]
     pub max_awareness_state: usize,
 
     /// Longest room (document) name, in UTF-8 bytes.
-    #[arg(long, env = "WEFT_MAX_ROOM_NAME", default_value_t = Limits::DEFAULT.max_room_name)]
+    #[arg(long, global = true, env = "WEFT_MAX_ROOM_NAME", default_value_t = Limits::DEFAULT.max_room_name)]
     pub max_room_name: usize,
 
     /// Most y-websocket messages packed into one WebSocket frame; stock clients send one.
-    #[arg(long, env = "WEFT_MAX_FRAME_MESSAGES", default_value_t = Limits::DEFAULT.max_frame_messages)]
+    #[arg(long, global = true, env = "WEFT_MAX_FRAME_MESSAGES", default_value_t = Limits::DEFAULT.max_frame_messages)]
     pub max_frame_messages: usize,
 
     /// Most WebSocket connections open at once; further upgrades get HTTP 503.
-    #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
     pub max_connections: usize,
 
     /// Most WebSocket connections open at once from one IP address; further upgrades get
     /// HTTP 429. Raise it when many users share one address (a proxy or an office NAT).
-    #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 256
+    )]
     pub max_connections_per_ip: usize,
 
     /// Most connections in one room; further joins are closed with 1013 (try again later).
-    #[arg(long, env = "WEFT_MAX_ROOM_CONNECTIONS", default_value_t = 500)]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_MAX_ROOM_CONNECTIONS",
+        default_value_t = 500
+    )]
     pub max_room_connections: usize,
 
     /// Frames queued for one connection before it counts as too slow and is closed with 1013.
-    #[arg(long, env = "WEFT_SEND_QUEUE", default_value_t = 1024)]
+    #[arg(long, global = true, env = "WEFT_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
 
     /// Bytes queued for one connection before it counts as too slow and is closed with 1013
     /// (at least --max-message, so one maximal message always fits). Bounds the memory a
     /// member that stopped reading can hold.
-    #[arg(long, env = "WEFT_SEND_QUEUE_BYTES", default_value_t = 32 * 1024 * 1024)]
+    #[arg(long, global = true, env = "WEFT_SEND_QUEUE_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub send_queue_bytes: usize,
 
     /// Frames a connection may send per second, on average; bursts of twice that are fine.
     /// Exceeding it closes the connection with 1008 (policy violation).
-    #[arg(long, env = "WEFT_MAX_FRAMES_PER_SEC", default_value_t = 1000)]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_MAX_FRAMES_PER_SEC",
+        default_value_t = 1000
+    )]
     pub max_frames_per_sec: u32,
 
     /// Bytes a connection may send per second, on average; a burst may reach the larger of
     /// `--max-message` and twice this. The same budget applies to each client address over all
     /// its connections, so reconnecting does not refill it. Exceeding it closes with 1008.
-    #[arg(long, env = "WEFT_MAX_BYTES_PER_SEC", default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, global = true, env = "WEFT_MAX_BYTES_PER_SEC", default_value_t = 8 * 1024 * 1024)]
     pub max_bytes_per_sec: u32,
 
     /// Seconds a new connection has to send sync step 1 before it is closed with 1008; stock
     /// clients send it at once, so a silent socket is only holding a slot.
-    #[arg(long, env = "WEFT_HANDSHAKE_SECS", default_value_t = 15)]
+    #[arg(long, global = true, env = "WEFT_HANDSHAKE_SECS", default_value_t = 15)]
     pub handshake_secs: u64,
 
     /// Largest stored size of one document (snapshot plus update log), in bytes. Past it, writes
     /// are refused and the writer is told; reading and awareness keep working. The default
     /// equals --max-message: a client holding the whole document must be able to send it back
     /// in one sync step 2 after a reconnect.
-    #[arg(long, env = "WEFT_MAX_DOC_BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, global = true, env = "WEFT_MAX_DOC_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_doc_bytes: u64,
 
     /// Seconds between WebSocket pings; a connection that has not answered the previous ping by
     /// the next one is terminated.
-    #[arg(long, env = "WEFT_PING_SECS", default_value_t = 30)]
+    #[arg(long, global = true, env = "WEFT_PING_SECS", default_value_t = 30)]
     pub ping_secs: u64,
 
     /// Seconds a document stays loaded with nobody connected before it is compacted and unloaded.
-    #[arg(long, env = "WEFT_IDLE_UNLOAD_SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_IDLE_UNLOAD_SECS",
+        default_value_t = 30
+    )]
     pub idle_unload_secs: u64,
 
     /// Updates in a document's log that trigger compaction into its snapshot (once the log
     /// also holds at least as many bytes as the snapshot, so big documents are not rewritten
     /// for every few hundred keystrokes).
-    #[arg(long, env = "WEFT_COMPACT_EVERY", default_value_t = 500)]
+    #[arg(long, global = true, env = "WEFT_COMPACT_EVERY", default_value_t = 500)]
     pub compact_every: u64,
 
     /// Secret (at least 16 bytes; 32 random bytes recommended) that signs access tokens. With
     /// it, every WebSocket and API request needs a token (`weft token`); without it the server
     /// is open to anyone who can reach it.
-    #[arg(long, env = "WEFT_AUTH_SECRET", hide_env_values = true)]
+    #[arg(long, global = true, env = "WEFT_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<AuthSecret>,
 
     /// Allow open mode (no `--auth-secret`) on a non-loopback address. Only for trusted networks.
-    #[arg(long, env = "WEFT_ALLOW_OPEN")]
+    #[arg(long, global = true, env = "WEFT_ALLOW_OPEN")]
     pub allow_open: bool,
 
     /// Origins (`https://app.example.com`) whose pages may open WebSockets here, besides the
     /// server's own origin; repeat the flag or separate with commas; `*` allows any. Stops
     /// other sites from hijacking a visitor's access (cross-site WebSocket hijacking).
     #[arg(
+        global = true,
         long = "allowed-origin",
         env = "WEFT_ALLOWED_ORIGINS",
         value_delimiter = ','
@@ -309,7 +342,7 @@ mod tests {
             "0123456789abcdef",
         ])
         .expect("parses");
-        let Some(Command::Token(t)) = cli.command else {
+        let Some(Subcommand::Token(t)) = cli.command else {
             panic!("not the token subcommand");
         };
         assert_eq!(t.doc.as_deref(), Some("notes"));
@@ -326,5 +359,47 @@ mod tests {
         let a = Cli::parse_from(["weft", "serve", "--bind", "127.0.0.1:9"]).into_config();
         let b = Cli::parse_from(["weft", "--bind", "127.0.0.1:9"]).into_config();
         assert_eq!(a.bind, b.bind);
+    }
+
+    /// Options before the subcommand are not dropped: `weft --auth-secret S serve` runs with
+    /// authentication, exactly like `weft serve --auth-secret S`.
+    #[test]
+    fn options_work_before_and_after_the_subcommand() {
+        let secret = "0123456789abcdef0123";
+        for args in [
+            [
+                "weft",
+                "--auth-secret",
+                secret,
+                "serve",
+                "--bind",
+                "127.0.0.1:9",
+            ],
+            [
+                "weft",
+                "serve",
+                "--auth-secret",
+                secret,
+                "--bind",
+                "127.0.0.1:9",
+            ],
+            [
+                "weft",
+                "--bind",
+                "127.0.0.1:9",
+                "serve",
+                "--auth-secret",
+                secret,
+            ],
+        ] {
+            let config = Cli::parse_from(args).into_config();
+            assert!(!config.is_open(), "{args:?} dropped --auth-secret");
+            assert_eq!(config.bind.to_string(), "127.0.0.1:9", "{args:?}");
+        }
+        let cli = Cli::parse_from(["weft", "--auth-secret", secret, "token", "--doc", "d"]);
+        assert!(
+            cli.serve.auth_secret.is_some(),
+            "token sees a secret given before it"
+        );
     }
 }

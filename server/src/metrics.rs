@@ -77,11 +77,34 @@ pub(crate) struct FlushWindow {
     pub(crate) p99_ms: f64,
 }
 
+/// The build's version, as a gauge fixed at 1 labelled with it.
+fn register_build_info(registry: &mut Registry) {
+    // A gauge fixed at 1 rather than an OpenMetrics `info`: the classic text format (and
+    // older scrapers) know no `info` type.
+    let build = Family::<Version, Gauge>::default();
+    build
+        .get_or_create(&Version {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .set(1);
+    registry.register("build_info", "Version of the running weft binary", build);
+}
+
 impl Metrics {
     /// A fresh registry with every metric at zero, named `weft_*`.
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("weft");
-        let m = Self {
+        let m = Self::zeroed();
+        register_build_info(&mut registry);
+        m.register_gauges(&mut registry);
+        m.register_traffic(&mut registry);
+        m.register_durability(&mut registry);
+        Self { registry, ..m }
+    }
+
+    /// Every metric at zero, registered nowhere yet.
+    fn zeroed() -> Self {
+        Self {
             connections: Gauge::default(),
             rooms: Gauge::default(),
             documents: Gauge::default(),
@@ -100,88 +123,94 @@ impl Metrics {
             refused_reasons: Mutex::new(Vec::new()),
             flush_window: Mutex::new(new_window()),
             registry: Registry::default(),
-        };
-        // A gauge fixed at 1 rather than an OpenMetrics `info`: the classic text format (and
-        // older scrapers) know no `info` type.
-        let build = Family::<Version, Gauge>::default();
-        build
-            .get_or_create(&Version {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            })
-            .set(1);
-        registry.register("build_info", "Version of the running weft binary", build);
+        }
+    }
+
+    /// What is open and how much memory it takes.
+    fn register_gauges(&self, registry: &mut Registry) {
         registry.register(
             "connections",
             "WebSocket connections open to document rooms",
-            m.connections.clone(),
+            self.connections.clone(),
         );
         registry.register(
             "rooms",
             "Documents loaded in memory (open rooms)",
-            m.rooms.clone(),
+            self.rooms.clone(),
         );
-        registry.register("documents", "Documents in the store", m.documents.clone());
+        registry.register(
+            "documents",
+            "Documents in the store",
+            self.documents.clone(),
+        );
         registry.register_with_unit(
             "resident_memory",
             "Resident memory of the server process",
             Unit::Bytes,
-            m.memory.clone(),
+            self.memory.clone(),
         );
+    }
+
+    /// What clients send and receive, and who is refused or dropped.
+    fn register_traffic(&self, registry: &mut Registry) {
         registry.register(
             "messages_received",
             "Protocol messages received from clients",
-            m.messages_in.clone(),
+            self.messages_in.clone(),
         );
         registry.register(
             "messages_sent",
             "Frames sent to clients",
-            m.messages_out.clone(),
+            self.messages_out.clone(),
         );
         registry.register_with_unit(
             "received",
             "Bytes of binary frames received from clients",
             Unit::Bytes,
-            m.bytes_in.clone(),
+            self.bytes_in.clone(),
         );
         registry.register_with_unit(
             "sent",
             "Bytes of binary frames sent to clients",
             Unit::Bytes,
-            m.bytes_out.clone(),
+            self.bytes_out.clone(),
         );
         registry.register(
             "updates_applied",
             "Document updates applied and stored",
-            m.updates_applied.clone(),
+            self.updates_applied.clone(),
         );
         registry.register(
             "broadcast_fanout",
             "Frames queued to room members; one broadcast to n members counts n",
-            m.fanout.clone(),
+            self.fanout.clone(),
         );
         registry.register(
             "queue_full_disconnects",
             "Connections closed because their send queue was full (1013)",
-            m.queue_full.clone(),
+            self.queue_full.clone(),
         );
+    }
+
+    /// Group-commit flushes and their latency.
+    fn register_durability(&self, registry: &mut Registry) {
         // Named with its unit rather than given one: strict OpenMetrics parsers refuse a UNIT
         // line on histograms.
         registry.register(
             "flush_duration_seconds",
             "Time one group-commit flush took to reach the disk, in seconds",
-            m.flush_seconds.clone(),
+            self.flush_seconds.clone(),
         );
         registry.register(
             "flushes",
             "Group-commit flushes (one per batch of writes)",
-            m.flushes.clone(),
+            self.flushes.clone(),
         );
         registry.register(
             "connections_refused",
             "WebSocket connections refused, by the error code the client was given",
-            m.refused.clone(),
+            self.refused.clone(),
         );
-        Self { registry, ..m }
     }
 
     /// Records one group-commit flush that took `elapsed`.

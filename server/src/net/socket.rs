@@ -182,30 +182,15 @@ impl Reader<'_> {
             let msg = match msg {
                 None => return true,
                 Some(Ok(msg)) => msg,
-                Some(Err(e)) => {
-                    let ending = read_failure(&e);
-                    debug!(error = %e, ?ending, "socket read failed");
-                    // tungstenite fuses the stream after an error: nothing more can be read, so
-                    // there is no close reply to wait for.
-                    self.closer.end(ending);
-                    return true;
-                }
+                Some(Err(e)) => return self.failed(&e),
             };
             self.alive.store(true, Ordering::Relaxed);
             if close_received {
                 // After the peer's close only the end of the stream is expected.
                 continue;
             }
-            let data = match msg {
-                WsMessage::Binary(frame) => Data::Binary(frame),
-                WsMessage::Text(text) => Data::Text(text),
-                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
-                WsMessage::Close(frame) => {
-                    debug!(?frame, "peer sent close");
-                    // tungstenite queues the reply; it is flushed as we keep reading to the end.
-                    close_received = true;
-                    continue;
-                }
+            let Some(data) = data_of(msg, &mut close_received) else {
+                continue;
             };
             if !self.rate.allows(data.len()) {
                 warn!("rate limit exceeded");
@@ -223,6 +208,33 @@ impl Reader<'_> {
                     return false;
                 }
             }
+        }
+    }
+}
+
+impl Reader<'_> {
+    /// Ends the connection after a read error; the peer's side of the stream is over.
+    fn failed(&self, e: &axum::Error) -> bool {
+        let ending = read_failure(e);
+        debug!(error = %e, ?ending, "socket read failed");
+        // tungstenite fuses the stream after an error: nothing more can be read, so there is no
+        // close reply to wait for.
+        self.closer.end(ending);
+        true
+    }
+}
+
+/// The data a message carries for the handler; `None` for control frames (a peer's close is
+/// noted in `close_received`: tungstenite queues the reply, flushed as we keep reading).
+fn data_of(msg: WsMessage, close_received: &mut bool) -> Option<Data> {
+    match msg {
+        WsMessage::Binary(frame) => Some(Data::Binary(frame)),
+        WsMessage::Text(text) => Some(Data::Text(text)),
+        WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+        WsMessage::Close(frame) => {
+            debug!(?frame, "peer sent close");
+            *close_received = true;
+            None
         }
     }
 }
@@ -279,29 +291,38 @@ async fn write_loop(
         }
     }
     if let Some(Ending::Close(code, reason)) = closer.ending() {
-        if code != CloseCode::TryAgainLater {
-            // What was queued before the close was decided (an echo, a last update) still goes
-            // out first, as the peer expects it in order; not for a peer that stopped reading.
-            rx.close();
-            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-                while let Ok(data) = rx.try_recv() {
-                    if sink.feed(data.into_message()).await.is_err() {
-                        break;
-                    }
+        send_close(&mut sink, &mut rx, code, reason).await;
+    }
+}
+
+/// Sends the close frame, after what was queued before the close was decided (an echo, a last
+/// update) — the peer expects it in order — unless the peer stopped reading (1013).
+async fn send_close(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    rx: &mut mpsc::Receiver<Data>,
+    code: CloseCode,
+    reason: String,
+) {
+    if code != CloseCode::TryAgainLater {
+        rx.close();
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+            while let Ok(data) = rx.try_recv() {
+                if sink.feed(data.into_message()).await.is_err() {
+                    break;
                 }
-            })
-            .await;
-        }
-        let frame = CloseFrame {
-            code: code.code(),
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(
-            CLOSE_WRITE_TIMEOUT,
-            sink.send(WsMessage::Close(Some(frame))),
-        )
+            }
+        })
         .await;
     }
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        CLOSE_WRITE_TIMEOUT,
+        sink.send(WsMessage::Close(Some(frame))),
+    )
+    .await;
 }
 
 /// Token buckets for what one connection sends: frames and bytes per second, and the bytes of

@@ -1917,7 +1917,10 @@ mod tests {
         let [a, b, c] = three_keystrokes();
         let (mut d, outbox) = room_with_writer("gap");
         send_updates(&mut d, &[&a, &c]);
-        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(CloseCode::InvalidData));
+        assert_eq!(
+            outbox.closed_with().map(|(code, _)| code),
+            Some(CloseCode::InvalidData)
+        );
         assert_eq!(consistent_text(&d), "a");
 
         let (joiner, _rx) = crate::testing::fuzzing::detached_joiner(2, Role::Write, 64);
@@ -1946,7 +1949,10 @@ mod tests {
             weft_protocol::encoding::write_var_uint(&mut forged, v);
         }
         send_updates(&mut d, &[&forged]);
-        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(CloseCode::InvalidData));
+        assert_eq!(
+            outbox.closed_with().map(|(code, _)| code),
+            Some(CloseCode::InvalidData)
+        );
 
         api_append(&mut d, "kept");
         assert_eq!(consistent_text(&d), "akept");
@@ -2059,7 +2065,10 @@ mod tests {
 
         let (mut d, outbox) = room_with_writer("twice");
         send_updates(&mut d, &[&twice]);
-        assert_eq!(outbox.closed_with().map(|(code, _)| code), Some(CloseCode::InvalidData));
+        assert_eq!(
+            outbox.closed_with().map(|(code, _)| code),
+            Some(CloseCode::InvalidData)
+        );
         assert_eq!(consistent_text(&d), "");
 
         let (joiner, _rx) = crate::testing::fuzzing::detached_joiner(2, Role::Write, 64);
