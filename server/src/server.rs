@@ -2,12 +2,11 @@
 //! left; [`Server::serve`] wires the store, group commit, room registry, dashboard and router
 //! together on a listener and runs until shutdown. [`serve_echo`] serves the conformance echo.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use tower_http::timeout::TimeoutLayer;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -15,7 +14,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::http::{self, dashboard::Dashboard};
 use crate::metrics::Metrics;
-use crate::net::socket;
+use crate::net::{accept, socket};
 use crate::room::registry::RoomContext;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -114,13 +113,9 @@ impl Server {
             address_bytes: address_bytes.clone(),
             dashboard,
         });
-        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let listener = listener.tap_io(set_nodelay);
+        let app = http::router(state).layer(request_deadline(&self.config));
         info!(%addr, data = %self.config.data.display(), durability = ?self.config.durability, "serving");
-        let stop = shutdown.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.triggered().await })
-            .await?;
+        accept::serve(listener, app, self.config.max_http_connections, &shutdown).await;
         info!("no longer accepting; closing sockets and flushing rooms");
         shutdown.wait_for_tasks().await;
         let store = self.store.clone();
@@ -148,20 +143,21 @@ pub async fn serve_echo(
     config: Config,
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
+    let max = config.max_http_connections;
     let app = http::echo_router(Arc::new(config), shutdown.clone());
-    let stop = shutdown.clone();
-    axum::serve(listener.tap_io(set_nodelay), app)
-        .with_graceful_shutdown(async move { stop.triggered().await })
-        .await?;
+    accept::serve(listener, app, max, &shutdown).await;
     shutdown.wait_for_tasks().await;
     Ok(())
 }
 
-/// Without TCP_NODELAY, small frames meet Nagle plus delayed ACKs: ~40 ms tails.
-fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        warn!(error = %e, "could not set TCP_NODELAY");
-    }
+/// The deadline for a whole HTTP request, body included: a client that trickles its body in
+/// is answered 408 instead of holding a connection and a task. An upgraded WebSocket's
+/// handshake returns at once, so the deadline does not limit sockets.
+fn request_deadline(config: &Config) -> TimeoutLayer {
+    TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        Duration::from_secs(config.http_timeout_secs.max(1)),
+    )
 }
 
 /// Drops per-address byte buckets that have refilled (their addresses have been quiet), so the

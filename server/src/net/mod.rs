@@ -1,7 +1,9 @@
-//! The network layer: where a WebSocket is served (`socket`: the per-socket loop, limits and
+//! The network layer: where TCP connections are accepted (`accept`: limits and deadlines for
+//! plain HTTP), where a WebSocket is served (`socket`: the per-socket loop, limits and
 //! close handshake), what its frames mean (`connection`: y-websocket, decoded and handed to a
 //! room), and the echo handler the conformance run talks to (`echo`).
 
+pub(crate) mod accept;
 pub(crate) mod connection;
 pub(crate) mod echo;
 pub(crate) mod socket;
