@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use weft_protocol::Control;
+use weft_protocol::{CloseCode, Control};
 use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
 use weft_tests::{wait_until, Client, TestServer, WAIT};
 use yrs::updates::decoder::Decode;
@@ -217,7 +217,10 @@ async fn document_lifecycle_with_a_live_editor() -> anyhow::Result<()> {
         .await?;
     assert_eq!(deleted["disconnected"], 1, "{deleted}");
     let (code, reason) = live.wait_close().await?;
-    assert_eq!((code, reason.as_str()), (4410, "document deleted"));
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::Deleted.code(), "document deleted")
+    );
     for response in [
         http.get(&doc_url).send().await?,
         http.get(format!("{doc_url}/text")).send().await?,

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use weft_protocol::{Control, Role};
+use weft_protocol::{CloseCode, Control, Role};
 use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
 use weft_tests::{run_weft, wait_until, Client, TestServer, WeftProcess, WAIT};
 
@@ -409,14 +409,18 @@ async fn pages_are_told_why_in_a_close_frame() -> anyhow::Result<()> {
     let server = secured().await?;
     let origin = format!("http://{}", server.addr);
     let cases = [
-        (server.room_url("page"), 4401, "token_missing"),
+        (
+            server.room_url("page"),
+            CloseCode::Unauthorized,
+            "token_missing",
+        ),
         (
             format!(
                 "{}?token={}",
                 server.room_url("page"),
                 token(Some("other"), Access::Write, None)?
             ),
-            4403,
+            CloseCode::Forbidden,
             "token_wrong_document",
         ),
     ];
@@ -435,7 +439,7 @@ async fn pages_are_told_why_in_a_close_frame() -> anyhow::Result<()> {
             anyhow::bail!("stream ended without a close frame")
         })
         .await??;
-        assert_eq!(close, (code, reason.to_owned()), "{url}");
+        assert_eq!(close, (code.code(), reason.to_owned()), "{url}");
     }
     Ok(())
 }

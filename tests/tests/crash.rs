@@ -9,7 +9,7 @@
 
 use std::os::unix::process::ExitStatusExt as _;
 
-use weft_protocol::{encode_sync, SYNC_UPDATE};
+use weft_protocol::{encode_sync, CloseCode, SYNC_UPDATE};
 use weft_tests::{weft_binary, weft_fault_injection_binary, Client, WeftProcess};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, Text, Transact, Update};
@@ -102,7 +102,7 @@ async fn update_that_kills_the_process_is_refused_after_restart() -> anyhow::Res
     let again = Client::connect_synced(&weft.room_url("alpha")).await?;
     again.send_raw(frame)?;
     let (code, reason) = again.wait_close().await?;
-    assert_eq!(code, 1007, "{reason}");
+    assert_eq!(code, CloseCode::InvalidData, "{reason}");
     writer.push("still editing")?;
     writer.wait_acked().await?;
     watcher
@@ -129,7 +129,7 @@ async fn update_that_kills_the_process_is_refused_after_restart() -> anyhow::Res
     );
     let again = Client::connect_synced(&weft.room_url("alpha")).await?;
     again.send_raw(encode_sync(SYNC_UPDATE, &poison))?;
-    assert_eq!(again.wait_close().await?.0, 1007);
+    assert_eq!(again.wait_close().await?.0, CloseCode::InvalidData);
     let check = Client::connect_synced(&weft.room_url("alpha")).await?;
     assert_eq!(check.text(), "alpha one. alpha two. still editing");
     Ok(())

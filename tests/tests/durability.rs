@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
+use weft_protocol::CloseCode;
 use weft_server::{SledStore, Store};
 use weft_tests::{run_weft, wait_until, Client, TestServer, WeftProcess, WAIT};
 
@@ -260,7 +261,11 @@ async fn sigterm_exits_cleanly_and_keeps_data() -> anyhow::Result<()> {
         weft.log()
     );
     let (code, _) = c.wait_close().await?;
-    assert_eq!(code, 1001, "clients are told the server is going away");
+    assert_eq!(
+        code,
+        CloseCode::GoingAway,
+        "clients are told the server is going away"
+    );
     let log = weft.log();
     assert!(log.contains("SIGTERM received"), "log:\n{log}");
     assert!(log.contains("everything flushed"), "log:\n{log}");

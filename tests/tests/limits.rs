@@ -4,7 +4,7 @@
 //! offending connection; the rest of the room keeps working.
 
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use weft_protocol::{encode_sync, Control, SYNC_STEP1};
+use weft_protocol::{encode_sync, CloseCode, Control, SYNC_STEP1};
 use weft_tests::{wait_until, Client, RawSocket, TestServer, WAIT};
 
 /// A connection flooding frames is closed with 1008; a bystander in the same room is not.
@@ -24,7 +24,10 @@ async fn frame_flood_is_closed_with_policy_violation() -> anyhow::Result<()> {
         }
     }
     let (code, reason) = flood.expect_close().await?;
-    assert_eq!((code, reason.as_str()), (1008, "rate limit exceeded"));
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::Policy.code(), "rate limit exceeded")
+    );
     bystander.push("unaffected")?;
     bystander.wait_acked().await?;
     Ok(())
@@ -46,7 +49,10 @@ async fn byte_flood_is_closed_with_policy_violation() -> anyhow::Result<()> {
         }
     }
     let (code, reason) = c.wait_close().await?;
-    assert_eq!((code, reason.as_str()), (1008, "rate limit exceeded"));
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::Policy.code(), "rate limit exceeded")
+    );
     Ok(())
 }
 
@@ -68,13 +74,17 @@ async fn reconnecting_does_not_refill_the_byte_budget() -> anyhow::Result<()> {
     first.wait_acked().await?;
     first.push(&chunk)?;
     let (code, _) = first.wait_close().await?;
-    assert_eq!(code, 1008, "the second chunk is over the budget");
+    assert_eq!(
+        code,
+        CloseCode::Policy,
+        "the second chunk is over the budget"
+    );
     let again = Client::connect_synced(&url).await?;
     again.push(&chunk)?;
     let (code, reason) = again.wait_close().await?;
     assert_eq!(
         (code, reason.as_str()),
-        (1008, "rate limit exceeded"),
+        (CloseCode::Policy.code(), "rate limit exceeded"),
         "a new connection from the same address shares the spent budget"
     );
     Ok(())
@@ -86,7 +96,7 @@ async fn silent_socket_hits_the_handshake_deadline() -> anyhow::Result<()> {
     let server = TestServer::start_with(|c| c.handshake_secs = 1).await?;
     let mut s = RawSocket::connect(&server.room_url("silent")).await?;
     let (code, _) = s.expect_close().await?;
-    assert_eq!(code, 1008);
+    assert_eq!(code, CloseCode::Policy);
     // A normal client does the handshake at once and stays.
     let c = Client::connect_synced(&server.room_url("silent")).await?;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use weft_protocol::{Control, Message, UserInfo};
+use weft_protocol::{CloseCode, Control, Message, UserInfo};
 use weft_tests::{wait_until, Client, Edit, RawSocket, TestServer, WAIT};
 
 /// Two clients editing at the same time end with the same text, containing both edits.
@@ -249,7 +249,7 @@ async fn slow_member_case(adjust: impl FnOnce(&mut weft_server::Config)) -> anyh
         .await?;
     // What the stalled peer finally reads ends in a 1013 close or a dropped stream.
     match stalled.expect_close().await {
-        Ok((code, reason)) => assert_eq!(code, 1013, "close reason {reason}"),
+        Ok((code, reason)) => assert_eq!(code, CloseCode::TryAgainLater, "close reason {reason}"),
         Err(e) => assert!(
             format!("{e:#}").contains("without a close frame")
                 || format!("{e:#}").contains("reset"),
@@ -269,16 +269,32 @@ async fn hostile_frames_get_defined_closes() -> anyhow::Result<()> {
     let b = Client::connect_synced(&bystander_url).await?;
     let url = server.room_url("target");
 
-    let cases: Vec<(&str, WsMessage, u16)> = vec![
-        ("oversize", WsMessage::binary(vec![0u8; 128 * 1024]), 1009),
-        ("text", WsMessage::text("hello"), 1003),
-        ("garbage", WsMessage::binary(vec![0x42, 0x13, 0x37]), 1007),
-        ("truncated", WsMessage::binary(vec![0x00, 0x02, 0x80]), 1007),
-        ("empty", WsMessage::binary(Vec::<u8>::new()), 1007),
+    let cases: Vec<(&str, WsMessage, CloseCode)> = vec![
+        (
+            "oversize",
+            WsMessage::binary(vec![0u8; 128 * 1024]),
+            CloseCode::TooBig,
+        ),
+        ("text", WsMessage::text("hello"), CloseCode::Unsupported),
+        (
+            "garbage",
+            WsMessage::binary(vec![0x42, 0x13, 0x37]),
+            CloseCode::InvalidData,
+        ),
+        (
+            "truncated",
+            WsMessage::binary(vec![0x00, 0x02, 0x80]),
+            CloseCode::InvalidData,
+        ),
+        (
+            "empty",
+            WsMessage::binary(Vec::<u8>::new()),
+            CloseCode::InvalidData,
+        ),
         (
             "bad update",
             WsMessage::binary(vec![0x00, 0x02, 0x03, 0xff, 0xff, 0xff]),
-            1007,
+            CloseCode::InvalidData,
         ),
     ];
     for (i, (name, frame, code)) in cases.into_iter().enumerate() {
@@ -333,7 +349,7 @@ async fn connection_limits() -> anyhow::Result<()> {
     let _b = Client::connect_synced(&url).await?;
     let c = Client::connect(&url).await?;
     let (code, _) = c.wait_close().await?;
-    assert_eq!(code, 1013);
+    assert_eq!(code, CloseCode::TryAgainLater);
     // c's slot frees once its close handshake has finished on the server side.
     let deadline = tokio::time::Instant::now() + WAIT;
     let d = loop {
@@ -442,7 +458,7 @@ async fn shutdown_closes_with_1001() -> anyhow::Result<()> {
     let a = Client::connect_synced(&server.room_url("going")).await?;
     server.stop().await?;
     let (code, _) = a.wait_close().await?;
-    assert_eq!(code, 1001);
+    assert_eq!(code, CloseCode::GoingAway);
     Ok(())
 }
 
