@@ -140,12 +140,22 @@ pub struct Config {
     /// Most plain HTTP connections open at once (API, pages, WebSocket handshakes in progress);
     /// at the cap the server stops accepting until one closes. Upgraded WebSockets count
     /// against --max-connections instead.
-    #[arg(long, global = true, env = "WEFT_MAX_HTTP_CONNECTIONS", default_value_t = 2048)]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_MAX_HTTP_CONNECTIONS",
+        default_value_t = 2048
+    )]
     pub max_http_connections: usize,
 
     /// Seconds an HTTP request may take, body included, before it is answered 408; a request's
     /// headers must arrive within 10 s. Bounds what a slow client can hold.
-    #[arg(long, global = true, env = "WEFT_HTTP_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_HTTP_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
     pub http_timeout_secs: u64,
 
     /// Most WebSocket connections open at once from one IP address; further upgrades get

@@ -6,9 +6,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower_http::timeout::TimeoutLayer;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower_http::timeout::TimeoutLayer;
 use tracing::{info, warn};
 
 use crate::config::Config;
