@@ -61,10 +61,11 @@ async fn byte_flood_is_closed_with_policy_violation() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnecting_does_not_refill_the_byte_budget() -> anyhow::Result<()> {
     let server = TestServer::start_with(|c| {
-        // Burst: one maximal message (64 KiB); refill: 4 KiB/s, so the 24 KiB left after the
-        // first chunk needs about 4 s to cover another.
+        // Burst: one maximal message (64 KiB); refill: 1 KiB/s, so the 24 KiB left after the
+        // first chunk needs 16 s to cover another: longer than a connection may stay over its
+        // rate (5 s), so the writer is closed rather than only slowed down.
         c.max_message = 64 * 1024;
-        c.max_bytes_per_sec = 4 * 1024;
+        c.max_bytes_per_sec = 1024;
     })
     .await?;
     let url = server.room_url("budget");
@@ -86,6 +87,32 @@ async fn reconnecting_does_not_refill_the_byte_budget() -> anyhow::Result<()> {
         (code, reason.as_str()),
         (CloseCode::Policy.code(), "rate limit exceeded"),
         "a new connection from the same address shares the spent budget"
+    );
+    Ok(())
+}
+
+/// A well-formed writer bursting past `--max-frames-per-sec` is slowed down (its socket read
+/// only as fast as its rate allows), not closed: clients that do not reconnect (pycrdt, plain
+/// yrs) would otherwise lose the rest of their edits. Every keystroke arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_valid_writer_is_slowed_down_not_closed() -> anyhow::Result<()> {
+    // 100 frames/s with bursts of 200: 500 one-character transactions need about 3 s of
+    // throttling, under the 5 s a connection may stay over its rate.
+    let server = TestServer::start_with(|c| c.max_frames_per_sec = 100).await?;
+    let url = server.room_url("burst");
+    let writer = Client::connect_synced(&url).await?;
+    let reader = Client::connect_synced(&url).await?;
+    for _ in 0..500 {
+        writer.push("x")?;
+    }
+    writer.wait_acked().await?;
+    reader
+        .wait_text("all 500 keystrokes", |t| t.len() == 500)
+        .await?;
+    assert!(
+        !writer.is_disconnected(),
+        "the bursting writer was closed: {:?}",
+        writer.close_frame()
     );
     Ok(())
 }

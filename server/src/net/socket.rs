@@ -19,12 +19,13 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -122,7 +123,7 @@ pub(crate) async fn serve<H: Handler>(
     // point, and joining a room or waiting out a close are far larger than the read loop.
     match Box::pin(handler.open(outbox)).await {
         Ok(()) => {
-            let reader = Reader {
+            let mut reader = Reader {
                 closer: &closer,
                 alive: &alive,
                 rate: InboundRate::new(config, handler.address_budget()),
@@ -157,7 +158,11 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// Reads until the peer closes, an error, or a close request; returns whether the peer's
     /// side of the stream has ended (so no handshake is left to wait for).
-    async fn run<H: Handler>(&self, stream: &mut SplitStream<WebSocket>, handler: &mut H) -> bool {
+    async fn run<H: Handler>(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        handler: &mut H,
+    ) -> bool {
         let deadline = handler.handshake();
         let handshake = tokio::time::sleep(deadline.map_or(Duration::MAX, |(within, _)| within));
         tokio::pin!(handshake);
@@ -192,12 +197,7 @@ impl Reader<'_> {
             let Some(data) = data_of(msg, &mut close_received) else {
                 continue;
             };
-            if !self.rate.allows(data.len()) {
-                warn!("rate limit exceeded");
-                self.closer.end(Ending::Close(
-                    CloseCode::Policy,
-                    "rate limit exceeded".into(),
-                ));
+            if !self.admit(data.len()).await {
                 return false;
             }
             match handler.message(data).await {
@@ -213,6 +213,48 @@ impl Reader<'_> {
 }
 
 impl Reader<'_> {
+    /// Admits one message of `len` bytes within the connection's rates, waiting (not reading:
+    /// TCP pushes back on the client) while its buckets refill. False, with the connection
+    /// being closed, when it has been over its rate for [`THROTTLE_LIMIT`] or is closing.
+    async fn admit(&mut self, len: usize) -> bool {
+        let len =
+            NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let mut pending = [true; 3];
+        let mut waited = false;
+        loop {
+            let next = self.rate.try_take(len, &mut pending);
+            let wait = match next {
+                Ok(None) => break,
+                Ok(Some(wait)) => wait,
+                Err(()) => return self.over_rate(),
+            };
+            waited = true;
+            let since = *self.rate.throttled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= THROTTLE_LIMIT {
+                return self.over_rate();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(THROTTLE_LIMIT)) => {}
+                _ = self.closer.token.cancelled() => return false,
+                _ = self.shutdown.triggered() => return false,
+            }
+        }
+        if !waited {
+            self.rate.throttled_since = None;
+        }
+        true
+    }
+
+    /// Closes a connection that stayed over its rate.
+    fn over_rate(&self) -> bool {
+        warn!("rate limit exceeded for {THROTTLE_LIMIT:?}");
+        self.closer.end(Ending::Close(
+            CloseCode::Policy,
+            "rate limit exceeded".into(),
+        ));
+        false
+    }
+
     /// Ends the connection after a read error; the peer's side of the stream is over.
     fn failed(&self, e: &axum::Error) -> bool {
         let ending = read_failure(e);
@@ -331,7 +373,17 @@ struct InboundRate {
     frames: DefaultDirectRateLimiter,
     bytes: DefaultDirectRateLimiter,
     address: Option<AddressBudget>,
+    clock: DefaultClock,
+    /// Since when every message has had to wait for the buckets; `None` while the connection
+    /// keeps within its rate.
+    throttled_since: Option<Instant>,
 }
+
+/// How long a connection may stay over its rate, read only as fast as the rate allows all
+/// along, before it is closed with 1008. A burst from a well-formed client (a paste of
+/// thousands of one-character transactions) is slowed down, with TCP pushing back on the
+/// client, and loses nothing; only a sustained flood is closed.
+const THROTTLE_LIMIT: Duration = Duration::from_secs(5);
 
 fn per_sec(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)
@@ -356,23 +408,44 @@ impl InboundRate {
             ),
             bytes: RateLimiter::direct(byte_quota(config)),
             address,
+            clock: DefaultClock::default(),
+            throttled_since: None,
         }
     }
 
-    /// Takes one frame of `len` bytes from the buckets; false when any is empty.
-    fn allows(&self, len: usize) -> bool {
-        let len =
-            NonZeroU32::new(u32::try_from(len).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-        self.frames.check().is_ok()
-            && matches!(self.bytes.check_n(len), Ok(Ok(())))
-            && self
-                .address
-                .as_ref()
-                .is_none_or(|a| matches!(a.limiter.check_key_n(&a.ip, len), Ok(Ok(()))))
+    /// Takes one frame of `len` bytes from every bucket it has not yet been taken from
+    /// (`pending`: frames, bytes, address bytes); how long to wait before trying again when a
+    /// bucket is empty, or why the frame can never pass.
+    fn try_take(&self, len: NonZeroU32, pending: &mut [bool; 3]) -> Result<Option<Duration>, ()> {
+        let now = self.clock.now();
+        if pending[0] {
+            match self.frames.check() {
+                Ok(()) => pending[0] = false,
+                Err(not_until) => return Ok(Some(not_until.wait_time_from(now))),
+            }
+        }
+        if pending[1] {
+            match self.bytes.check_n(len) {
+                Ok(Ok(())) => pending[1] = false,
+                Ok(Err(not_until)) => return Ok(Some(not_until.wait_time_from(now))),
+                Err(_) => return Err(()),
+            }
+        }
+        if pending[2] {
+            if let Some(a) = &self.address {
+                match a.limiter.check_key_n(&a.ip, len) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(not_until)) => return Ok(Some(not_until.wait_time_from(now))),
+                    Err(_) => return Err(()),
+                }
+            }
+            pending[2] = false;
+        }
+        Ok(None)
     }
 }
 
-/// Byte buckets per client address, shared by all its connections.
+/// Byte buckets per client address, shared by all its connections./// Byte buckets per client address, shared by all its connections.
 pub(crate) type AddressLimiter = DefaultKeyedRateLimiter<IpAddr>;
 
 /// A fresh per-address limiter with the `--max-bytes-per-sec` quota. Addresses not seen for a
