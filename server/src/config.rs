@@ -188,7 +188,8 @@ pub struct Config {
     pub send_queue_bytes: usize,
 
     /// Frames a connection may send per second, on average; bursts of twice that are fine.
-    /// Exceeding it closes the connection with 1008 (policy violation).
+    /// A connection over it is read no faster than the rate allows; one that stays over it for
+    /// 5 s is closed with 1008 (policy violation).
     #[arg(
         long,
         global = true,
@@ -199,7 +200,8 @@ pub struct Config {
 
     /// Bytes a connection may send per second, on average; a burst may reach the larger of
     /// `--max-message` and twice this. The same budget applies to each client address over all
-    /// its connections, so reconnecting does not refill it. Exceeding it closes with 1008.
+    /// its connections, so reconnecting does not refill it. Over it, reading slows down; 5 s
+    /// over it closes with 1008.
     #[arg(long, global = true, env = "WEFT_MAX_BYTES_PER_SEC", default_value_t = 8 * 1024 * 1024)]
     pub max_bytes_per_sec: u32,
 
