@@ -134,13 +134,19 @@ const render = (msg) => {
   setText('total-updates', num(totals.updates_applied))
   setText('total-flushes', num(totals.flushes))
   setText('total-queue-full', num(totals.queue_full_disconnects))
-  const refused = Object.entries(totals.refused ?? {})
-  const refusedTotal = refused.reduce((a, [, n]) => a + n, 0)
-  byId('total-refused').replaceChildren(
-    num(refusedTotal),
-    ...(refused.length ? [h('small', { text: refused.map(([k, n]) => `${k.replaceAll('_', ' ')}: ${num(n)}`).join(', ') })] : [])
-  )
+  setTally('total-refused', totals.refused)
+  setTally('total-disconnects', totals.disconnects)
   renderRooms(msg.rooms, msg.rooms_open)
+}
+
+/** Shows a tally (`{label: count}`) as its total with each label's count below it. */
+const setTally = (id, tally) => {
+  const entries = Object.entries(tally ?? {})
+  const total = entries.reduce((a, [, n]) => a + n, 0)
+  byId(id).replaceChildren(
+    num(total),
+    ...(entries.length ? [h('small', { text: entries.map(([k, n]) => `${k.replaceAll('_', ' ')}: ${num(n)}`).join(', ') })] : [])
+  )
 }
 
 /** Takes one message from either transport. */

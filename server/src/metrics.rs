@@ -23,6 +23,78 @@ struct Reason {
     reason: String,
 }
 
+/// The label of a disconnect: the close code the server sent, `dropped` when the socket was
+/// dropped without a close frame (unresponsive or gone), `peer` when the client closed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Code {
+    code: String,
+}
+
+/// A label set made of one string value.
+trait OneLabel {
+    /// The label set for `value`.
+    fn of(value: String) -> Self;
+}
+
+impl OneLabel for Reason {
+    fn of(reason: String) -> Self {
+        Self { reason }
+    }
+}
+
+impl OneLabel for Code {
+    fn of(code: String) -> Self {
+        Self { code }
+    }
+}
+
+/// A counter per label value that remembers the values seen, so a snapshot (the dashboard)
+/// can list the family's counters, which prometheus-client cannot enumerate.
+struct Tally<L> {
+    family: Family<L, Counter>,
+    seen: Mutex<Vec<String>>,
+}
+
+impl<L> Default for Tally<L>
+where
+    L: OneLabel + Clone + std::hash::Hash + Eq,
+{
+    fn default() -> Self {
+        Self {
+            family: Family::default(),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<L> Tally<L>
+where
+    L: OneLabel + Clone + std::hash::Hash + Eq,
+{
+    /// Counts one under `value`.
+    fn inc(&self, value: &str) {
+        self.family.get_or_create(&L::of(value.to_owned())).inc();
+        let mut seen = lock(&self.seen);
+        if !seen.iter().any(|v| v == value) {
+            seen.push(value.to_owned());
+        }
+    }
+
+    /// Every value's count since start, sorted by value.
+    fn totals(&self) -> Vec<(String, u64)> {
+        let values = lock(&self.seen).clone();
+        let mut totals: Vec<(String, u64)> = values
+            .into_iter()
+            .map(|v| {
+                let n = self.family.get_or_create(&L::of(v.clone())).get();
+                (v, n)
+            })
+            .collect();
+        totals.sort();
+        totals
+    }
+}
+
 /// The label of the build-information gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Version {
@@ -59,9 +131,8 @@ pub(crate) struct Metrics {
     pub(crate) queue_full: Counter,
     flush_seconds: Histogram,
     flushes: Counter,
-    refused: Family<Reason, Counter>,
-    /// Reasons seen so far, so a snapshot can list the family's counters.
-    refused_reasons: Mutex<Vec<String>>,
+    refused: Tally<Reason>,
+    disconnects: Tally<Code>,
     /// Flush latencies since the last [`Metrics::take_flush_window`], in microseconds.
     flush_window: Mutex<Hdr<u64>>,
 }
@@ -119,8 +190,8 @@ impl Metrics {
             // 50 µs to ~1.6 s: an fdatasync on a quiet SSD is ~0.3 ms, a stalled disk seconds.
             flush_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             flushes: Counter::default(),
-            refused: Family::default(),
-            refused_reasons: Mutex::new(Vec::new()),
+            refused: Tally::default(),
+            disconnects: Tally::default(),
             flush_window: Mutex::new(new_window()),
             registry: Registry::default(),
         }
@@ -209,7 +280,13 @@ impl Metrics {
         registry.register(
             "connections_refused",
             "WebSocket connections refused, by the error code the client was given",
-            self.refused.clone(),
+            self.refused.family.clone(),
+        );
+        registry.register(
+            "disconnects",
+            "WebSocket connections ended, by the close code sent (dropped: no close frame; \
+             peer: the client closed)",
+            self.disconnects.family.clone(),
         );
     }
 
@@ -244,31 +321,22 @@ impl Metrics {
 
     /// Counts a refused WebSocket connection under the code its client was told.
     pub(crate) fn refused(&self, reason: &str) {
-        let label = Reason {
-            reason: reason.to_owned(),
-        };
-        self.refused.get_or_create(&label).inc();
-        let mut seen = lock(&self.refused_reasons);
-        if !seen.iter().any(|r| r == reason) {
-            seen.push(reason.to_owned());
-        }
+        self.refused.inc(reason);
     }
 
     /// Refused connections since start, by reason, sorted by reason.
     pub(crate) fn refused_totals(&self) -> Vec<(String, u64)> {
-        let reasons = lock(&self.refused_reasons).clone();
-        let mut totals: Vec<(String, u64)> = reasons
-            .into_iter()
-            .map(|reason| {
-                let n = self.refused.get_or_create(&Reason {
-                    reason: reason.clone(),
-                });
-                let n = n.get();
-                (reason, n)
-            })
-            .collect();
-        totals.sort();
-        totals
+        self.refused.totals()
+    }
+
+    /// Counts an ended WebSocket under its close code (`dropped`, `peer`: see [`Code`]).
+    pub(crate) fn disconnected(&self, code: &str) {
+        self.disconnects.inc(code);
+    }
+
+    /// Ended WebSockets since start, by close code, sorted.
+    pub(crate) fn disconnect_totals(&self) -> Vec<(String, u64)> {
+        self.disconnects.totals()
     }
 
     /// Reads the process's resident memory into the `memory` gauge and returns it.

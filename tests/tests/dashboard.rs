@@ -15,7 +15,7 @@ use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
 use weft_tests::{within, Client, TestServer, WAIT};
 
 /// Every metric `/metrics` documents, by family name.
-const FAMILIES: [&str; 15] = [
+const FAMILIES: [&str; 16] = [
     "weft_build_info",
     "weft_connections",
     "weft_rooms",
@@ -31,6 +31,7 @@ const FAMILIES: [&str; 15] = [
     "weft_flush_duration_seconds",
     "weft_flushes",
     "weft_connections_refused",
+    "weft_disconnects",
 ];
 
 /// One scrape: each sample's value, keyed `family` or `family{label values}`.
@@ -122,7 +123,7 @@ fn get(s: &Scrape, key: &str) -> f64 {
 async fn metrics_parse_and_follow_clients() -> anyhow::Result<()> {
     let server = TestServer::start_with(|c| c.max_room_connections = 2).await?;
     let base = server.http_base();
-    // The refused family has samples only once something is refused.
+    // The refused and disconnect families have samples only once something happens.
     let before = scrape(&base, None).await?;
     let families: BTreeSet<&str> = before
         .keys()
@@ -130,7 +131,7 @@ async fn metrics_parse_and_follow_clients() -> anyhow::Result<()> {
         .collect();
     for family in FAMILIES
         .iter()
-        .filter(|f| **f != "weft_connections_refused")
+        .filter(|f| !matches!(**f, "weft_connections_refused" | "weft_disconnects"))
     {
         assert!(
             families.contains(family),
@@ -171,6 +172,7 @@ async fn metrics_parse_and_follow_clients() -> anyhow::Result<()> {
                 && get(&last, "weft_flushes") >= 1.0
                 && get(&last, "weft_flush_duration_seconds") >= 1.0
                 && get(&last, "weft_connections_refused{room_full}") == 1.0
+                && get(&last, "weft_disconnects{1013}") == 1.0
             {
                 return Ok(());
             }
@@ -190,6 +192,7 @@ async fn metrics_parse_and_follow_clients() -> anyhow::Result<()> {
             last = scrape(&base, None).await?;
             if get(&last, "weft_connections") == 0.0
                 && get(&last, "weft_connections_refused{invalid_room}") == 1.0
+                && get(&last, "weft_disconnects{peer}") == 2.0
             {
                 return Ok(());
             }
@@ -240,7 +243,8 @@ fn assert_documented(msg: &Value) {
             "fanout",
             "flushes",
             "queue_full_disconnects",
-            "refused"
+            "refused",
+            "disconnects"
         ]),
     );
     for s in msg["snapshots"].as_array().into_iter().flatten() {

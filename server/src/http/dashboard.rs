@@ -13,7 +13,8 @@
 //! { "server":  { "version", "started_ms", "uptime_secs", "data_dir", "auth": "tokens"|"open",
 //!                "durability": "strict"|"relaxed" },
 //!   "totals":  { "messages_in", "messages_out", "bytes_in", "bytes_out", "updates_applied",
-//!                "fanout", "flushes", "queue_full_disconnects", "refused": { "<reason>": n } },
+//!                "fanout", "flushes", "queue_full_disconnects", "refused": { "<reason>": n },
+//!                "disconnects": { "<close code>|dropped|peer": n } },
 //!   "rooms":   [ { "id", "title", "users", "size_bytes", "active_ms" } ],   // busiest 100
 //!   "rooms_open": n,
 //!   "snapshots": [ { "t", "connections", "rooms", "documents", "memory_bytes",
@@ -100,6 +101,7 @@ struct Totals {
     flushes: u64,
     queue_full_disconnects: u64,
     refused: BTreeMap<String, u64>,
+    disconnects: BTreeMap<String, u64>,
 }
 
 /// One open document in the rooms table.
@@ -241,6 +243,7 @@ impl Dashboard {
             flushes: m.flushes(),
             queue_full_disconnects: m.queue_full.get(),
             refused: m.refused_totals().into_iter().collect(),
+            disconnects: m.disconnect_totals().into_iter().collect(),
         }
     }
 

@@ -144,7 +144,15 @@ pub(crate) async fn serve<H: Handler>(
     }
     closer.token.cancel();
     let _ = writer.await;
-    closer.ending()
+    let ending = closer.ending();
+    if let Some(m) = handler.metrics() {
+        m.disconnected(&match &ending {
+            Some(Ending::Close(code, _)) => code.to_string(),
+            Some(Ending::Terminate(_)) => "dropped".to_owned(),
+            None => "peer".to_owned(),
+        });
+    }
+    ending
 }
 
 /// The reading half of one connection.
