@@ -28,14 +28,43 @@ pub enum NoticeLevel {
     Error,
 }
 
+/// Longest display name kept, in characters: as awareness names are shown, 64 is plenty. A
+/// longer one is cut on decoding, so a member cannot make every relay of its name (each typing
+/// hint, to every member) as large as a control message may be.
+pub const MAX_USER_NAME_CHARS: usize = 64;
+
+/// Longest colour kept, in characters (`#30bced`, `rgb(…)`, `hsl(…)` all fit).
+pub const MAX_USER_COLOR_CHARS: usize = 32;
+
 /// Who a person is, as shown in presence lists and typing hints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
-    /// Display name.
+    /// Display name, at most [`MAX_USER_NAME_CHARS`] characters (cut when decoded).
+    #[serde(deserialize_with = "capped_name")]
     pub name: String,
-    /// CSS colour, for example `#30bced`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// CSS colour, for example `#30bced`; at most [`MAX_USER_COLOR_CHARS`] characters.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "capped_color"
+    )]
     pub color: Option<String>,
+}
+
+/// `s` cut to its first `max` characters.
+fn cut(mut s: String, max: usize) -> String {
+    if let Some((at, _)) = s.char_indices().nth(max) {
+        s.truncate(at);
+    }
+    s
+}
+
+fn capped_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(cut(String::deserialize(d)?, MAX_USER_NAME_CHARS))
+}
+
+fn capped_color<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(|c| cut(c, MAX_USER_COLOR_CHARS)))
 }
 
 /// One control message; `type` in the JSON selects the variant (snake_case).
@@ -124,6 +153,32 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A huge name or colour in `hello` is cut to its cap on decoding, at a character boundary.
+    #[test]
+    fn user_names_and_colours_are_capped() {
+        let name = "é".repeat(64 * 1024);
+        let json = format!(r#"{{"type":"hello","user":{{"name":"{name}","color":"{name}"}}}}"#);
+        let Ok(Control::Hello { user: Some(user) }) = serde_json::from_str::<Control>(&json) else {
+            panic!("hello did not decode");
+        };
+        assert_eq!(user.name.chars().count(), MAX_USER_NAME_CHARS);
+        assert_eq!(
+            user.color.map(|c| c.chars().count()),
+            Some(MAX_USER_COLOR_CHARS)
+        );
+        let short: Control =
+            serde_json::from_str(r#"{"type":"hello","user":{"name":"Ana"}}"#).expect("decodes");
+        assert_eq!(
+            short,
+            Control::Hello {
+                user: Some(UserInfo {
+                    name: "Ana".into(),
+                    color: None
+                })
+            }
+        );
+    }
 
     /// The documented JSON shapes are what serde produces and accepts.
     #[test]

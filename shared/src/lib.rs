@@ -69,7 +69,9 @@ mod room;
 
 pub use awareness::{AwarenessEntry, AwarenessUpdate};
 pub use close::CloseCode;
-pub use control::{Control, NoticeLevel, Role, UserInfo};
+pub use control::{
+    Control, NoticeLevel, Role, UserInfo, MAX_USER_COLOR_CHARS, MAX_USER_NAME_CHARS,
+};
 pub use encoding::Decoder;
 pub use error::ProtocolError;
 pub use limits::Limits;
