@@ -4,7 +4,9 @@
 //! offending connection; the rest of the room keeps working.
 
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use weft_protocol::{encode_sync, CloseCode, Control, SYNC_STEP1};
+use weft_protocol::{
+    encode_sync, CloseCode, Control, Message, UserInfo, MAX_USER_NAME_CHARS, SYNC_STEP1,
+};
 use weft_tests::{wait_until, Client, RawSocket, TestServer, WAIT};
 
 /// A connection flooding frames is closed with 1008; a bystander in the same room is not.
@@ -113,6 +115,51 @@ async fn a_fast_valid_writer_is_slowed_down_not_closed() -> anyhow::Result<()> {
         !writer.is_disconnected(),
         "the bursting writer was closed: {:?}",
         writer.close_frame()
+    );
+    Ok(())
+}
+
+/// A member announcing a 60 KiB name and then sending typing hints cannot fill other members'
+/// send queues with copies of that name: the name is cut to 64 characters, the typing hints
+/// reach the others with the cut name, and nobody is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_name_cannot_flood_other_members() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| {
+        // One maximal message is 1 MiB, and so is what a member may have queued.
+        c.max_message = 1024 * 1024;
+        c.send_queue_bytes = 1024 * 1024;
+    })
+    .await?;
+    let url = server.room_url("names");
+    let victim = Client::connect_synced(&url).await?;
+    victim.hello().await?;
+    let attacker = Client::connect_synced(&url).await?;
+    let name = "n".repeat(60 * 1024);
+    attacker.send_control(Control::Hello {
+        user: Some(UserInfo { name, color: None }),
+    })?;
+    let typing = Message::Control(Control::Typing {
+        connection: None,
+        user: None,
+        active: true,
+    })
+    .encode();
+    for _ in 0..4 {
+        attacker.send_raw(typing.repeat(64))?;
+    }
+    wait_until("a typing hint with the cut name", WAIT, || {
+        victim.controls().iter().any(|c| {
+            matches!(c, Control::Typing { user: Some(u), .. }
+                if u.name.chars().count() == MAX_USER_NAME_CHARS)
+        })
+    })
+    .await?;
+    victim.push("still here")?;
+    victim.wait_acked().await?;
+    assert!(
+        !victim.is_disconnected(),
+        "the victim was closed: {:?}",
+        victim.close_frame()
     );
     Ok(())
 }
