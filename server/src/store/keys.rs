@@ -62,6 +62,9 @@ pub(super) fn corrupt(doc: &str, what: impl Into<String>) -> StoreError {
 }
 
 /// Refuses ids the key layout cannot hold: an empty id, or one with `\0` (the separator).
+///
+/// [`RoomName`](weft_protocol::RoomName) already rules both out; the check stays because the
+/// layout depends on it, not on the protocol crate's naming rules.
 pub(super) fn check_doc(doc: &str) -> Result<(), StoreError> {
     let why = if doc.is_empty() {
         "empty"

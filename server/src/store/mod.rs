@@ -6,7 +6,8 @@
 //! server's group-commit task calls it once to cover many appends across rooms.
 //!
 //! Layout of [`SledStore`]: one sled tree `docs` (keys compare as bytes, integers are big-endian,
-//! document ids never contain `\0`), so every multi-key change is one `Tree::apply_batch`:
+//! document ids are [`RoomName`]s, so never empty and never with `\0`), so every multi-key
+//! change is one `Tree::apply_batch`:
 //!
 //! | key                          | value                                         |
 //! |------------------------------|-----------------------------------------------|
@@ -62,6 +63,8 @@ pub use sled_store::SledStore;
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use weft_protocol::RoomName;
 
 /// Errors from the document store.
 #[derive(Debug, thiserror::Error)]
@@ -150,33 +153,33 @@ pub struct QuarantinedUpdate {
 /// Persistence of documents: update log, snapshot and metadata. All methods block on disk I/O.
 pub trait Store: Send + Sync + 'static {
     /// Loads the snapshot and the logged updates of `doc`; an empty [`StoredDoc`] if unknown.
-    fn load(&self, doc: &str) -> Result<StoredDoc, StoreError>;
+    fn load(&self, doc: &RoomName) -> Result<StoredDoc, StoreError>;
     /// Appends one update and returns its sequence number; not durable until [`Store::flush`].
-    fn append(&self, doc: &str, update: &[u8]) -> Result<u64, StoreError>;
+    fn append(&self, doc: &RoomName, update: &[u8]) -> Result<u64, StoreError>;
     /// Atomically writes `snapshot`, deletes logged updates with `seq <= upto_seq`, and updates
     /// the metadata (size; title if `Some`, unchanged if `None`). Later updates stay.
     fn compact(
         &self,
-        doc: &str,
+        doc: &RoomName,
         snapshot: &[u8],
         upto_seq: u64,
         title: Option<&str>,
     ) -> Result<(), StoreError>;
     /// Moves logged update `seq` to quarantine with `reason` and the time; a no-op if absent.
-    fn quarantine(&self, doc: &str, seq: u64, reason: &str) -> Result<(), StoreError>;
+    fn quarantine(&self, doc: &RoomName, seq: u64, reason: &str) -> Result<(), StoreError>;
     /// Sets the automatic title of `doc` (its first line), creating its metadata if the
     /// document is new; does nothing once a title was pinned.
-    fn set_title(&self, doc: &str, title: &str) -> Result<(), StoreError>;
+    fn set_title(&self, doc: &RoomName, title: &str) -> Result<(), StoreError>;
     /// Sets a title chosen explicitly (through the API); edits no longer replace it.
-    fn pin_title(&self, doc: &str, title: &str) -> Result<(), StoreError>;
+    fn pin_title(&self, doc: &RoomName, title: &str) -> Result<(), StoreError>;
     /// Returns the metadata of `doc`, or `None` if the document does not exist.
-    fn meta(&self, doc: &str) -> Result<Option<DocMeta>, StoreError>;
+    fn meta(&self, doc: &RoomName) -> Result<Option<DocMeta>, StoreError>;
     /// Lists the metadata of every document, sorted by id, without reading content.
     fn list(&self) -> Result<Vec<DocMeta>, StoreError>;
     /// How many documents are stored, without reading them (for metrics).
     fn doc_count(&self) -> u64;
     /// Deletes snapshot, log, quarantine and metadata of `doc`; `true` if anything existed.
-    fn delete(&self, doc: &str) -> Result<bool, StoreError>;
+    fn delete(&self, doc: &RoomName) -> Result<bool, StoreError>;
     /// Records that updates whose SHA-256 is `hash` must never be applied again (one crashed
     /// the process), with `reason`; recording the same hash again keeps the first record.
     fn refuse(&self, hash: &[u8; 32], reason: &str) -> Result<(), StoreError>;

@@ -209,7 +209,7 @@ fn is_lock_error(err: &sled::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tests::open_temp;
+    use crate::store::tests::{open_temp, room};
     use crate::store::Store;
 
     /// A store whose sled database was created with sled's default 512 KiB segments (every
@@ -223,14 +223,14 @@ mod tests {
         {
             // SledStore::open waits out the lock sled's dropped threads still hold.
             let store = SledStore::open(old.path()).expect("open a store with 512 KiB segments");
-            store.append("doc", b"first").expect("append");
+            store.append(&room("doc"), b"first").expect("append");
             store.flush().expect("flush");
         }
         let store = SledStore::open(old.path()).expect("reopen it");
-        store.append("doc", b"second").expect("append");
+        store.append(&room("doc"), b"second").expect("append");
         store.flush().expect("flush");
         assert_eq!(existing_segment_size(old.path()), Some(512 * 1024));
-        let loaded = store.load("doc").expect("load");
+        let loaded = store.load(&room("doc")).expect("load");
         let updates: Vec<&[u8]> = loaded.updates.iter().map(|(_, u)| u.as_slice()).collect();
         assert_eq!(updates, [&b"first"[..], &b"second"[..]]);
     }
@@ -242,14 +242,14 @@ mod tests {
         let (dir, store) = open_temp();
         let update = vec![7u8; 32 * 1024];
         for _ in 0..64 {
-            store.append("doc", &update).expect("append");
+            store.append(&room("doc"), &update).expect("append");
             store.flush().expect("flush");
         }
         let blobs = std::fs::read_dir(dir.path().join("blobs"))
             .map(|d| d.count())
             .unwrap_or(0);
         assert_eq!(blobs, 0, "sled wrote pages of 32 KiB updates as blob files");
-        assert_eq!(store.load("doc").expect("load").updates.len(), 64);
+        assert_eq!(store.load(&room("doc")).expect("load").updates.len(), 64);
     }
 
     /// A second open of the same directory in the same process reports Locked.
@@ -280,7 +280,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = SledStore::open(dir.path()).expect("open");
-            store.append("doc", b"content").expect("append");
+            store.append(&room("doc"), b"content").expect("append");
             store.flush().expect("flush");
         }
         std::fs::write(dir.path().join("conf"), vec![0xA5; 64]).expect("write conf");

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use weft_protocol::RoomName;
+
 use super::fsync::SyncState;
 use super::keys::{
     check_doc, corrupt, decode_quarantine, doc_key, encode_quarantine, parse_seq, seq_key,
@@ -125,7 +127,8 @@ impl SledStore {
     ///
     /// # Errors
     /// Backend errors, or [`StoreError::Corrupt`] for an undecodable record.
-    pub fn quarantined(&self, doc: &str) -> Result<Vec<QuarantinedUpdate>, StoreError> {
+    pub fn quarantined(&self, doc: &RoomName) -> Result<Vec<QuarantinedUpdate>, StoreError> {
+        let doc = doc.as_str();
         check_doc(doc)?;
         let prefix = seq_prefix(TAG_QUARANTINE, doc);
         let mut out = Vec::new();
@@ -259,7 +262,8 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
+    fn load(&self, doc: &RoomName) -> Result<StoredDoc, StoreError> {
+        let doc = doc.as_str();
         // Under the slot lock, so a concurrent compaction cannot interleave snapshot and log.
         self.with_slot(doc, |entry, slot| {
             let snapshot = self
@@ -290,7 +294,8 @@ impl Store for SledStore {
         })
     }
 
-    fn append(&self, doc: &str, update: &[u8]) -> Result<u64, StoreError> {
+    fn append(&self, doc: &RoomName, update: &[u8]) -> Result<u64, StoreError> {
+        let doc = doc.as_str();
         self.with_slot(doc, |entry, slot| {
             let now = now_ms();
             if let Some(meta) = slot.meta.as_mut() {
@@ -322,11 +327,12 @@ impl Store for SledStore {
 
     fn compact(
         &self,
-        doc: &str,
+        doc: &RoomName,
         snapshot: &[u8],
         upto_seq: u64,
         title: Option<&str>,
     ) -> Result<(), StoreError> {
+        let doc = doc.as_str();
         self.with_slot(doc, |_, slot| {
             let mut meta = slot.meta.clone().unwrap_or_else(|| MetaRec::new(now_ms()));
             let prefix_len = seq_prefix(TAG_UPDATE, doc).len();
@@ -366,7 +372,8 @@ impl Store for SledStore {
         })
     }
 
-    fn quarantine(&self, doc: &str, seq: u64, reason: &str) -> Result<(), StoreError> {
+    fn quarantine(&self, doc: &RoomName, seq: u64, reason: &str) -> Result<(), StoreError> {
+        let doc = doc.as_str();
         self.with_slot(doc, |_, slot| {
             let key = seq_key(TAG_UPDATE, doc, seq);
             let Some(update) = self.docs.get(&key)? else {
@@ -392,15 +399,16 @@ impl Store for SledStore {
         })
     }
 
-    fn set_title(&self, doc: &str, title: &str) -> Result<(), StoreError> {
-        self.write_title(doc, title, false)
+    fn set_title(&self, doc: &RoomName, title: &str) -> Result<(), StoreError> {
+        self.write_title(doc.as_str(), title, false)
     }
 
-    fn pin_title(&self, doc: &str, title: &str) -> Result<(), StoreError> {
-        self.write_title(doc, title, true)
+    fn pin_title(&self, doc: &RoomName, title: &str) -> Result<(), StoreError> {
+        self.write_title(doc.as_str(), title, true)
     }
 
-    fn meta(&self, doc: &str) -> Result<Option<DocMeta>, StoreError> {
+    fn meta(&self, doc: &RoomName) -> Result<Option<DocMeta>, StoreError> {
+        let doc = doc.as_str();
         self.with_slot(doc, |_, slot| {
             Ok(slot.meta.as_ref().map(|m| m.to_doc_meta(doc)))
         })
@@ -447,7 +455,8 @@ impl Store for SledStore {
         self.doc_count.load(Ordering::Relaxed)
     }
 
-    fn delete(&self, doc: &str) -> Result<bool, StoreError> {
+    fn delete(&self, doc: &RoomName) -> Result<bool, StoreError> {
+        let doc = doc.as_str();
         self.with_slot(doc, |_, slot| {
             let mut existed = slot.meta.is_some();
             let mut batch = sled::Batch::default();

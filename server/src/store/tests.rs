@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use weft_protocol::{Limits, RoomName};
+
 use super::keys::{doc_key, PROBE_KEY, TAG_META};
 use super::sled_store::lock;
 use super::{SledStore, Store, StoreError, StoredDoc};
@@ -15,29 +17,34 @@ pub(super) fn open_temp() -> (tempfile::TempDir, SledStore) {
     (dir, store)
 }
 
+/// The room name `name`, which must be valid.
+pub(super) fn room(name: &str) -> RoomName {
+    RoomName::parse(name, &Limits::DEFAULT).expect("valid room name")
+}
+
 /// Appends get ascending sequence numbers from 1 and load returns them in order.
 #[test]
 fn append_then_load_in_order() {
     let (_dir, store) = open_temp();
-    assert_eq!(store.load("a").expect("load"), StoredDoc::default());
+    assert_eq!(store.load(&room("a")).expect("load"), StoredDoc::default());
     for i in 0..5u8 {
         assert_eq!(
-            store.append("a", &[i; 3]).expect("append"),
+            store.append(&room("a"), &[i; 3]).expect("append"),
             u64::from(i) + 1
         );
     }
-    assert_eq!(store.append("b", b"other").expect("append"), 1);
-    let doc = store.load("a").expect("load");
+    assert_eq!(store.append(&room("b"), b"other").expect("append"), 1);
+    let doc = store.load(&room("a")).expect("load");
     assert_eq!(doc.snapshot, None);
     let expected: Vec<(u64, Vec<u8>)> = (0..5u8).map(|i| (u64::from(i) + 1, vec![i; 3])).collect();
     assert_eq!(doc.updates, expected);
-    let meta = store.meta("a").expect("meta").expect("exists");
+    let meta = store.meta(&room("a")).expect("meta").expect("exists");
     assert_eq!(
         (meta.update_count, meta.size_bytes, meta.quarantined),
         (5, 15, 0)
     );
     assert!(meta.created_ms > 0 && meta.updated_ms >= meta.created_ms);
-    assert_eq!(store.meta("nope").expect("meta"), None);
+    assert_eq!(store.meta(&room("nope")).expect("meta"), None);
 }
 
 /// After flush and drop, a reopened store has the same content, metadata and next seq.
@@ -48,26 +55,29 @@ fn reopen_keeps_everything_and_seq_continues() {
     {
         let store = SledStore::open(dir.path()).expect("open");
         for i in 0..10u8 {
-            store.append("doc", &[i]).expect("append");
+            store.append(&room("doc"), &[i]).expect("append");
         }
         store
-            .compact("doc", b"SNAP", 4, Some("Notes"))
+            .compact(&room("doc"), b"SNAP", 4, Some("Notes"))
             .expect("compact");
-        store.append("doc", b"eleven").expect("append");
+        store.append(&room("doc"), b"eleven").expect("append");
         store.flush().expect("flush");
-        before = store.meta("doc").expect("meta").expect("exists");
+        before = store.meta(&room("doc")).expect("meta").expect("exists");
     }
     let store = SledStore::open(dir.path()).expect("reopen");
-    assert_eq!(store.meta("doc").expect("meta").as_ref(), Some(&before));
+    assert_eq!(
+        store.meta(&room("doc")).expect("meta").as_ref(),
+        Some(&before)
+    );
     assert_eq!(store.list().expect("list"), vec![before.clone()]);
-    let doc = store.load("doc").expect("load");
+    let doc = store.load(&room("doc")).expect("load");
     assert_eq!(doc.snapshot.as_deref(), Some(&b"SNAP"[..]));
     let seqs: Vec<u64> = doc.updates.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, (5..=11).collect::<Vec<_>>());
-    assert_eq!(store.append("doc", b"x").expect("append"), 12);
+    assert_eq!(store.append(&room("doc"), b"x").expect("append"), 12);
     assert_eq!(
         store
-            .meta("doc")
+            .meta(&room("doc"))
             .expect("meta")
             .expect("exists")
             .update_count,
@@ -81,15 +91,15 @@ fn stale_metadata_is_repaired_from_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = SledStore::open(dir.path()).expect("open");
-        store.append("doc", b"one").expect("append");
+        store.append(&room("doc"), b"one").expect("append");
         // Simulate a crash after the update keys but before the dirty metadata reached disk.
         let stale = store
             .docs
             .get(doc_key(TAG_META, "doc"))
             .expect("get")
             .expect("meta");
-        store.append("doc", b"two").expect("append");
-        store.append("doc", b"three").expect("append");
+        store.append(&room("doc"), b"two").expect("append");
+        store.append(&room("doc"), b"three").expect("append");
         store.flush().expect("flush");
         store
             .docs
@@ -99,9 +109,9 @@ fn stale_metadata_is_repaired_from_the_log() {
         lock(&store.dirty).clear();
     }
     let store = SledStore::open(dir.path()).expect("reopen");
-    assert_eq!(store.append("doc", b"four").expect("append"), 4);
-    store.load("doc").expect("load");
-    let meta = store.meta("doc").expect("meta").expect("exists");
+    assert_eq!(store.append(&room("doc"), b"four").expect("append"), 4);
+    store.load(&room("doc")).expect("load");
+    let meta = store.meta(&room("doc")).expect("meta").expect("exists");
     assert_eq!((meta.update_count, meta.size_bytes), (4, 3 + 3 + 5 + 4));
 }
 
@@ -110,46 +120,52 @@ fn stale_metadata_is_repaired_from_the_log() {
 fn compaction_is_reflected_in_log_and_meta() {
     let (_dir, store) = open_temp();
     for _ in 0..6 {
-        store.append("d", &[7; 10]).expect("append");
+        store.append(&room("d"), &[7; 10]).expect("append");
     }
     assert_eq!(
-        store.meta("d").expect("meta").expect("exists").size_bytes,
+        store
+            .meta(&room("d"))
+            .expect("meta")
+            .expect("exists")
+            .size_bytes,
         60
     );
     store
-        .compact("d", &[1; 25], 4, Some("Title"))
+        .compact(&room("d"), &[1; 25], 4, Some("Title"))
         .expect("compact");
-    let doc = store.load("d").expect("load");
+    let doc = store.load(&room("d")).expect("load");
     assert_eq!(doc.snapshot, Some(vec![1; 25]));
     assert_eq!(doc.updates, vec![(5, vec![7; 10]), (6, vec![7; 10])]);
-    let meta = store.meta("d").expect("meta").expect("exists");
+    let meta = store.meta(&room("d")).expect("meta").expect("exists");
     assert_eq!((meta.size_bytes, meta.update_count), (25 + 20, 6));
     assert_eq!(meta.title.as_deref(), Some("Title"));
 
     // A second compaction replaces the snapshot; `None` keeps the title.
-    store.append("d", &[8; 10]).expect("append");
-    store.compact("d", &[2; 5], 7, None).expect("compact");
-    let doc = store.load("d").expect("load");
+    store.append(&room("d"), &[8; 10]).expect("append");
+    store
+        .compact(&room("d"), &[2; 5], 7, None)
+        .expect("compact");
+    let doc = store.load(&room("d")).expect("load");
     assert_eq!((doc.snapshot, doc.updates), (Some(vec![2; 5]), vec![]));
-    let meta = store.meta("d").expect("meta").expect("exists");
+    let meta = store.meta(&room("d")).expect("meta").expect("exists");
     assert_eq!((meta.size_bytes, meta.update_count), (5, 7));
     assert_eq!(meta.title.as_deref(), Some("Title"));
-    assert_eq!(store.append("d", b"z").expect("append"), 8);
+    assert_eq!(store.append(&room("d"), b"z").expect("append"), 8);
 }
 
 /// A pinned title survives automatic titles and compaction, and a reopen.
 #[test]
 fn pinned_titles_stay() {
     let (dir, store) = open_temp();
-    store.pin_title("doc", "Chosen").expect("pin");
-    store.set_title("doc", "first line").expect("auto");
-    store.append("doc", b"u").expect("append");
+    store.pin_title(&room("doc"), "Chosen").expect("pin");
+    store.set_title(&room("doc"), "first line").expect("auto");
+    store.append(&room("doc"), b"u").expect("append");
     store
-        .compact("doc", b"snap", 1, Some("first line"))
+        .compact(&room("doc"), b"snap", 1, Some("first line"))
         .expect("compact");
     assert_eq!(
         store
-            .meta("doc")
+            .meta(&room("doc"))
             .expect("meta")
             .and_then(|m| m.title)
             .as_deref(),
@@ -158,10 +174,10 @@ fn pinned_titles_stay() {
     store.flush().expect("flush");
     drop(store);
     let store = SledStore::open(dir.path()).expect("reopen");
-    store.set_title("doc", "again").expect("auto");
+    store.set_title(&room("doc"), "again").expect("auto");
     assert_eq!(
         store
-            .meta("doc")
+            .meta(&room("doc"))
             .expect("meta")
             .and_then(|m| m.title)
             .as_deref(),
@@ -173,14 +189,16 @@ fn pinned_titles_stay() {
 #[test]
 fn list_reports_titles_and_skips_deleted() {
     let (dir, store) = open_temp();
-    store.append("alpha", b"a").expect("append");
-    store.append("beta", b"b").expect("append");
-    store.append("gamma", b"c").expect("append");
-    store.set_title("beta", "Beta doc").expect("title");
-    store.set_title("empty", "Only a title").expect("title");
-    assert!(store.delete("gamma").expect("delete"));
-    assert!(!store.delete("gamma").expect("delete again"));
-    assert!(!store.delete("never").expect("delete unknown"));
+    store.append(&room("alpha"), b"a").expect("append");
+    store.append(&room("beta"), b"b").expect("append");
+    store.append(&room("gamma"), b"c").expect("append");
+    store.set_title(&room("beta"), "Beta doc").expect("title");
+    store
+        .set_title(&room("empty"), "Only a title")
+        .expect("title");
+    assert!(store.delete(&room("gamma")).expect("delete"));
+    assert!(!store.delete(&room("gamma")).expect("delete again"));
+    assert!(!store.delete(&room("never")).expect("delete unknown"));
     store.flush().expect("flush");
 
     let list = store.list().expect("list");
@@ -197,8 +215,11 @@ fn list_reports_titles_and_skips_deleted() {
         ]
     );
     assert_eq!(store.doc_count(), 3);
-    assert_eq!(store.load("gamma").expect("load"), StoredDoc::default());
-    assert_eq!(store.append("gamma", b"new").expect("append"), 1);
+    assert_eq!(
+        store.load(&room("gamma")).expect("load"),
+        StoredDoc::default()
+    );
+    assert_eq!(store.append(&room("gamma"), b"new").expect("append"), 1);
     assert_eq!(store.doc_count(), 4);
     store.flush().expect("flush");
     drop(store);
@@ -212,8 +233,8 @@ fn list_merges_cache_and_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let store = SledStore::open(dir.path()).expect("open");
-        store.append("x", b"12345").expect("append");
-        store.append("x", b"678").expect("append");
+        store.append(&room("x"), b"12345").expect("append");
+        store.append(&room("x"), b"678").expect("append");
         let listed = store.list().expect("list");
         assert_eq!((listed[0].update_count, listed[0].size_bytes), (2, 8));
     }
@@ -227,45 +248,50 @@ fn list_merges_cache_and_disk() {
 fn quarantine_moves_an_update() {
     let (_dir, store) = open_temp();
     for u in [&b"good"[..], b"evil!", b"fine"] {
-        store.append("q", u).expect("append");
+        store.append(&room("q"), u).expect("append");
     }
     store
-        .quarantine("q", 2, "apply panicked")
+        .quarantine(&room("q"), 2, "apply panicked")
         .expect("quarantine");
     store
-        .quarantine("q", 99, "not there")
+        .quarantine(&room("q"), 99, "not there")
         .expect("missing seq is a no-op");
-    let doc = store.load("q").expect("load");
+    let doc = store.load(&room("q")).expect("load");
     assert_eq!(
         doc.updates,
         vec![(1, b"good".to_vec()), (3, b"fine".to_vec())]
     );
-    let quarantined = store.quarantined("q").expect("quarantined");
+    let quarantined = store.quarantined(&room("q")).expect("quarantined");
     assert_eq!(quarantined.len(), 1);
     assert_eq!(quarantined[0].seq, 2);
     assert_eq!(quarantined[0].reason, "apply panicked");
     assert_eq!(quarantined[0].update, b"evil!");
     assert!(quarantined[0].at_ms > 0);
-    let meta = store.meta("q").expect("meta").expect("exists");
+    let meta = store.meta(&room("q")).expect("meta").expect("exists");
     assert_eq!(
         (meta.quarantined, meta.size_bytes, meta.update_count),
         (1, 8, 3)
     );
-    assert_eq!(store.append("q", b"next").expect("append"), 4);
-    assert!(store.delete("q").expect("delete"));
-    assert!(store.quarantined("q").expect("quarantined").is_empty());
+    assert_eq!(store.append(&room("q"), b"next").expect("append"), 4);
+    assert!(store.delete(&room("q")).expect("delete"));
+    assert!(store
+        .quarantined(&room("q"))
+        .expect("quarantined")
+        .is_empty());
 }
 
 /// Malformed metadata is reported by meta() and skipped (not fatal) by list().
 #[test]
 fn corrupt_metadata_is_reported() {
     let (_dir, store) = open_temp();
-    store.append("good", b"1").expect("append");
+    store.append(&room("good"), b"1").expect("append");
     store
         .docs
         .insert(doc_key(TAG_META, "bad"), &b"\x01short"[..])
         .expect("insert");
-    assert!(matches!(store.meta("bad"), Err(StoreError::Corrupt { ref doc, .. }) if doc == "bad"));
+    assert!(
+        matches!(store.meta(&room("bad")), Err(StoreError::Corrupt { ref doc, .. }) if doc == "bad")
+    );
     let ids: Vec<String> = store
         .list()
         .expect("list")
@@ -282,9 +308,12 @@ fn big_endian_order_past_byte_boundaries() {
     let (_dir, store) = open_temp();
     let n = 66_000u64;
     for i in 1..=n {
-        assert_eq!(store.append("d", &i.to_le_bytes()).expect("append"), i);
+        assert_eq!(
+            store.append(&room("d"), &i.to_le_bytes()).expect("append"),
+            i
+        );
     }
-    let doc = store.load("d").expect("load");
+    let doc = store.load(&room("d")).expect("load");
     assert_eq!(doc.updates.len(), 66_000);
     for (i, (seq, update)) in doc.updates.iter().enumerate() {
         let expected = i as u64 + 1;
@@ -293,8 +322,10 @@ fn big_endian_order_past_byte_boundaries() {
             (expected, &expected.to_le_bytes()[..])
         );
     }
-    store.compact("d", b"s", 65_536, None).expect("compact");
-    let doc = store.load("d").expect("load");
+    store
+        .compact(&room("d"), b"s", 65_536, None)
+        .expect("compact");
+    let doc = store.load(&room("d")).expect("load");
     let seqs: Vec<u64> = doc.updates.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, (65_537..=n).collect::<Vec<_>>());
 }
@@ -306,8 +337,8 @@ fn large_snapshot_round_trips() {
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     {
         let store = SledStore::open(dir.path()).expect("open");
-        store.append("big", b"u1").expect("append");
-        store.compact("big", &big, 1, None).expect("compact");
+        store.append(&room("big"), b"u1").expect("append");
+        store.compact(&room("big"), &big, 1, None).expect("compact");
         store.flush().expect("flush");
         assert!(
             lock(&store.sync).synced_blob > 0,
@@ -315,11 +346,15 @@ fn large_snapshot_round_trips() {
         );
     }
     let store = SledStore::open(dir.path()).expect("reopen");
-    let doc = store.load("big").expect("load");
+    let doc = store.load(&room("big")).expect("load");
     assert_eq!(doc.snapshot.as_deref(), Some(big.as_slice()));
     assert!(doc.updates.is_empty());
     assert_eq!(
-        store.meta("big").expect("meta").expect("exists").size_bytes,
+        store
+            .meta(&room("big"))
+            .expect("meta")
+            .expect("exists")
+            .size_bytes,
         3_000_000
     );
 }
@@ -343,7 +378,7 @@ fn concurrent_appends_and_flushes() {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
                 for i in 0..200u32 {
-                    let doc = format!("doc{}", (t + i) % 4);
+                    let doc = room(&format!("doc{}", (t + i) % 4));
                     store.append(&doc, &i.to_be_bytes()).expect("append");
                     if i % 50 == 0 {
                         store.flush().expect("flush");
@@ -358,7 +393,7 @@ fn concurrent_appends_and_flushes() {
     store.flush().expect("flush");
     let mut total = 0;
     for d in 0..4 {
-        let doc = store.load(&format!("doc{d}")).expect("load");
+        let doc = store.load(&room(&format!("doc{d}"))).expect("load");
         let seqs: Vec<u64> = doc.updates.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
         total += seqs.len();
