@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use weft_protocol::CloseCode;
+use weft_protocol::{CloseCode, Limits, RoomName};
 use weft_server::{SledStore, Store};
 use weft_tests::{run_weft, wait_until, Client, TestServer, WeftProcess, WAIT};
 
@@ -123,14 +123,15 @@ async fn compaction_bounds_log_and_disk() -> anyhow::Result<()> {
     let (dir, guard) = server.stop().await?;
     {
         let store = SledStore::open(&dir)?;
-        let stored = store.load("long-session")?;
+        let name = RoomName::parse("long-session", &Limits::DEFAULT)?;
+        let stored = store.load(&name)?;
         assert!(stored.snapshot.is_some(), "a snapshot was written");
         assert!(
             stored.updates.len() < 100,
             "log holds {} updates after compaction",
             stored.updates.len()
         );
-        let meta = store.meta("long-session")?.expect("metadata");
+        let meta = store.meta(&name)?.expect("metadata");
         // Clients also answer the server's sync step 1 with what they have, so a few redundant
         // updates are logged on top of the edits.
         assert!(meta.update_count >= u64::from(rounds) * 400, "{meta:?}");
@@ -352,7 +353,10 @@ async fn unappliable_stored_update_is_quarantined() -> anyhow::Result<()> {
     let bad_seq = {
         let store = SledStore::open(&dir)?;
         // Valid framing, nonsense content: yrs cannot decode it as an update.
-        let seq = store.append("mixed", &[0xff, 0xff, 0xff, 0xff, 0x0f, 0x01])?;
+        let seq = store.append(
+            &RoomName::parse("mixed", &Limits::DEFAULT)?,
+            &[0xff, 0xff, 0xff, 0xff, 0x0f, 0x01],
+        )?;
         store.flush()?;
         seq
     };
@@ -364,17 +368,18 @@ async fn unappliable_stored_update_is_quarantined() -> anyhow::Result<()> {
     drop(c);
     server.stop().await?;
     let store = SledStore::open(&dir)?;
-    let meta = store.meta("mixed")?.expect("metadata");
+    let name = RoomName::parse("mixed", &Limits::DEFAULT)?;
+    let meta = store.meta(&name)?.expect("metadata");
     assert_eq!(
         meta.quarantined, 1,
         "metadata reports the quarantined update"
     );
-    let q = store.quarantined("mixed")?;
+    let q = store.quarantined(&name)?;
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].seq, bad_seq);
     assert!(
         store
-            .load("mixed")?
+            .load(&name)?
             .updates
             .iter()
             .all(|(s, _)| *s != bad_seq),

@@ -584,7 +584,7 @@ fn parse_id(state: &AppState, id: &str) -> Result<RoomName, ApiError> {
 /// The document's metadata, or 404 without loading anything.
 async fn existing(state: &AppState, room: &RoomName) -> Result<DocMeta, ApiError> {
     let store = state.ctx.store.clone();
-    let id = room.as_str().to_owned();
+    let id = room.clone();
     blocking(move || store.meta(&id))
         .await?
         .ok_or_else(not_found)

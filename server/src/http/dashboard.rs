@@ -40,6 +40,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Semaphore};
 use tracing::{debug, info, warn};
+use weft_protocol::RoomName;
 
 use crate::config::Durability;
 use crate::error::ApiError;
@@ -268,7 +269,10 @@ impl Dashboard {
         rooms.truncate(ROOM_ROWS);
         for row in &mut rooms {
             // Metadata of an open document is cached by the store: no disk read.
-            row.title = match self.ctx.store.meta(&row.id) {
+            let meta = RoomName::parse(&row.id, &self.ctx.config.limits())
+                .map_err(|e| e.to_string())
+                .and_then(|name| self.ctx.store.meta(&name).map_err(|e| e.to_string()));
+            row.title = match meta {
                 Ok(meta) => meta.and_then(|m| m.title).filter(|t| !t.is_empty()),
                 Err(e) => {
                     debug!(doc = %row.id, error = %e, "no title for the dashboard");

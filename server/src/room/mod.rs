@@ -688,17 +688,10 @@ impl Room {
         let text = text.unwrap_or_default();
         let written = match title {
             // A title given explicitly stays, whatever the first line becomes.
-            Some(title) => self
-                .ctx
-                .store
-                .pin_title(self.name.as_str(), &title)
-                .map(|()| title),
+            Some(title) => self.ctx.store.pin_title(&self.name, &title).map(|()| title),
             None => {
                 let title = title_of(&text).unwrap_or_default();
-                self.ctx
-                    .store
-                    .set_title(self.name.as_str(), &title)
-                    .map(|()| title)
+                self.ctx.store.set_title(&self.name, &title).map(|()| title)
             }
         };
         let title = written.map_err(|e| ApiOpError::Storage(e.to_string()))?;
@@ -721,7 +714,7 @@ impl Room {
     fn delete(&mut self) -> Result<ApiReply, ApiOpError> {
         self.ctx
             .store
-            .delete(self.name.as_str())
+            .delete(&self.name)
             .map_err(|e| ApiOpError::Storage(e.to_string()))?;
         let closed = self.members.len() as u32;
         for m in self.members.values() {
@@ -1069,7 +1062,7 @@ impl Room {
 
     /// Appends an update already applied to the document, then queues its broadcast.
     fn store_and_broadcast(&mut self, update: Vec<u8>) -> Result<(), WriteError> {
-        match self.ctx.store.append(self.name.as_str(), &update) {
+        match self.ctx.store.append(&self.name, &update) {
             Ok(seq) => {
                 self.ctx.metrics.updates_applied.inc();
                 self.last_seq = seq;
@@ -1275,7 +1268,7 @@ impl Room {
         match self
             .ctx
             .store
-            .set_title(self.name.as_str(), title.as_deref().unwrap_or_default())
+            .set_title(&self.name, title.as_deref().unwrap_or_default())
         {
             Ok(()) => self.title = title,
             Err(e) => warn!(room = %self.name, error = %e, "could not update the title"),
@@ -1305,10 +1298,7 @@ impl Room {
             let Ok((snapshot, title)) = encoded else {
                 return Err(None);
             };
-            match ctx
-                .store
-                .compact(name.as_str(), &snapshot, upto, title.as_deref())
-            {
+            match ctx.store.compact(&name, &snapshot, upto, title.as_deref()) {
                 Ok(()) => Ok((snapshot.len() as u64, title)),
                 Err(e) => Err(Some(e.to_string())),
             }
@@ -1609,10 +1599,10 @@ pub(crate) struct Loaded {
 /// bytes crashed the process before, is moved to quarantine and the rest still loads; a snapshot
 /// that fails refuses the whole document, so an empty one can never overwrite it.
 pub(crate) fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
-    let stored = ctx.store.load(name.as_str()).map_err(|e| e.to_string())?;
+    let stored = ctx.store.load(name).map_err(|e| e.to_string())?;
     let exists = stored.snapshot.is_some()
         || !stored.updates.is_empty()
-        || matches!(ctx.store.meta(name.as_str()), Ok(Some(_)));
+        || matches!(ctx.store.meta(name), Ok(Some(_)));
     let doc = new_doc();
     if let Some(snapshot) = &stored.snapshot {
         apply_stored(ctx, name, Applying::Snapshot, &doc, snapshot)
@@ -1632,7 +1622,7 @@ pub(crate) fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, Str
             }
             Err(e) => {
                 error!(room = %name, seq, error = %e, "stored update does not apply; quarantined");
-                if let Err(qe) = ctx.store.quarantine(name.as_str(), *seq, &e) {
+                if let Err(qe) = ctx.store.quarantine(name, *seq, &e) {
                     error!(room = %name, seq, error = %qe, "quarantine failed");
                 }
             }

@@ -33,6 +33,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
 use tracing::{error, warn};
+use weft_protocol::{Limits, RoomName};
 
 use crate::store::{Store, StoreError};
 
@@ -177,7 +178,7 @@ impl InFlight {
             );
             store.refuse(&mark.hash, &reason)?;
             if let Applying::Stored(seq) = mark.applying {
-                store.quarantine(&mark.doc, seq, &reason)?;
+                quarantine_left(store, mark, seq, &reason)?;
             }
         }
         if !left.is_empty() {
@@ -259,6 +260,30 @@ pub(crate) enum OpenError {
     /// Recording a refused hash or a quarantine failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Quarantines stored update `seq` named by a left mark. The name comes from disk: one that is
+/// not a valid room name is logged and skipped, as the refused hash still quarantines the
+/// update wherever it is replayed.
+fn quarantine_left(
+    store: &dyn Store,
+    mark: &LeftMark,
+    seq: u64,
+    reason: &str,
+) -> Result<(), StoreError> {
+    // Marks hold names of up to `MAX_NAME` bytes, whatever limit the server ran with.
+    let limits = Limits {
+        max_room_name: MAX_NAME,
+        ..Limits::DEFAULT
+    };
+    match RoomName::parse(&mark.doc, &limits) {
+        Ok(doc) => store.quarantine(&doc, seq, reason),
+        Err(e) => {
+            warn!(doc = %mark.doc, seq, error = %e,
+                "not quarantining the update: the mark's document name is invalid");
+            Ok(())
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -370,6 +395,7 @@ fn write_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::room;
     use crate::store::SledStore;
 
     /// A mark written and not cleared (the process died) is found by the next open, its hash is
@@ -378,8 +404,8 @@ mod tests {
     fn left_marks_are_refused_and_quarantined() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SledStore::open(&dir.path().join("db")).expect("store");
-        store.append("doc", b"first").expect("append");
-        store.append("doc", b"killer").expect("append");
+        store.append(&room("doc"), b"first").expect("append");
+        store.append(&room("doc"), b"killer").expect("append");
         let (inflight, left) = InFlight::open(dir.path(), &store).expect("open");
         assert!(left.is_empty());
         drop(inflight.mark("doc", Applying::Remote, &hash(b"fine"), 4));
@@ -412,15 +438,32 @@ mod tests {
         assert!(inflight.is_refused(&hash(b"killer")));
         assert!(inflight.is_refused(&hash(b"bad")));
         assert!(!inflight.is_refused(&hash(b"fine")));
-        let stored = store.load("doc").expect("load");
+        let stored = store.load(&room("doc")).expect("load");
         assert_eq!(stored.updates, vec![(1, b"first".to_vec())]);
-        assert_eq!(store.quarantined("doc").expect("quarantined")[0].seq, 2);
+        assert_eq!(
+            store.quarantined(&room("doc")).expect("quarantined")[0].seq,
+            2
+        );
         drop(inflight);
 
         // Consumed: a third open finds no marks, and the refusals persist.
         let (inflight, left) = InFlight::open(dir.path(), &store).expect("third open");
         assert!(left.is_empty());
         assert!(inflight.is_refused(&hash(b"killer")));
+    }
+
+    /// A left mark whose document name is not a valid room name still refuses its hash; only
+    /// the quarantine is skipped, and the start-up goes on.
+    #[test]
+    fn left_mark_with_an_invalid_name_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(&dir.path().join("db")).expect("store");
+        let (inflight, _) = InFlight::open(dir.path(), &store).expect("open");
+        std::mem::forget(inflight.mark("bad\nname", Applying::Stored(1), &hash(b"x"), 1));
+        drop(inflight);
+        let (inflight, left) = InFlight::open(dir.path(), &store).expect("reopen");
+        assert_eq!(left.len(), 1);
+        assert!(inflight.is_refused(&hash(b"x")));
     }
 
     /// Marks from another boot and garbled slots are ignored.

@@ -307,6 +307,11 @@ fn fuzz_config(config: &mut Config) {
     config.max_doc_bytes = 4 * RESET_BYTES;
 }
 
+/// The name of the fuzzed room.
+fn fuzz_room() -> RoomName {
+    RoomName::parse("fuzz", &Limits::DEFAULT).expect("room name")
+}
+
 /// A room context over `store` with `config`, as `Server::serve` builds it, except that the
 /// committer flushes only when a strict room waits for it (never on its own timer).
 fn context_with(
@@ -465,7 +470,7 @@ impl RoomHarness {
     fn stored_bytes(&self) -> u64 {
         self.ctx
             .store
-            .meta("fuzz")
+            .meta(&fuzz_room())
             .ok()
             .flatten()
             .map_or(0, |m| m.size_bytes)
@@ -709,7 +714,7 @@ impl RoomHarness {
         if fresh.as_deref() != Some(text.as_str()) {
             // Everything needed to reproduce it without the history: the room's state and the
             // stored form it was built from.
-            let stored = self.ctx.store.load("fuzz").unwrap_or_default();
+            let stored = self.ctx.store.load(&fuzz_room()).unwrap_or_default();
             let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
             let log: Vec<String> = stored.updates.iter().map(|(_, u)| b64(u)).collect();
             panic!(
@@ -719,7 +724,7 @@ impl RoomHarness {
                 stored.snapshot.as_deref().map(b64).unwrap_or_default(),
             );
         }
-        let name = RoomName::parse("fuzz", &Limits::DEFAULT).expect("room name");
+        let name = fuzz_room();
         let loaded = room::load_doc(&self.ctx, &name).expect("the stored document loads");
         let stored = {
             let txn = loaded.doc.transact();
@@ -780,12 +785,10 @@ struct StoreHarness {
     quarantined: BTreeSet<(bool, u64)>,
 }
 
-fn doc_name(doc: bool) -> &'static str {
-    if doc {
-        "b"
-    } else {
-        "a"
-    }
+/// The name of one of the store harness's two documents.
+fn doc_name(doc: bool) -> RoomName {
+    let name = if doc { "b" } else { "a" };
+    RoomName::parse(name, &Limits::DEFAULT).expect("room name")
 }
 
 impl StoreHarness {
@@ -819,7 +822,7 @@ impl StoreHarness {
         match op {
             StoreOp::Append { doc, update } => {
                 let bytes = update.bytes(&self.pool);
-                store.append(doc_name(doc), &bytes).expect("append");
+                store.append(&doc_name(doc), &bytes).expect("append");
             }
             StoreOp::Compact { doc } => {
                 let Some((text_doc, last_seq)) = self.load(doc) else {
@@ -829,17 +832,17 @@ impl StoreHarness {
                     .transact()
                     .encode_state_as_update_v1(&StateVector::default());
                 store
-                    .compact(doc_name(doc), &snapshot, last_seq, None)
+                    .compact(&doc_name(doc), &snapshot, last_seq, None)
                     .expect("compact");
             }
             StoreOp::Quarantine { doc, which } => {
-                let updates = store.load(doc_name(doc)).expect("load").updates;
+                let updates = store.load(&doc_name(doc)).expect("load").updates;
                 if updates.is_empty() {
                     return;
                 }
                 let seq = updates[usize::from(which) % updates.len()].0;
                 store
-                    .quarantine(doc_name(doc), seq, "fuzz")
+                    .quarantine(&doc_name(doc), seq, "fuzz")
                     .expect("quarantine");
                 self.quarantined.insert((doc, seq));
             }
@@ -863,7 +866,7 @@ impl StoreHarness {
             }
             StoreOp::Flush => store.flush().expect("flush"),
             StoreOp::Delete { doc } => {
-                store.delete(doc_name(doc)).expect("delete");
+                store.delete(&doc_name(doc)).expect("delete");
                 self.quarantined.retain(|(d, _)| *d != doc);
             }
             StoreOp::Load { doc } => {
@@ -887,14 +890,14 @@ impl StoreHarness {
     fn load(&mut self, doc: bool) -> Option<(Doc, u64)> {
         let store = self.store();
         let ctx = context(&self.rt, store.clone(), self.dir.path());
-        let name = RoomName::parse(doc_name(doc), &Limits::DEFAULT).expect("room name");
+        let name = doc_name(doc);
         let loaded = room::load_doc(&ctx, &name).ok();
         // What the load quarantined is out of the log for good.
-        for q in store.quarantined(doc_name(doc)).expect("quarantined") {
+        for q in store.quarantined(&name).expect("quarantined") {
             self.quarantined.insert((doc, q.seq));
         }
         let log: Vec<u64> = store
-            .load(doc_name(doc))
+            .load(&name)
             .expect("load")
             .updates
             .iter()
