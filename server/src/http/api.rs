@@ -30,6 +30,7 @@ use weft_protocol::{NoticeLevel, RoomName};
 use crate::error::ApiError;
 use crate::http::auth::{self, Grant};
 use crate::http::AppState;
+use crate::room::registry::RoomContext;
 use crate::room::{ApiOp, ApiOpError, ApiReply};
 use crate::store::DocMeta;
 use crate::token::Access;
@@ -71,7 +72,7 @@ impl Modify for BearerAuth {
 
 /// Routes under `/api`, with the OpenAPI description generated from them. Request bodies may
 /// be as large as `max_body` (the WebSocket message limit: a document's whole state fits).
-pub(crate) fn routes(max_body: usize) -> Router<Arc<AppState>> {
+pub(crate) fn routes(max_body: usize) -> Router<AppState> {
     let (router, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_docs, create_doc))
         .routes(routes!(get_doc, delete_doc))
@@ -249,15 +250,15 @@ struct Delivered {
     )
 )]
 async fn list_docs(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<DocPage>, ApiError> {
-    authorize(&state, &headers, None, Access::Read)?;
-    let store = state.ctx.store.clone();
+    authorize(&ctx, &headers, None, Access::Read)?;
+    let store = ctx.store.clone();
     let mut metas = blocking(move || store.list()).await?;
     metas.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
-    let live = state.ctx.live_users();
+    let live = ctx.live_users();
     let total = metas.len();
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let docs: Vec<DocSummary> = metas
@@ -289,7 +290,7 @@ async fn list_docs(
     )
 )]
 async fn create_doc(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     body: Result<Json<CreateDoc>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -298,14 +299,14 @@ async fn create_doc(
         Some(id) => id.clone(),
         None => uuid::Uuid::new_v4().to_string(),
     };
-    let room = parse_id(&state, &id)?;
+    let room = parse_id(&ctx, &id)?;
     let scope = body.id.as_ref().map(|_| room.as_str());
-    authorize(&state, &headers, scope, Access::Write)?;
+    authorize(&ctx, &headers, scope, Access::Write)?;
     let op = ApiOp::Create {
         text: body.text,
         title: body.title,
     };
-    match state.ctx.api(&room, op).await.map_err(op_error)? {
+    match ctx.api(&room, op).await.map_err(op_error)? {
         ApiReply::Written { version, .. } => {
             let created = Created { id, version };
             Ok((StatusCode::CREATED, Json(created)).into_response())
@@ -324,19 +325,14 @@ async fn create_doc(
     )
 )]
 async fn get_doc(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DocSummary>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Read)?;
-    let meta = existing(&state, &room).await?;
-    let users = state
-        .ctx
-        .live_users()
-        .get(room.as_str())
-        .copied()
-        .unwrap_or(0);
+    let room = doc_id(&ctx, id)?;
+    authorize(&ctx, &headers, Some(room.as_str()), Access::Read)?;
+    let meta = existing(&ctx, &room).await?;
+    let users = ctx.live_users().get(room.as_str()).copied().unwrap_or(0);
     Ok(Json(DocSummary::new(meta, users)))
 }
 
@@ -351,19 +347,14 @@ async fn get_doc(
     )
 )]
 async fn delete_doc(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Deleted>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Admin)?;
-    existing(&state, &room).await?;
-    match state
-        .ctx
-        .api(&room, ApiOp::Delete)
-        .await
-        .map_err(op_error)?
-    {
+    let room = doc_id(&ctx, id)?;
+    authorize(&ctx, &headers, Some(room.as_str()), Access::Admin)?;
+    existing(&ctx, &room).await?;
+    match ctx.api(&room, ApiOp::Delete).await.map_err(op_error)? {
         ApiReply::Deleted(disconnected) => Ok(Json(Deleted {
             deleted: true,
             disconnected,
@@ -382,19 +373,14 @@ async fn delete_doc(
     )
 )]
 async fn get_text(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Read)?;
-    existing(&state, &room).await?;
-    match state
-        .ctx
-        .api(&room, ApiOp::GetText)
-        .await
-        .map_err(op_error)?
-    {
+    let room = doc_id(&ctx, id)?;
+    authorize(&ctx, &headers, Some(room.as_str()), Access::Read)?;
+    existing(&ctx, &room).await?;
+    match ctx.api(&room, ApiOp::GetText).await.map_err(op_error)? {
         ApiReply::Text(text) => {
             Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
         }
@@ -415,16 +401,16 @@ async fn get_text(
     )
 )]
 async fn put_text(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Written>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Write)?;
+    let room = doc_id(&ctx, id)?;
+    authorize(&ctx, &headers, Some(room.as_str()), Access::Write)?;
     let text = utf8(raw_body(body)?)?;
-    existing(&state, &room).await?;
-    written(state.ctx.api(&room, ApiOp::SetText(text)).await)
+    existing(&ctx, &room).await?;
+    written(ctx.api(&room, ApiOp::SetText(text)).await)
 }
 
 /// Appends the request body (UTF-8) to the end of the text.
@@ -439,16 +425,16 @@ async fn put_text(
     )
 )]
 async fn append_text(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Written>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Write)?;
+    let room = doc_id(&ctx, id)?;
+    authorize(&ctx, &headers, Some(room.as_str()), Access::Write)?;
     let text = utf8(raw_body(body)?)?;
-    existing(&state, &room).await?;
-    written(state.ctx.api(&room, ApiOp::Append(text)).await)
+    existing(&ctx, &room).await?;
+    written(ctx.api(&room, ApiOp::Append(text)).await)
 }
 
 /// The whole document as one Yjs v1 update, or only what a state vector lacks.
@@ -462,13 +448,13 @@ async fn append_text(
     )
 )]
 async fn get_update(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     Query(q): Query<UpdateQuery>,
 ) -> Result<Response, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Read)?;
+    let room = doc_id(&ctx, id)?;
+    authorize(&ctx, &headers, Some(room.as_str()), Access::Read)?;
     let sv = match &q.state_vector {
         Some(sv) => Some(
             URL_SAFE_NO_PAD
@@ -479,9 +465,8 @@ async fn get_update(
         ),
         None => None,
     };
-    existing(&state, &room).await?;
-    match state
-        .ctx
+    existing(&ctx, &room).await?;
+    match ctx
         .api(&room, ApiOp::GetUpdate(sv))
         .await
         .map_err(op_error)?
@@ -505,21 +490,16 @@ async fn get_update(
     )
 )]
 async fn post_update(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Written>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Write)?;
+    let room = doc_id(&ctx, id)?;
+    authorize(&ctx, &headers, Some(room.as_str()), Access::Write)?;
     let body = raw_body(body)?;
-    existing(&state, &room).await?;
-    written(
-        state
-            .ctx
-            .api(&room, ApiOp::ApplyUpdate(body.to_vec()))
-            .await,
-    )
+    existing(&ctx, &room).await?;
+    written(ctx.api(&room, ApiOp::ApplyUpdate(body.to_vec())).await)
 }
 
 /// Shows a notice (a toast) in the editors open on the document: to everyone, or only to the
@@ -534,15 +514,15 @@ async fn post_update(
     )
 )]
 async fn send_notice(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Result<Json<NoticeBody>, JsonRejection>,
 ) -> Result<Json<Delivered>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Admin)?;
+    let room = doc_id(&ctx, id)?;
+    authorize(&ctx, &headers, Some(room.as_str()), Access::Admin)?;
     let Json(body) = body.map_err(|e| body_error(e.status(), e.body_text()))?;
-    existing(&state, &room).await?;
+    existing(&ctx, &room).await?;
     let level = match body.level {
         Level::Info => NoticeLevel::Info,
         Level::Warning => NoticeLevel::Warning,
@@ -553,7 +533,7 @@ async fn send_notice(
         text: body.text,
         to: body.user,
     };
-    match state.ctx.api(&room, op).await.map_err(op_error)? {
+    match ctx.api(&room, op).await.map_err(op_error)? {
         ApiReply::Delivered(delivered) => Ok(Json(Delivered { delivered })),
         other => Err(unexpected(&other)),
     }
@@ -561,29 +541,32 @@ async fn send_notice(
 
 /// Checks the request's bearer token (granted everything in open mode).
 fn authorize(
-    state: &AppState,
+    ctx: &RoomContext,
     headers: &HeaderMap,
     doc: Option<&str>,
     need: Access,
 ) -> Result<Grant, ApiError> {
     let token = auth::token_of(headers, None);
-    auth::authorize(&state.ctx.config, token, doc, need).map_err(ApiError::from)
+    auth::authorize(&ctx.config, token, doc, need).map_err(ApiError::from)
 }
 
 /// Validates a document id from the path.
-fn doc_id(state: &AppState, id: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiError> {
+fn doc_id(
+    ctx: &RoomContext,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<RoomName, ApiError> {
     let Path(id) = id.map_err(|e| bad_request("invalid_doc_id", &e.body_text()))?;
-    parse_id(state, &id)
+    parse_id(ctx, &id)
 }
 
-fn parse_id(state: &AppState, id: &str) -> Result<RoomName, ApiError> {
-    RoomName::parse(id, &state.ctx.config.limits())
+fn parse_id(ctx: &RoomContext, id: &str) -> Result<RoomName, ApiError> {
+    RoomName::parse(id, &ctx.config.limits())
         .map_err(|e| bad_request("invalid_doc_id", &e.to_string()))
 }
 
 /// The document's metadata, or 404 without loading anything.
-async fn existing(state: &AppState, room: &RoomName) -> Result<DocMeta, ApiError> {
-    let store = state.ctx.store.clone();
+async fn existing(ctx: &RoomContext, room: &RoomName) -> Result<DocMeta, ApiError> {
+    let store = ctx.store.clone();
     let id = room.as_str().to_owned();
     blocking(move || store.meta(&id))
         .await?

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
 use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,19 +33,42 @@ use crate::room::registry::RoomContext;
 use crate::shutdown::Shutdown;
 use dashboard::Dashboard;
 
-/// State shared by every handler.
+/// State shared by every handler. Each takes only the part it uses, through [`FromRef`]:
+/// `State<Arc<RoomContext>>`, `State<Arc<Config>>` or `State<Arc<Dashboard>>`; only the
+/// WebSocket upgrade takes the whole.
+#[derive(Clone)]
 pub(crate) struct AppState {
+    /// The rooms and everything they share.
     pub(crate) ctx: Arc<RoomContext>,
     /// Counts open WebSockets: tower's concurrency limit does not see upgraded sockets, so each
     /// socket task holds a permit until it ends.
     pub(crate) connections: Arc<Semaphore>,
     /// Open WebSockets per client address, so one host cannot take every slot.
     pub(crate) per_ip: Arc<PerIp>,
-    pub(crate) next_conn: AtomicU64,
+    /// The id the next connection gets.
+    pub(crate) next_conn: Arc<AtomicU64>,
     /// Bytes per second per client address, over all its WebSockets.
     pub(crate) address_bytes: Arc<AddressLimiter>,
     /// Snapshots for the operator dashboard.
     pub(crate) dashboard: Arc<Dashboard>,
+}
+
+impl FromRef<AppState> for Arc<RoomContext> {
+    fn from_ref(state: &AppState) -> Self {
+        state.ctx.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Config> {
+    fn from_ref(state: &AppState) -> Self {
+        state.ctx.config.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Dashboard> {
+    fn from_ref(state: &AppState) -> Self {
+        state.dashboard.clone()
+    }
 }
 
 /// Counts open WebSockets per client IP address.
@@ -89,7 +112,7 @@ impl Drop for IpSlot {
 }
 
 /// Builds the application's router.
-pub(crate) fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws/{room}", get(ws_upgrade))
         .route("/healthz", get(healthz))
@@ -102,7 +125,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_upgrade(
-    State(state): State<Arc<AppState>>,
+    State(state): State<AppState>,
     Path(room): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -116,7 +139,7 @@ async fn ws_upgrade(
 
 /// Admits (or refuses) one WebSocket to a document room.
 fn upgrade(
-    state: &Arc<AppState>,
+    state: &AppState,
     room: String,
     addr: SocketAddr,
     headers: &HeaderMap,
@@ -252,8 +275,8 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let store = state.ctx.store.clone();
+async fn readyz(State(ctx): State<Arc<RoomContext>>) -> Response {
+    let store = ctx.store.clone();
     match tokio::task::spawn_blocking(move || store.check_writable()).await {
         Ok(Ok(())) => "ready".into_response(),
         Ok(Err(e)) => ApiError {
