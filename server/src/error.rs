@@ -16,13 +16,23 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
+    /// An error with this status, code and message.
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A request the server cannot take as sent: 400 with `code`.
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
     /// A server-side failure (storage, a failed task): 500 `internal`, logged when answered.
     pub(crate) fn internal(message: String) -> Self {
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message,
-        }
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
 

@@ -22,6 +22,7 @@ use weft_protocol::RoomName;
 pub(crate) mod api;
 pub(crate) mod auth;
 pub(crate) mod dashboard;
+pub(crate) mod extract;
 pub(crate) mod pages;
 
 use crate::config::Config;
