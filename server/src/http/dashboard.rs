@@ -39,6 +39,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Semaphore};
 use tracing::{debug, info, warn};
+use weft_protocol::CloseCode;
 
 use crate::config::{Config, Durability};
 use crate::error::ApiError;
@@ -506,7 +507,10 @@ async fn push(mut socket: WebSocket, dashboard: &Dashboard) {
                 Some(Ok(_)) => {}
             },
             _ = shutdown.triggered() => {
-                let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
+                let frame = CloseFrame {
+                    code: CloseCode::GoingAway.code(),
+                    reason: "server shutting down".into(),
+                };
                 let _ = socket.send(WsMessage::Close(Some(frame))).await;
                 break "server stopped";
             }

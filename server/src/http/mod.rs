@@ -12,10 +12,10 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
 use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 use weft_protocol::RoomName;
 
@@ -27,6 +27,7 @@ pub(crate) mod pages;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::http::auth::Grant;
 use crate::net::connection::{self, Peer};
 use crate::net::echo::Echo;
 use crate::net::socket::{self, AddressBudget, AddressLimiter};
@@ -138,7 +139,8 @@ async fn ws_upgrade(
     })
 }
 
-/// Admits (or refuses) one WebSocket to a document room.
+/// Admits (or refuses) one WebSocket to a document room: a valid name, the origin and token,
+/// then a connection slot.
 fn upgrade(
     state: &AppState,
     room: String,
@@ -148,11 +150,8 @@ fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let config = &state.ctx.config;
-    let room = RoomName::parse(&room, &config.limits()).map_err(|e| ApiError {
-        status: StatusCode::BAD_REQUEST,
-        code: "invalid_room",
-        message: e.to_string(),
-    })?;
+    let room = RoomName::parse(&room, &config.limits())
+        .map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
     let grant = match auth::ws_access(config, headers, params, &room, addr) {
         Ok(grant) => grant,
         // Browsers hide the status of a refused upgrade (pages only see close code 1006), so a
@@ -163,50 +162,76 @@ fn upgrade(
         }
         Err(e) => return Err(e),
     };
-    let ip_slot = state
-        .per_ip
-        .acquire(addr.ip(), config.max_connections_per_ip)
-        .ok_or_else(|| {
+    let slots = state.take_slots(addr, &room)?;
+    let peer = state.peer(addr, room, grant);
+    Ok(serve_upgraded(ws, state, peer, slots))
+}
+
+/// What an admitted socket holds until it ends: its place among its address's connections and
+/// among the server's.
+struct Slots {
+    _permit: OwnedSemaphorePermit,
+    _ip: IpSlot,
+}
+
+impl AppState {
+    /// Takes a connection slot for `addr`: 429 when its address has as many open as it may,
+    /// 503 when the server does.
+    fn take_slots(&self, addr: SocketAddr, room: &RoomName) -> Result<Slots, ApiError> {
+        let config = &self.ctx.config;
+        let max_per_ip = config.max_connections_per_ip;
+        let ip = self.per_ip.acquire(addr.ip(), max_per_ip).ok_or_else(|| {
             warn!(peer = %addr, room = %room, "connection refused: too many from this address");
-            ApiError {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                code: "too_many_connections_from_address",
-                message: format!(
-                    "the server allows {} connections from one address",
-                    config.max_connections_per_ip
-                ),
-            }
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections_from_address",
+                format!("the server allows {max_per_ip} connections from one address"),
+            )
         })?;
-    let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
-        warn!(peer = %addr, room = %room, "connection refused: server at its connection limit");
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "too_many_connections",
-            message: format!("the server allows {} connections", config.max_connections),
+        let permit = self.connections.clone().try_acquire_owned().map_err(|_| {
+            warn!(peer = %addr, room = %room, "connection refused: server at its connection limit");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                format!("the server allows {} connections", config.max_connections),
+            )
+        })?;
+        Ok(Slots {
+            _permit: permit,
+            _ip: ip,
+        })
+    }
+
+    /// The admitted connection from `addr` to `room`, with its id, role and byte budget.
+    fn peer(&self, addr: SocketAddr, room: RoomName, grant: Grant) -> Peer {
+        Peer {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            addr,
+            room,
+            role: grant.access.ws_role(),
+            subject: grant.subject,
+            budget: AddressBudget {
+                limiter: self.address_bytes.clone(),
+                ip: addr.ip(),
+            },
         }
-    })?;
-    let peer = Peer {
-        id: state.next_conn.fetch_add(1, Ordering::Relaxed),
-        addr,
-        room,
-        role: grant.access.ws_role(),
-        subject: grant.subject,
-        budget: AddressBudget {
-            limiter: state.address_bytes.clone(),
-            ip: addr.ip(),
-        },
-    };
+    }
+}
+
+/// Completes the upgrade and serves `peer` in its room until the socket ends, holding `slots`
+/// until then.
+fn serve_upgraded(ws: WebSocketUpgrade, state: &AppState, peer: Peer, slots: Slots) -> Response {
     let ctx = state.ctx.clone();
     let tracker = ctx.shutdown.clone();
     let connections = ctx.metrics.connections.clone();
-    Ok(upgrade_settings(ws, config).on_upgrade(move |socket| {
+    upgrade_settings(ws, &state.ctx.config).on_upgrade(move |socket| {
         tracker.track(async move {
             connections.inc();
             connection::serve(socket, ctx, peer).await;
             connections.dec();
-            drop((permit, ip_slot));
+            drop(slots);
         })
-    }))
+    })
 }
 
 /// The WebSocket settings every upgrade uses, production's `/ws/{room}` and the echo endpoint
@@ -276,21 +301,18 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(ctx): State<Arc<RoomContext>>) -> Response {
+async fn readyz(State(ctx): State<Arc<RoomContext>>) -> Result<&'static str, ApiError> {
     let store = ctx.store.clone();
-    match tokio::task::spawn_blocking(move || store.check_writable()).await {
-        Ok(Ok(())) => "ready".into_response(),
-        Ok(Err(e)) => ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "store_unavailable",
-            message: e.to_string(),
-        }
-        .into_response(),
-        Err(e) => ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "store_unavailable",
-            message: e.to_string(),
-        }
-        .into_response(),
-    }
+    let unavailable = |message: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            message,
+        )
+    };
+    tokio::task::spawn_blocking(move || store.check_writable())
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok("ready")
 }
