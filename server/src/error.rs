@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 /// An HTTP error with a stable code and a human message, as JSON.
+#[derive(Debug)]
 pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
@@ -15,19 +16,35 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    /// A server-side failure (storage, a failed task): 500 `internal`, logged.
-    pub(crate) fn internal(message: String) -> Self {
-        tracing::error!(error = %message, "request failed");
+    /// An error with this status, code and message.
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message,
+            status,
+            code,
+            message: message.into(),
         }
+    }
+
+    /// A request the server cannot take as sent: 400 with `code`.
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A server-side failure (storage, a failed task): 500 `internal`, logged when answered.
+    pub(crate) fn internal(message: String) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // Logged where it is answered, not where it is made: an error built and then handled
+        // another way (an HTML page, a close frame) is not a failed request. Only 500s: the
+        // other 5xx are refusals (503 at a connection limit, or while a document is
+        // unavailable), not failures.
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self.message, "request failed");
+        }
         let body = json!({ "code": self.code, "message": self.message });
         (self.status, Json(body)).into_response()
     }

@@ -105,14 +105,14 @@ impl Server {
             shutdown.clone(),
         ));
         shutdown.spawn(dashboard.clone().run());
-        let state = Arc::new(http::AppState {
+        let state = http::AppState {
             ctx: ctx.clone(),
             connections: Arc::new(Semaphore::new(self.config.max_connections)),
             per_ip: Arc::default(),
-            next_conn: AtomicU64::new(1),
+            next_conn: Arc::new(AtomicU64::new(1)),
             address_bytes: address_bytes.clone(),
             dashboard,
-        });
+        };
         let app = http::router(state).layer(request_deadline(&self.config));
         info!(%addr, data = %self.config.data.display(), durability = ?self.config.durability, "serving");
         accept::serve(listener, app, self.config.max_http_connections, &shutdown).await;

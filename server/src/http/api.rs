@@ -2,17 +2,17 @@
 //! their text or Yjs state, and send notices to the people editing them.
 //!
 //! Listings and metadata come from the store without loading documents. Everything that reads
-//! or changes content goes through the document's room actor ([`ApiOp`]), so live editors see
-//! API writes at once and API reads see what they see. Every call is authorized with a token in
-//! `Authorization: Bearer` (see `auth`); errors are `{"code", "message"}` with a stable `code`.
+//! or changes content goes through the document's room actor ([`DocRoom`]'s typed calls), so
+//! live editors see API writes at once and API reads see what they see. Every call is
+//! authorized with a token in `Authorization: Bearer` (see `auth`); the extractors in `extract`
+//! check the id, the token, the body and whether the document exists, in that order.
+//! Errors are `{"code", "message"}` with a stable `code`.
 //! The OpenAPI description at `/api/openapi.json` is generated from the handlers below.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
-use axum::extract::DefaultBodyLimit;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,12 +25,17 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use weft_protocol::{NoticeLevel, RoomName};
+use weft_protocol::NoticeLevel;
 
 use crate::error::ApiError;
-use crate::http::auth::{self, Grant};
+use crate::http::extract::{
+    authorize, blocking, not_found, parse_id, Admin, AllDocs, AppJson, DocAccess, Existing,
+    RawBody, Read, TextBody, Write,
+};
 use crate::http::AppState;
-use crate::room::{ApiOp, ApiOpError, ApiReply};
+use crate::room::calls::{Committed, DocRoom, RoomCallError};
+use crate::room::registry::RoomContext;
+use crate::room::ApiOpError;
 use crate::store::DocMeta;
 use crate::token::Access;
 
@@ -71,7 +76,7 @@ impl Modify for BearerAuth {
 
 /// Routes under `/api`, with the OpenAPI description generated from them. Request bodies may
 /// be as large as `max_body` (the WebSocket message limit: a document's whole state fits).
-pub(crate) fn routes(max_body: usize) -> Router<Arc<AppState>> {
+pub(crate) fn routes(max_body: usize) -> Router<AppState> {
     let (router, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_docs, create_doc))
         .routes(routes!(get_doc, delete_doc))
@@ -156,6 +161,31 @@ struct DocPage {
     next_offset: Option<usize>,
 }
 
+impl DocPage {
+    /// The page of `metas` that `q` asks for, most recently edited first, with the connections
+    /// open on each document by `live`.
+    fn new(mut metas: Vec<DocMeta>, live: &HashMap<String, u32>, q: &ListQuery) -> Self {
+        metas.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
+        let total = metas.len();
+        let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+        let docs: Vec<DocSummary> = metas
+            .into_iter()
+            .skip(q.offset)
+            .take(limit)
+            .map(|m| {
+                let users = live.get(&m.id).copied().unwrap_or(0);
+                DocSummary::new(m, users)
+            })
+            .collect();
+        let end = q.offset.saturating_add(docs.len());
+        Self {
+            next_offset: (end < total).then_some(end),
+            docs,
+            total,
+        }
+    }
+}
+
 /// `POST /api/docs`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -185,6 +215,15 @@ struct Written {
     version: u64,
     /// Whether the document changed (replacing text with the same text does not).
     changed: bool,
+}
+
+impl From<Committed> for Written {
+    fn from(c: Committed) -> Self {
+        Self {
+            version: c.version,
+            changed: c.changed,
+        }
+    }
 }
 
 /// A document was deleted.
@@ -221,6 +260,16 @@ enum Level {
     Error,
 }
 
+impl From<Level> for NoticeLevel {
+    fn from(level: Level) -> Self {
+        match level {
+            Level::Info => NoticeLevel::Info,
+            Level::Warning => NoticeLevel::Warning,
+            Level::Error => NoticeLevel::Error,
+        }
+    }
+}
+
 /// `POST /api/docs/{id}/notices`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -249,32 +298,13 @@ struct Delivered {
     )
 )]
 async fn list_docs(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     Query(q): Query<ListQuery>,
+    _: AllDocs<Read>,
+    State(ctx): State<Arc<RoomContext>>,
 ) -> Result<Json<DocPage>, ApiError> {
-    authorize(&state, &headers, None, Access::Read)?;
-    let store = state.ctx.store.clone();
-    let mut metas = blocking(move || store.list()).await?;
-    metas.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
-    let live = state.ctx.live_users();
-    let total = metas.len();
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let docs: Vec<DocSummary> = metas
-        .into_iter()
-        .skip(q.offset)
-        .take(limit)
-        .map(|m| {
-            let users = live.get(&m.id).copied().unwrap_or(0);
-            DocSummary::new(m, users)
-        })
-        .collect();
-    let end = q.offset.saturating_add(docs.len());
-    Ok(Json(DocPage {
-        next_offset: (end < total).then_some(end),
-        docs,
-        total,
-    }))
+    let store = ctx.store.clone();
+    let metas = blocking(move || store.list()).await?;
+    Ok(Json(DocPage::new(metas, &ctx.live_users(), &q)))
 }
 
 /// Creates a document, optionally with initial text and a title. Needs write access to every
@@ -289,29 +319,13 @@ async fn list_docs(
     )
 )]
 async fn create_doc(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
-    body: Result<Json<CreateDoc>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| body_error(e.status(), e.body_text()))?;
-    let id = match &body.id {
-        Some(id) => id.clone(),
-        None => uuid::Uuid::new_v4().to_string(),
-    };
-    let room = parse_id(&state, &id)?;
-    let scope = body.id.as_ref().map(|_| room.as_str());
-    authorize(&state, &headers, scope, Access::Write)?;
-    let op = ApiOp::Create {
-        text: body.text,
-        title: body.title,
-    };
-    match state.ctx.api(&room, op).await.map_err(op_error)? {
-        ApiReply::Written { version, .. } => {
-            let created = Created { id, version };
-            Ok((StatusCode::CREATED, Json(created)).into_response())
-        }
-        other => Err(unexpected(&other)),
-    }
+    AppJson(body): AppJson<CreateDoc>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let (id, room) = new_doc(ctx, &headers, body.id)?;
+    let version = room.create(body.text, body.title).await?;
+    Ok((StatusCode::CREATED, Json(Created { id, version })))
 }
 
 /// A document's metadata and who is connected.
@@ -323,21 +337,9 @@ async fn create_doc(
         (status = 404, body = ErrorBody),
     )
 )]
-async fn get_doc(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Json<DocSummary>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Read)?;
-    let meta = existing(&state, &room).await?;
-    let users = state
-        .ctx
-        .live_users()
-        .get(room.as_str())
-        .copied()
-        .unwrap_or(0);
-    Ok(Json(DocSummary::new(meta, users)))
+async fn get_doc(doc: Existing<Read>) -> Json<DocSummary> {
+    let users = doc.room.users();
+    Json(DocSummary::new(doc.meta, users))
 }
 
 /// Deletes a document: its connections are closed with code 4410 (y-websocket clients do not
@@ -350,26 +352,12 @@ async fn get_doc(
         (status = 404, body = ErrorBody),
     )
 )]
-async fn delete_doc(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Deleted>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Admin)?;
-    existing(&state, &room).await?;
-    match state
-        .ctx
-        .api(&room, ApiOp::Delete)
-        .await
-        .map_err(op_error)?
-    {
-        ApiReply::Deleted(disconnected) => Ok(Json(Deleted {
-            deleted: true,
-            disconnected,
-        })),
-        other => Err(unexpected(&other)),
-    }
+async fn delete_doc(doc: Existing<Admin>) -> Result<Json<Deleted>, ApiError> {
+    let disconnected = doc.room.delete().await?;
+    Ok(Json(Deleted {
+        deleted: true,
+        disconnected,
+    }))
 }
 
 /// The document's text (`content`), as live editors see it.
@@ -381,25 +369,9 @@ async fn delete_doc(
         (status = 404, body = ErrorBody),
     )
 )]
-async fn get_text(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Read)?;
-    existing(&state, &room).await?;
-    match state
-        .ctx
-        .api(&room, ApiOp::GetText)
-        .await
-        .map_err(op_error)?
-    {
-        ApiReply::Text(text) => {
-            Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
-        }
-        other => Err(unexpected(&other)),
-    }
+async fn get_text(doc: Existing<Read>) -> Result<Response, ApiError> {
+    let text = doc.room.text().await?;
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 /// Replaces the text with the request body (UTF-8) by a minimal diff, applied in the room:
@@ -415,16 +387,11 @@ async fn get_text(
     )
 )]
 async fn put_text(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    doc: DocAccess<Write>,
+    TextBody(text): TextBody,
 ) -> Result<Json<Written>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Write)?;
-    let text = utf8(raw_body(body)?)?;
-    existing(&state, &room).await?;
-    written(state.ctx.api(&room, ApiOp::SetText(text)).await)
+    let committed = doc.existing().await?.set_text(text).await?;
+    Ok(Json(committed.into()))
 }
 
 /// Appends the request body (UTF-8) to the end of the text.
@@ -439,16 +406,11 @@ async fn put_text(
     )
 )]
 async fn append_text(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    doc: DocAccess<Write>,
+    TextBody(text): TextBody,
 ) -> Result<Json<Written>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Write)?;
-    let text = utf8(raw_body(body)?)?;
-    existing(&state, &room).await?;
-    written(state.ctx.api(&room, ApiOp::Append(text)).await)
+    let committed = doc.existing().await?.append(text).await?;
+    Ok(Json(committed.into()))
 }
 
 /// The whole document as one Yjs v1 update, or only what a state vector lacks.
@@ -462,35 +424,12 @@ async fn append_text(
     )
 )]
 async fn get_update(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
     Query(q): Query<UpdateQuery>,
+    doc: DocAccess<Read>,
 ) -> Result<Response, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Read)?;
-    let sv = match &q.state_vector {
-        Some(sv) => Some(
-            URL_SAFE_NO_PAD
-                .decode(sv.trim_end_matches('='))
-                .map_err(|_| {
-                    bad_request("invalid_state_vector", "state_vector is not base64url")
-                })?,
-        ),
-        None => None,
-    };
-    existing(&state, &room).await?;
-    match state
-        .ctx
-        .api(&room, ApiOp::GetUpdate(sv))
-        .await
-        .map_err(op_error)?
-    {
-        ApiReply::Update(bytes) => {
-            Ok(([(CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
-        }
-        other => Err(unexpected(&other)),
-    }
+    let sv = q.state_vector.as_deref().map(state_vector).transpose()?;
+    let update = doc.existing().await?.update(sv).await?;
+    Ok(([(CONTENT_TYPE, "application/octet-stream")], update).into_response())
 }
 
 /// Applies a binary Yjs v1 update (the request body); live editors receive it.
@@ -505,21 +444,11 @@ async fn get_update(
     )
 )]
 async fn post_update(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    doc: DocAccess<Write>,
+    RawBody(update): RawBody,
 ) -> Result<Json<Written>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Write)?;
-    let body = raw_body(body)?;
-    existing(&state, &room).await?;
-    written(
-        state
-            .ctx
-            .api(&room, ApiOp::ApplyUpdate(body.to_vec()))
-            .await,
-    )
+    let committed = doc.existing().await?.apply_update(update.to_vec()).await?;
+    Ok(Json(committed.into()))
 }
 
 /// Shows a notice (a toast) in the editors open on the document: to everyone, or only to the
@@ -534,143 +463,57 @@ async fn post_update(
     )
 )]
 async fn send_notice(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Json<NoticeBody>, JsonRejection>,
+    doc: DocAccess<Admin>,
+    AppJson(body): AppJson<NoticeBody>,
 ) -> Result<Json<Delivered>, ApiError> {
-    let room = doc_id(&state, id)?;
-    authorize(&state, &headers, Some(room.as_str()), Access::Admin)?;
-    let Json(body) = body.map_err(|e| body_error(e.status(), e.body_text()))?;
-    existing(&state, &room).await?;
-    let level = match body.level {
-        Level::Info => NoticeLevel::Info,
-        Level::Warning => NoticeLevel::Warning,
-        Level::Error => NoticeLevel::Error,
-    };
-    let op = ApiOp::Notice {
-        level,
-        text: body.text,
-        to: body.user,
-    };
-    match state.ctx.api(&room, op).await.map_err(op_error)? {
-        ApiReply::Delivered(delivered) => Ok(Json(Delivered { delivered })),
-        other => Err(unexpected(&other)),
-    }
+    let room = doc.existing().await?;
+    let delivered = room.notice(body.level.into(), body.text, body.user).await?;
+    Ok(Json(Delivered { delivered }))
 }
 
-/// Checks the request's bearer token (granted everything in open mode).
-fn authorize(
-    state: &AppState,
+/// The id a create names (a fresh UUID when none) and its room, once the id is valid and the
+/// token may write it. The id is in the body, not the path, so no path extractor checks it; a
+/// token for one document may create only that one, by name.
+fn new_doc(
+    ctx: Arc<RoomContext>,
     headers: &HeaderMap,
-    doc: Option<&str>,
-    need: Access,
-) -> Result<Grant, ApiError> {
-    let token = auth::token_of(headers, None);
-    auth::authorize(&state.ctx.config, token, doc, need).map_err(ApiError::from)
+    id: Option<String>,
+) -> Result<(String, DocRoom), ApiError> {
+    let named = id.is_some();
+    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let room = parse_id(&ctx.config, &id)?;
+    let scope = named.then_some(room.as_str());
+    authorize(&ctx.config, headers, scope, Access::Write)?;
+    Ok((id, DocRoom::new(ctx, room)))
 }
 
-/// Validates a document id from the path.
-fn doc_id(state: &AppState, id: Result<Path<String>, PathRejection>) -> Result<RoomName, ApiError> {
-    let Path(id) = id.map_err(|e| bad_request("invalid_doc_id", &e.body_text()))?;
-    parse_id(state, &id)
-}
-
-fn parse_id(state: &AppState, id: &str) -> Result<RoomName, ApiError> {
-    RoomName::parse(id, &state.ctx.config.limits())
-        .map_err(|e| bad_request("invalid_doc_id", &e.to_string()))
-}
-
-/// The document's metadata, or 404 without loading anything.
-async fn existing(state: &AppState, room: &RoomName) -> Result<DocMeta, ApiError> {
-    let store = state.ctx.store.clone();
-    let id = room.clone();
-    blocking(move || store.meta(&id))
-        .await?
-        .ok_or_else(not_found)
-}
-
-/// Runs a blocking store call off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-fn utf8(body: Bytes) -> Result<String, ApiError> {
-    String::from_utf8(body.to_vec())
-        .map_err(|_| bad_request("invalid_body", "the body must be UTF-8 text"))
-}
-
-fn written(result: Result<ApiReply, ApiOpError>) -> Result<Json<Written>, ApiError> {
-    match result.map_err(op_error)? {
-        ApiReply::Written { version, changed } => Ok(Json(Written { version, changed })),
-        other => Err(unexpected(&other)),
-    }
-}
-
-fn bad_request(code: &'static str, message: &str) -> ApiError {
-    ApiError {
-        status: StatusCode::BAD_REQUEST,
-        code,
-        message: message.to_owned(),
-    }
-}
-
-fn bad_body(message: String) -> ApiError {
-    ApiError {
-        status: StatusCode::BAD_REQUEST,
-        code: "invalid_body",
-        message,
-    }
-}
-
-/// A rejected request body as JSON: 413 `body_too_large` over the limit, else 400.
-fn body_error(status: StatusCode, message: String) -> ApiError {
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError {
-            status,
-            code: "body_too_large",
-            message,
-        };
-    }
-    bad_body(message)
-}
-
-/// The raw body, or its rejection as a JSON error.
-fn raw_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| body_error(e.status(), e.body_text()))
-}
-
-fn not_found() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "doc_not_found",
-        message: "no document with this id".into(),
-    }
-}
-
-fn unexpected(reply: &ApiReply) -> ApiError {
-    ApiError::internal(format!("unexpected reply from the room: {reply:?}"))
+/// Decodes a `state_vector` parameter (base64url, padding tolerated).
+fn state_vector(sv: &str) -> Result<Vec<u8>, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(sv.trim_end_matches('='))
+        .map_err(|_| ApiError::bad_request("invalid_state_vector", "state_vector is not base64url"))
 }
 
 /// Maps a room's answer to the API's status and code.
-fn op_error(e: ApiOpError) -> ApiError {
-    let message = e.to_string();
-    let (status, code) = match e {
-        ApiOpError::NotFound => return not_found(),
-        ApiOpError::Exists => (StatusCode::CONFLICT, "doc_exists"),
-        ApiOpError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "doc_too_large"),
-        ApiOpError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_update"),
-        ApiOpError::Storage(_) => return ApiError::internal(message),
-        ApiOpError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "doc_unavailable"),
-    };
-    ApiError {
-        status,
-        code,
-        message,
+impl From<RoomCallError> for ApiError {
+    fn from(e: RoomCallError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match e {
+            RoomCallError::Op(ApiOpError::NotFound) => return not_found(),
+            RoomCallError::Op(ApiOpError::Exists) => (StatusCode::CONFLICT, "doc_exists"),
+            RoomCallError::Op(ApiOpError::TooLarge(_)) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "doc_too_large")
+            }
+            RoomCallError::Op(ApiOpError::Invalid(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_update")
+            }
+            RoomCallError::Op(ApiOpError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "doc_unavailable")
+            }
+            RoomCallError::Op(ApiOpError::Storage(_)) | RoomCallError::Unexpected(_) => {
+                return ApiError::internal(message)
+            }
+        };
+        ApiError::new(status, code, message)
     }
 }

@@ -40,9 +40,10 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Semaphore};
 use tracing::{debug, info, warn};
+use weft_protocol::CloseCode;
 use weft_protocol::RoomName;
 
-use crate::config::Durability;
+use crate::config::{Config, Durability};
 use crate::error::ApiError;
 use crate::http::auth;
 use crate::http::pages;
@@ -63,7 +64,7 @@ const MAX_SOCKETS: usize = 64;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Routes of the operator endpoints.
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/dashboard", get(page))
@@ -352,9 +353,9 @@ fn sample_gauges(ctx: &RoomContext) -> Gauges {
 }
 
 /// Refuses a request without an admin token for all documents (when tokens are on).
-fn admin(state: &AppState, headers: &HeaderMap, query: &TokenQuery) -> Result<(), ApiError> {
+fn admin(config: &Config, headers: &HeaderMap, query: &TokenQuery) -> Result<(), ApiError> {
     let token = auth::token_of(headers, query.token.as_deref());
-    auth::authorize(&state.ctx.config, token, None, Access::Admin)
+    auth::authorize(config, token, None, Access::Admin)
         .map(|_| ())
         .map_err(ApiError::from)
 }
@@ -373,14 +374,14 @@ struct SinceQuery {
 }
 
 async fn metrics(
-    State(state): State<Arc<AppState>>,
+    State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, ApiError> {
-    admin(&state, &headers, &query)?;
-    let m = &state.ctx.metrics;
+    admin(&ctx.config, &headers, &query)?;
+    let m = &ctx.metrics;
     // Gauges a scrape should see fresh even between dashboard samples.
-    sample_gauges(&state.ctx);
+    sample_gauges(&ctx);
     // Prometheus asks for OpenMetrics first; everything else gets the classic text format.
     let openmetrics = headers
         .get(ACCEPT)
@@ -401,11 +402,11 @@ async fn metrics(
 }
 
 async fn page(
-    State(state): State<Arc<AppState>>,
+    State(config): State<Arc<Config>>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Response {
-    match admin(&state, &headers, &query) {
+    match admin(&config, &headers, &query) {
         Ok(()) => pages::page("dashboard.html", &headers),
         Err(e) => pages::error_page(
             e.status,
@@ -419,49 +420,53 @@ async fn page(
 }
 
 async fn snapshots(
-    State(state): State<Arc<AppState>>,
+    State(config): State<Arc<Config>>,
+    State(dashboard): State<Arc<Dashboard>>,
     headers: HeaderMap,
     Query(query): Query<SinceQuery>,
 ) -> Result<Response, ApiError> {
     let token = TokenQuery { token: query.token };
-    admin(&state, &headers, &token)?;
+    admin(&config, &headers, &token)?;
     Ok((
         [
             (CONTENT_TYPE, "application/json"),
             (CACHE_CONTROL, "no-store"),
         ],
-        state.dashboard.since(query.since),
+        dashboard.since(query.since),
     )
         .into_response())
 }
 
 async fn socket(
-    State(state): State<Arc<AppState>>,
+    State(config): State<Arc<Config>>,
+    State(dashboard): State<Arc<Dashboard>>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Response> {
     // Authorization first: a request without a token learns that, not that it lacked the
     // upgrade headers.
-    admin(&state, &headers, &query).map_err(IntoResponse::into_response)?;
+    admin(&config, &headers, &query).map_err(IntoResponse::into_response)?;
     let ws = ws.map_err(IntoResponse::into_response)?;
-    open_socket(&state, &headers, ws).map_err(IntoResponse::into_response)
+    open_socket(&config, dashboard, &headers, ws).map_err(IntoResponse::into_response)
 }
 
+/// Upgrades a dashboard's socket and pushes to it, unless its origin is refused or too many
+/// dashboards are open.
 fn open_socket(
-    state: &Arc<AppState>,
+    config: &Config,
+    dashboard: Arc<Dashboard>,
     headers: &HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    if !auth::origin_allowed(&state.ctx.config, headers) {
+    if !auth::origin_allowed(config, headers) {
         return Err(ApiError {
             status: StatusCode::FORBIDDEN,
             code: "origin_not_allowed",
             message: "pages from this origin may not open the dashboard socket".into(),
         });
     }
-    let permit = state
-        .dashboard
+    let permit = dashboard
         .sockets
         .clone()
         .try_acquire_owned()
@@ -470,8 +475,7 @@ fn open_socket(
             code: "too_many_dashboards",
             message: format!("at most {MAX_SOCKETS} dashboards can be pushed to; poll instead"),
         })?;
-    let dashboard = state.dashboard.clone();
-    let tracker = state.ctx.shutdown.clone();
+    let tracker = dashboard.ctx.shutdown.clone();
     Ok(ws.on_upgrade(move |socket| {
         tracker.track(async move {
             push(socket, &dashboard).await;
@@ -510,7 +514,10 @@ async fn push(mut socket: WebSocket, dashboard: &Dashboard) {
                 Some(Ok(_)) => {}
             },
             _ = shutdown.triggered() => {
-                let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
+                let frame = CloseFrame {
+                    code: CloseCode::GoingAway.code(),
+                    reason: "server shutting down".into(),
+                };
                 let _ = socket.send(WsMessage::Close(Some(frame))).await;
                 break "server stopped";
             }

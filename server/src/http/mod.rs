@@ -9,23 +9,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRef, Path, Query, State};
 use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 use weft_protocol::RoomName;
 
 pub(crate) mod api;
 pub(crate) mod auth;
 pub(crate) mod dashboard;
+pub(crate) mod extract;
 pub(crate) mod pages;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::http::auth::Grant;
 use crate::net::connection::{self, Peer};
 use crate::net::echo::Echo;
 use crate::net::socket::{self, AddressBudget, AddressLimiter};
@@ -33,19 +35,42 @@ use crate::room::registry::RoomContext;
 use crate::shutdown::Shutdown;
 use dashboard::Dashboard;
 
-/// State shared by every handler.
+/// State shared by every handler. Each takes only the part it uses, through [`FromRef`]:
+/// `State<Arc<RoomContext>>`, `State<Arc<Config>>` or `State<Arc<Dashboard>>`; only the
+/// WebSocket upgrade takes the whole.
+#[derive(Clone)]
 pub(crate) struct AppState {
+    /// The rooms and everything they share.
     pub(crate) ctx: Arc<RoomContext>,
     /// Counts open WebSockets: tower's concurrency limit does not see upgraded sockets, so each
     /// socket task holds a permit until it ends.
     pub(crate) connections: Arc<Semaphore>,
     /// Open WebSockets per client address, so one host cannot take every slot.
     pub(crate) per_ip: Arc<PerIp>,
-    pub(crate) next_conn: AtomicU64,
+    /// The id the next connection gets.
+    pub(crate) next_conn: Arc<AtomicU64>,
     /// Bytes per second per client address, over all its WebSockets.
     pub(crate) address_bytes: Arc<AddressLimiter>,
     /// Snapshots for the operator dashboard.
     pub(crate) dashboard: Arc<Dashboard>,
+}
+
+impl FromRef<AppState> for Arc<RoomContext> {
+    fn from_ref(state: &AppState) -> Self {
+        state.ctx.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Config> {
+    fn from_ref(state: &AppState) -> Self {
+        state.ctx.config.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Dashboard> {
+    fn from_ref(state: &AppState) -> Self {
+        state.dashboard.clone()
+    }
 }
 
 /// Counts open WebSockets per client IP address.
@@ -89,7 +114,7 @@ impl Drop for IpSlot {
 }
 
 /// Builds the application's router.
-pub(crate) fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws/{room}", get(ws_upgrade))
         .route("/healthz", get(healthz))
@@ -102,7 +127,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn ws_upgrade(
-    State(state): State<Arc<AppState>>,
+    State(state): State<AppState>,
     Path(room): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -114,9 +139,10 @@ async fn ws_upgrade(
     })
 }
 
-/// Admits (or refuses) one WebSocket to a document room.
+/// Admits (or refuses) one WebSocket to a document room: a valid name, the origin and token,
+/// then a connection slot.
 fn upgrade(
-    state: &Arc<AppState>,
+    state: &AppState,
     room: String,
     addr: SocketAddr,
     headers: &HeaderMap,
@@ -124,11 +150,8 @@ fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let config = &state.ctx.config;
-    let room = RoomName::parse(&room, &config.limits()).map_err(|e| ApiError {
-        status: StatusCode::BAD_REQUEST,
-        code: "invalid_room",
-        message: e.to_string(),
-    })?;
+    let room = RoomName::parse(&room, &config.limits())
+        .map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
     let grant = match auth::ws_access(config, headers, params, &room, addr) {
         Ok(grant) => grant,
         // Browsers hide the status of a refused upgrade (pages only see close code 1006), so a
@@ -139,50 +162,76 @@ fn upgrade(
         }
         Err(e) => return Err(e),
     };
-    let ip_slot = state
-        .per_ip
-        .acquire(addr.ip(), config.max_connections_per_ip)
-        .ok_or_else(|| {
+    let slots = state.take_slots(addr, &room)?;
+    let peer = state.peer(addr, room, grant);
+    Ok(serve_upgraded(ws, state, peer, slots))
+}
+
+/// What an admitted socket holds until it ends: its place among its address's connections and
+/// among the server's.
+struct Slots {
+    _permit: OwnedSemaphorePermit,
+    _ip: IpSlot,
+}
+
+impl AppState {
+    /// Takes a connection slot for `addr`: 429 when its address has as many open as it may,
+    /// 503 when the server does.
+    fn take_slots(&self, addr: SocketAddr, room: &RoomName) -> Result<Slots, ApiError> {
+        let config = &self.ctx.config;
+        let max_per_ip = config.max_connections_per_ip;
+        let ip = self.per_ip.acquire(addr.ip(), max_per_ip).ok_or_else(|| {
             warn!(peer = %addr, room = %room, "connection refused: too many from this address");
-            ApiError {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                code: "too_many_connections_from_address",
-                message: format!(
-                    "the server allows {} connections from one address",
-                    config.max_connections_per_ip
-                ),
-            }
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections_from_address",
+                format!("the server allows {max_per_ip} connections from one address"),
+            )
         })?;
-    let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
-        warn!(peer = %addr, room = %room, "connection refused: server at its connection limit");
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "too_many_connections",
-            message: format!("the server allows {} connections", config.max_connections),
+        let permit = self.connections.clone().try_acquire_owned().map_err(|_| {
+            warn!(peer = %addr, room = %room, "connection refused: server at its connection limit");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                format!("the server allows {} connections", config.max_connections),
+            )
+        })?;
+        Ok(Slots {
+            _permit: permit,
+            _ip: ip,
+        })
+    }
+
+    /// The admitted connection from `addr` to `room`, with its id, role and byte budget.
+    fn peer(&self, addr: SocketAddr, room: RoomName, grant: Grant) -> Peer {
+        Peer {
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            addr,
+            room,
+            role: grant.access.ws_role(),
+            subject: grant.subject,
+            budget: AddressBudget {
+                limiter: self.address_bytes.clone(),
+                ip: addr.ip(),
+            },
         }
-    })?;
-    let peer = Peer {
-        id: state.next_conn.fetch_add(1, Ordering::Relaxed),
-        addr,
-        room,
-        role: grant.access.ws_role(),
-        subject: grant.subject,
-        budget: AddressBudget {
-            limiter: state.address_bytes.clone(),
-            ip: addr.ip(),
-        },
-    };
+    }
+}
+
+/// Completes the upgrade and serves `peer` in its room until the socket ends, holding `slots`
+/// until then.
+fn serve_upgraded(ws: WebSocketUpgrade, state: &AppState, peer: Peer, slots: Slots) -> Response {
     let ctx = state.ctx.clone();
     let tracker = ctx.shutdown.clone();
     let connections = ctx.metrics.connections.clone();
-    Ok(upgrade_settings(ws, config).on_upgrade(move |socket| {
+    upgrade_settings(ws, &state.ctx.config).on_upgrade(move |socket| {
         tracker.track(async move {
             connections.inc();
             connection::serve(socket, ctx, peer).await;
             connections.dec();
-            drop((permit, ip_slot));
+            drop(slots);
         })
-    }))
+    })
 }
 
 /// The WebSocket settings every upgrade uses, production's `/ws/{room}` and the echo endpoint
@@ -252,21 +301,18 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let store = state.ctx.store.clone();
-    match tokio::task::spawn_blocking(move || store.check_writable()).await {
-        Ok(Ok(())) => "ready".into_response(),
-        Ok(Err(e)) => ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "store_unavailable",
-            message: e.to_string(),
-        }
-        .into_response(),
-        Err(e) => ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "store_unavailable",
-            message: e.to_string(),
-        }
-        .into_response(),
-    }
+async fn readyz(State(ctx): State<Arc<RoomContext>>) -> Result<&'static str, ApiError> {
+    let store = ctx.store.clone();
+    let unavailable = |message: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            message,
+        )
+    };
+    tokio::task::spawn_blocking(move || store.check_writable())
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok("ready")
 }

@@ -20,6 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use weft_protocol::RoomName;
 
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::AppState;
 
@@ -47,7 +48,7 @@ const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const CACHE_REVALIDATE: &str = "no-cache";
 
 /// Routes for pages and assets, gzip-compressed for clients that accept it.
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(list_page))
         .route("/d/{id}", get(editor_page))
@@ -121,7 +122,7 @@ async fn list_page(headers: HeaderMap) -> Response {
 }
 
 async fn editor_page(
-    State(state): State<Arc<AppState>>,
+    State(config): State<Arc<Config>>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
@@ -132,7 +133,7 @@ async fn editor_page(
             "The document name in the address is not valid text (UTF-8).",
         );
     };
-    match RoomName::parse(&id, &state.ctx.config.limits()) {
+    match RoomName::parse(&id, &config.limits()) {
         Ok(_) => page("editor.html", &headers),
         Err(e) => error_page(
             StatusCode::BAD_REQUEST,

@@ -11,6 +11,7 @@
 //! every member (close code [`CloseCode::Deleted`]) and stops the room, so nothing it held can
 //! write the document back.
 
+pub(crate) mod calls;
 pub(crate) mod presence;
 pub(crate) mod registry;
 

@@ -1,0 +1,249 @@
+//! Extractors of the JSON API, so a handler starts at its own work: the access it needs (a role
+//! as a type parameter), the document its path names, whether that document exists, and request
+//! bodies. Every rejection is an [`ApiError`] with the API's stable codes.
+//!
+//! Requests are refused in a fixed order, which clients and tests rely on: a bad document id
+//! (400), then the token (401/403), then the body or query (400/413), then a missing document
+//! (404). Handlers with a body therefore take [`DocAccess`] and ask [`DocAccess::existing`]
+//! after the body is read; handlers without one take [`Existing`].
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use weft_protocol::RoomName;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::http::auth;
+use crate::room::calls::DocRoom;
+use crate::room::registry::RoomContext;
+use crate::store::{DocMeta, StoreError};
+use crate::token::Access;
+
+/// The access a handler needs, named as a type so its extractor can check it.
+pub(crate) trait Need {
+    /// The role the request's token must grant.
+    const ACCESS: Access;
+}
+
+/// Needs read access.
+pub(crate) enum Read {}
+
+/// Needs write access.
+pub(crate) enum Write {}
+
+/// Needs the admin role.
+pub(crate) enum Admin {}
+
+impl Need for Read {
+    const ACCESS: Access = Access::Read;
+}
+
+impl Need for Write {
+    const ACCESS: Access = Access::Write;
+}
+
+impl Need for Admin {
+    const ACCESS: Access = Access::Admin;
+}
+
+/// A request authorized with `N` on every document (a listing).
+pub(crate) struct AllDocs<N>(PhantomData<fn() -> N>);
+
+impl<S, N> FromRequestParts<S> for AllDocs<N>
+where
+    S: Send + Sync,
+    Arc<Config>: FromRef<S>,
+    N: Need,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        authorize(&Arc::from_ref(state), &parts.headers, None, N::ACCESS)?;
+        Ok(Self(PhantomData))
+    }
+}
+
+/// The document the path names: its id is valid and the request is authorized with `N` on it.
+/// Whether it exists is not known yet (see [`DocAccess::existing`]).
+pub(crate) struct DocAccess<N> {
+    ctx: Arc<RoomContext>,
+    room: RoomName,
+    need: PhantomData<fn() -> N>,
+}
+
+impl<S, N> FromRequestParts<S> for DocAccess<N>
+where
+    S: Send + Sync,
+    Arc<RoomContext>: FromRef<S>,
+    N: Need,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ctx = Arc::<RoomContext>::from_ref(state);
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_doc_id", e.body_text()))?;
+        let room = parse_id(&ctx.config, &id)?;
+        authorize(&ctx.config, &parts.headers, Some(room.as_str()), N::ACCESS)?;
+        Ok(Self {
+            ctx,
+            room,
+            need: PhantomData,
+        })
+    }
+}
+
+impl<N> DocAccess<N> {
+    /// The document's metadata, or 404 `doc_not_found`, read from the store without loading it.
+    pub(crate) async fn meta(&self) -> Result<DocMeta, ApiError> {
+        let store = self.ctx.store.clone();
+        let id = self.room.clone();
+        blocking(move || store.meta(&id))
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    /// The document's room, once the store says the document exists (404 `doc_not_found` if
+    /// not).
+    pub(crate) async fn existing(self) -> Result<DocRoom, ApiError> {
+        self.meta().await?;
+        Ok(DocRoom::new(self.ctx, self.room))
+    }
+}
+
+/// A document that exists, for handlers with nothing else to refuse first: [`DocAccess`] and
+/// the existence check.
+pub(crate) struct Existing<N> {
+    /// Its metadata, as stored.
+    pub(crate) meta: DocMeta,
+    /// Its room.
+    pub(crate) room: DocRoom,
+    need: PhantomData<fn() -> N>,
+}
+
+impl<S, N> FromRequestParts<S> for Existing<N>
+where
+    S: Send + Sync,
+    Arc<RoomContext>: FromRef<S>,
+    N: Need,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let access = DocAccess::<N>::from_request_parts(parts, state).await?;
+        let meta = access.meta().await?;
+        Ok(Self {
+            meta,
+            room: DocRoom::new(access.ctx, access.room),
+            need: PhantomData,
+        })
+    }
+}
+
+/// A JSON request body. One that is not the JSON expected is 400 `invalid_body` with serde's
+/// explanation; one over the body limit is 413 `body_too_large`.
+pub(crate) struct AppJson<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    S: Send + Sync,
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// A request body as raw bytes (a Yjs update); 413 `body_too_large` over the body limit.
+pub(crate) struct RawBody(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Ok(Self(Bytes::from_request(req, state).await?))
+    }
+}
+
+/// A request body of UTF-8 text; anything else is 400 `invalid_body`.
+pub(crate) struct TextBody(pub(crate) String);
+
+impl<S: Send + Sync> FromRequest<S> for TextBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        String::from_utf8(bytes.to_vec())
+            .map(Self)
+            .map_err(|_| ApiError::bad_request("invalid_body", "the body must be UTF-8 text"))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        body_error(e.status(), e.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        body_error(e.status(), e.body_text())
+    }
+}
+
+/// A rejected request body: 413 `body_too_large` over the limit, else 400 `invalid_body`.
+fn body_error(status: StatusCode, message: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(status, "body_too_large", message);
+    }
+    ApiError::bad_request("invalid_body", message)
+}
+
+/// Checks the request's bearer token for `need` on `doc`, or on every document when `None`
+/// (granted everything in open mode).
+pub(crate) fn authorize(
+    config: &Config,
+    headers: &HeaderMap,
+    doc: Option<&str>,
+    need: Access,
+) -> Result<(), ApiError> {
+    let token = auth::token_of(headers, None);
+    auth::authorize(config, token, doc, need)?;
+    Ok(())
+}
+
+/// Validates a document id: 400 `invalid_doc_id` when it is not a valid room name.
+pub(crate) fn parse_id(config: &Config, id: &str) -> Result<RoomName, ApiError> {
+    RoomName::parse(id, &config.limits())
+        .map_err(|e| ApiError::bad_request("invalid_doc_id", e.to_string()))
+}
+
+/// 404 `doc_not_found`.
+pub(crate) fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "doc_not_found",
+        "no document with this id",
+    )
+}
+
+/// Runs a blocking store call off the async workers; a failure is 500 `internal`.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
