@@ -43,6 +43,7 @@
 //! pages below 2 MiB stay in the log and one fdatasync covers them; a store created with another
 //! segment size keeps it (sled refuses to change it), read from sled's `conf` file.
 
+pub(crate) mod backup;
 pub(crate) mod commit;
 pub(crate) mod inflight;
 
@@ -121,6 +122,8 @@ pub struct DocMeta {
     pub update_count: u64,
     /// Title, if one was set.
     pub title: Option<String>,
+    /// Whether the title was set explicitly (through the API), so edits no longer replace it.
+    pub title_pinned: bool,
     /// Number of updates moved to quarantine.
     pub quarantined: u64,
 }
@@ -384,6 +387,7 @@ impl MetaRec {
             size_bytes: self.size_bytes,
             update_count: self.next_seq.saturating_sub(1),
             title: self.title.clone(),
+            title_pinned: self.title_pinned,
             quarantined: self.quarantined,
         }
     }
