@@ -1,8 +1,8 @@
 //! The command line, shared by the `weft` binary and its fault-injection twin: parse flags,
 //! install logging, open the store, bind, serve until a signal; or, with `weft token`, print a
-//! signed access token.
+//! signed access token; or run `weft backup` / `weft restore` (in [`crate::backup`]).
 
-use crate::config::{Cli, Subcommand, TokenArgs};
+use crate::config::{BackupArgs, Cli, Config, RestoreArgs, Subcommand, TokenArgs};
 use crate::shutdown::Shutdown;
 use crate::token::AuthSecret;
 use crate::token::{mint, unix_now, Claims, Scope};
@@ -37,6 +37,11 @@ async fn main() -> anyhow::Result<()> {
         )?;
         println!("{}", token(args, secret)?);
         return Ok(());
+    }
+    match cli.command {
+        Some(Subcommand::Backup(args)) => return backup(&args, &cli.serve).await,
+        Some(Subcommand::Restore(args)) => return restore(args, &cli.serve).await,
+        _ => {}
     }
     let config = cli.into_config();
     config.check_exposure()?;
@@ -81,6 +86,54 @@ fn token(args: &TokenArgs, secret: &AuthSecret) -> anyhow::Result<String> {
         sub: args.sub.clone(),
     };
     Ok(mint(secret, &claims))
+}
+
+/// `weft backup`: prints what it saved, and fails if any listed document could not be read.
+async fn backup(args: &BackupArgs, config: &Config) -> anyhow::Result<()> {
+    let info = crate::backup::backup(args, config.auth_secret.as_ref()).await?;
+    println!(
+        "backed up {} documents, {} bytes, to {}",
+        info.documents,
+        info.bytes,
+        args.to.display()
+    );
+    for s in info.skipped.iter().filter(|s| !s.failed) {
+        println!("  not included: {:?} ({})", s.id, s.reason);
+    }
+    let failed: Vec<String> = info
+        .failed()
+        .map(|s| format!("{:?}: {}", s.id, s.reason))
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} documents could not be read and are missing from the backup: {}",
+            failed.len(),
+            failed.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// `weft restore`: copies a backup into the (stopped) server's data directory.
+async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<()> {
+    let data = config.data.clone();
+    let (from, into) = (args.from.clone(), data.clone());
+    let done = tokio::task::spawn_blocking(move || crate::backup::restore(&args, &data))
+        .await
+        .context("the restore task failed")??;
+    println!(
+        "restored {} documents ({} replaced), {} bytes, from {} into {}",
+        done.documents,
+        done.replaced,
+        done.bytes,
+        from.display(),
+        into.display()
+    );
+    let failed = done.info.failed().count();
+    if failed > 0 {
+        println!("note: {failed} documents could not be read when this backup was taken");
+    }
+    Ok(())
 }
 
 /// Triggers graceful shutdown on SIGINT or SIGTERM.

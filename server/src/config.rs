@@ -32,6 +32,50 @@ pub enum Subcommand {
     /// Print a signed access token (a bare token string) for the server started with the same
     /// `--auth-secret` (or `WEFT_AUTH_SECRET`).
     Token(TokenArgs),
+    /// Back up every document of a running server into a new data directory.
+    ///
+    /// Downloads `GET /api/backup` from the server at `--url` while it keeps serving, and writes
+    /// the documents into DIR (`--to`) as a normal weft data directory, plus a `weft-backup.json`
+    /// that marks it complete. Each document is copied as it was when the backup reached it,
+    /// with every edit acknowledged before the backup began. DIR must not hold documents yet.
+    /// With an auth secret on the server, pass an admin token for every document (`weft token
+    /// --all-docs --role admin`) as `--token` or `WEFT_TOKEN`; without one, a token is minted
+    /// from `--auth-secret` (`WEFT_AUTH_SECRET`) when that is set. See docs/backup.md.
+    Backup(BackupArgs),
+    /// Copy the documents of a backup into the data directory; the server must be stopped.
+    ///
+    /// Copies every document of the backup in DIR (`--from`, made by `weft backup`) into the
+    /// data directory (`--data`, `WEFT_DATA`, default ./data), with its title and times. The
+    /// data directory must not be in use: stop the server first. A document that already exists
+    /// there is only replaced with `--overwrite`; without it, nothing is restored. See
+    /// docs/backup.md.
+    Restore(RestoreArgs),
+}
+
+/// Flags of `weft backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The directory to write the backup to: absent, empty, or a data directory without
+    /// documents.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// The running server's address.
+    #[arg(long, env = "WEFT_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// An admin token for every document, when the server has an auth secret.
+    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Flags of `weft restore`; the data directory restored into is the global `--data`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore: a directory written by `weft backup`.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// Replace documents that already exist in the data directory with their backed-up copy.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// Flags of `weft token`.

@@ -18,7 +18,8 @@
 //!   handler for the conformance run.
 //! - `http/`: the axum `Router` built in one place, the JSON API, the dashboard and `/metrics`,
 //!   the embedded editor pages, and the access policy (which token covers what).
-//! - `server` and [`cli`]: wiring, the binaries' entry point.
+//! - `server` and [`cli`]: wiring, the binaries' entry point; `backup`: the `weft backup` and
+//!   `weft restore` commands.
 //! - `testing/`: fuzz harnesses, bench hooks and fault injection, behind features.
 //!
 //! A frame's path: `net::socket` (read) → `net::connection` (decode) → `room` (validate, apply,
@@ -30,6 +31,7 @@ pub mod config;
 pub mod shutdown;
 pub mod token;
 
+mod backup;
 mod error;
 mod http;
 mod metrics;

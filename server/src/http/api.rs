@@ -84,6 +84,7 @@ pub(crate) fn routes(max_body: usize) -> Router<AppState> {
         .routes(routes!(append_text))
         .routes(routes!(get_update, post_update))
         .routes(routes!(send_notice))
+        .routes(routes!(super::backup::get_backup))
         .split_for_parts();
     // Serialized once: the description is fixed for the life of the binary.
     let json = spec

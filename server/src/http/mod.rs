@@ -21,6 +21,7 @@ use weft_protocol::RoomName;
 
 pub(crate) mod api;
 pub(crate) mod auth;
+pub(crate) mod backup;
 pub(crate) mod dashboard;
 pub(crate) mod extract;
 pub(crate) mod pages;

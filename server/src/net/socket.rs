@@ -97,11 +97,7 @@ pub(crate) async fn serve<H: Handler>(
 ) -> Option<Ending> {
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel(config.send_queue.max(1));
-    let queued = Arc::new(QueuedBytes {
-        now: AtomicUsize::new(0),
-        // One maximal message must always fit, or a big document could never be sent.
-        max: config.send_queue_bytes.max(config.max_message),
-    });
+    let queued = queue_budget(config);
     let closer = Closer::default();
     let alive = Arc::new(AtomicBool::new(true));
     let writer = tokio::spawn(write_loop(
@@ -146,13 +142,28 @@ pub(crate) async fn serve<H: Handler>(
     let _ = writer.await;
     let ending = closer.ending();
     if let Some(m) = handler.metrics() {
-        m.disconnected(&match &ending {
-            Some(Ending::Close(code, _)) => code.to_string(),
-            Some(Ending::Terminate(_)) => "dropped".to_owned(),
-            None => "peer".to_owned(),
-        });
+        m.disconnected(&disconnect_label(ending.as_ref()));
     }
     ending
+}
+
+/// The bytes one connection may have queued: one maximal message must always fit, or a big
+/// document could never be sent.
+fn queue_budget(config: &Config) -> Arc<QueuedBytes> {
+    Arc::new(QueuedBytes {
+        now: AtomicUsize::new(0),
+        max: config.send_queue_bytes.max(config.max_message),
+    })
+}
+
+/// How `/metrics` labels an ending: the close code sent, `dropped` without a close frame,
+/// `peer` when the client closed.
+fn disconnect_label(ending: Option<&Ending>) -> String {
+    match ending {
+        Some(Ending::Close(code, _)) => code.to_string(),
+        Some(Ending::Terminate(_)) => "dropped".to_owned(),
+        None => "peer".to_owned(),
+    }
 }
 
 /// The reading half of one connection.

@@ -205,6 +205,7 @@ impl MetaRec {
             size_bytes: self.size_bytes,
             update_count: self.next_seq.saturating_sub(1),
             title: self.title.clone(),
+            title_pinned: self.title_pinned,
             quarantined: self.quarantined,
         }
     }

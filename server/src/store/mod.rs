@@ -56,6 +56,7 @@ mod sled_store;
 #[cfg(test)]
 mod tests;
 
+pub(crate) mod backup;
 pub(crate) mod commit;
 pub(crate) mod inflight;
 
@@ -133,6 +134,8 @@ pub struct DocMeta {
     pub update_count: u64,
     /// Title, if one was set.
     pub title: Option<String>,
+    /// Whether the title was set explicitly (through the API), so edits no longer replace it.
+    pub title_pinned: bool,
     /// Number of updates moved to quarantine.
     pub quarantined: u64,
 }

@@ -20,7 +20,7 @@ use super::{now_ms, DocMeta, QuarantinedUpdate, Store, StoreError, StoredDoc};
 /// Past this many cached documents, unused clean entries are dropped from the metadata cache.
 const CACHE_SOFT_CAP: usize = 4096;
 
-fn len_u64(bytes: &[u8]) -> u64 {
+pub(super) fn len_u64(bytes: &[u8]) -> u64 {
     u64::try_from(bytes.len()).unwrap_or(u64::MAX)
 }
 
@@ -35,13 +35,13 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Cached state of one document; `meta == None` means the document does not exist.
 #[derive(Default)]
-struct Slot {
+pub(super) struct Slot {
     /// `meta` was read from disk (and repaired if needed).
     loaded: bool,
     /// The document's metadata; `None` while it does not exist.
-    meta: Option<MetaRec>,
+    pub(super) meta: Option<MetaRec>,
     /// The cached metadata is newer than the record on disk (and the entry is in the dirty list).
-    dirty: bool,
+    pub(super) dirty: bool,
 }
 
 /// One document in the metadata cache.
@@ -160,7 +160,7 @@ impl SledStore {
     }
 
     /// Runs `f` with the document's slot locked and its metadata loaded.
-    fn with_slot<T>(
+    pub(super) fn with_slot<T>(
         &self,
         doc: &str,
         f: impl FnOnce(&Arc<DocEntry>, &mut Slot) -> Result<T, StoreError>,
