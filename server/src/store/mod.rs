@@ -45,6 +45,7 @@
 
 pub(crate) mod commit;
 pub(crate) mod inflight;
+pub(crate) mod log;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;

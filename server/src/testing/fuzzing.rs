@@ -307,8 +307,9 @@ fn fuzz_config(config: &mut Config) {
     config.max_doc_bytes = 4 * RESET_BYTES;
 }
 
-/// A room context over `store` with `config`, as `Server::serve` builds it, except that the
-/// committer flushes only when a strict room waits for it (never on its own timer).
+/// A room context over `store` with `config`, as `Server::serve` builds it (flushes counted in
+/// its metrics), except that the committer flushes only when a strict room waits for it (never
+/// on its own timer).
 fn context_with(
     rt: &tokio::runtime::Runtime,
     store: Arc<dyn Store>,
@@ -316,7 +317,11 @@ fn context_with(
     config: Config,
 ) -> Arc<RoomContext> {
     let _guard = rt.enter();
-    let commit = GroupCommit::start(store.clone(), Duration::from_secs(3600), |_| {});
+    let metrics = Arc::new(Metrics::new());
+    let flush_metrics = metrics.clone();
+    let commit = GroupCommit::start(store.clone(), Duration::from_secs(3600), move |elapsed| {
+        flush_metrics.observe_flush(elapsed)
+    });
     let inflight = InFlight::open(data, store.as_ref())
         .map(|(inflight, _)| inflight)
         .unwrap_or_else(|_| InFlight::disabled());
@@ -326,7 +331,7 @@ fn context_with(
         Arc::new(config),
         Shutdown::new(),
         Stats::default(),
-        Arc::new(Metrics::new()),
+        metrics,
         Arc::new(inflight),
     ))
 }
@@ -339,7 +344,7 @@ pub(crate) struct DirectRoom {
     pub(crate) rt: tokio::runtime::Runtime,
     /// The room.
     pub(crate) room: Room,
-    /// What the room shares with the rest of the server (the store, the committer).
+    /// What the room shares with the rest of the server (the store, the durable log).
     pub(crate) ctx: Arc<RoomContext>,
     /// The data directory; last, so it is removed after the store is closed.
     pub(crate) dir: tempfile::TempDir,
