@@ -35,7 +35,7 @@ pub(crate) struct RoomContext {
     pub(crate) config: Arc<Config>,
     /// Stop signal and task tracker.
     pub(crate) shutdown: Shutdown,
-    /// Room counters visible outside the server.
+    /// Room counters visible outside the server; the one count of open rooms.
     pub(crate) stats: Stats,
     /// What `/metrics` and the dashboard report.
     pub(crate) metrics: Arc<Metrics>,
@@ -206,9 +206,9 @@ impl RoomContext {
             .collect()
     }
 
-    /// Number of rooms loaded in memory.
+    /// Number of rooms loaded in memory: [`Stats::open_rooms`], the one count of them.
     pub(crate) fn open_rooms(&self) -> usize {
-        self.lock().len()
+        usize::try_from(self.stats.open_rooms()).unwrap_or(usize::MAX)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomHandle>> {
