@@ -215,3 +215,34 @@ impl RoomContext {
         lock(&self.rooms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+    use weft_protocol::Limits;
+
+    use super::*;
+
+    /// A registration removes its own incarnation only, and only when its condition holds: an
+    /// older incarnation stopping late leaves the newer one registered.
+    #[test]
+    fn a_registration_removes_only_its_own_incarnation() {
+        let rooms: Arc<Rooms> = Arc::default();
+        let name = RoomName::parse("r", &Limits::DEFAULT).expect("room name");
+        let registration = |generation| Registration {
+            rooms: rooms.clone(),
+            name: name.clone(),
+            generation,
+        };
+        let handle = RoomHandle::new(mpsc::channel(1).0, 2, Arc::default());
+        lock(&rooms).insert(name.clone(), handle);
+
+        registration(1).release();
+        assert!(lock(&rooms).contains_key(&name), "an older one removed it");
+        let current = registration(2);
+        assert!(!current.release_if(|| false));
+        assert!(lock(&rooms).contains_key(&name), "removed though busy");
+        assert!(current.release_if(|| true));
+        assert!(lock(&rooms).is_empty());
+    }
+}

@@ -12,7 +12,9 @@ use yrs::{Doc, ReadTxn, StateVector, Text, Transact, Update};
 
 use crate::outbox::Outbox;
 use crate::room::load::text_of;
-use crate::room::{load_doc, new_doc, ApiOp, Command, ConnId, MAILBOX, MAX_BATCH_BYTES};
+use crate::room::{
+    load_doc, new_doc, ApiOp, ApiReply, Command, ConnId, Incoming, MAILBOX, MAX_BATCH_BYTES,
+};
 use crate::testing::fuzzing::{detached_joiner, DirectRoom};
 
 /// A room driven in-process for the consistency tests: one writer joined.
@@ -186,4 +188,75 @@ fn joiners_share_the_encoded_document_until_it_changes() {
     assert_eq!(step2_for_empty_state(&mut d, 12).0, "ab");
     api_append(&mut d, "!");
     assert_eq!(step2_for_empty_state(&mut d, 13).0, "ab!");
+}
+
+/// Delivers `incoming` through the inbox, ends the batch, and gives the answer (a refusal comes
+/// at once, a write only once the batch is durable).
+fn deliver(d: &mut DirectRoom, incoming: Incoming) -> Result<ApiReply, crate::room::ApiOpError> {
+    let (reply, mut answer) = oneshot::channel();
+    d.room.handle(Command::Inbox(incoming, reply));
+    let early = answer.try_recv().ok();
+    d.rt.block_on(d.room.finish_batch());
+    if let Some(early) = early {
+        assert!(early.is_err(), "a write is answered only once durable");
+        return early;
+    }
+    answer.try_recv().expect("answered at the end of the batch")
+}
+
+/// An update from no member is validated, applied, stored and broadcast like a member's, and
+/// answered once durable; one that does not apply is refused without closing anyone, and a
+/// document that does not exist is not written.
+#[test]
+fn the_inbox_writes_like_a_member_without_one() {
+    let [a, _, c] = three_keystrokes();
+    let (mut d, outbox) = room_with_writer("inbox");
+    let (reader, mut frames) = detached_joiner(2, Role::Read, 64);
+    d.room.handle(Command::Join(reader, oneshot::channel().0));
+    assert_eq!(
+        deliver(&mut d, Incoming::Update(a.clone())),
+        Err(crate::room::ApiOpError::NotFound)
+    );
+    let (reply, _) = oneshot::channel();
+    let create = ApiOp::Create {
+        text: None,
+        title: None,
+    };
+    d.room.handle(Command::Api(create, reply));
+    d.rt.block_on(d.room.finish_batch());
+    while frames.try_recv().is_ok() {}
+
+    let written = deliver(&mut d, Incoming::Update(a.clone()));
+    assert_eq!(
+        written,
+        Ok(ApiReply::Written {
+            version: 1,
+            changed: true
+        })
+    );
+    assert_eq!(consistent_text(&d), "a");
+    assert_eq!(updates_in(&mut frames), 1, "the reader got the update");
+    let again = deliver(&mut d, Incoming::Update(a));
+    assert!(matches!(
+        again,
+        Ok(ApiReply::Written { changed: false, .. })
+    ));
+    let gap = deliver(&mut d, Incoming::Update(c));
+    assert!(matches!(gap, Err(crate::room::ApiOpError::Invalid(_))));
+    assert_eq!(consistent_text(&d), "a");
+    assert!(outbox.closed_with().is_none(), "no member is closed");
+}
+
+/// How many update messages wait in `frames`.
+fn updates_in(frames: &mut mpsc::Receiver<crate::outbox::Data>) -> usize {
+    let mut updates = 0;
+    while let Ok(crate::outbox::Data::Binary(frame)) = frames.try_recv() {
+        let msgs =
+            weft_protocol::decode_frame(&frame, &weft_protocol::Limits::DEFAULT).expect("decodes");
+        updates += msgs
+            .iter()
+            .filter(|m| matches!(m, Message::Update(_)))
+            .count();
+    }
+    updates
 }
