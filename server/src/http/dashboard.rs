@@ -263,7 +263,7 @@ impl Dashboard {
                 id,
             })
             .collect();
-        let open = rooms.len();
+        let open = self.ctx.open_rooms();
         rooms.sort_unstable_by(|a, b| {
             (b.users, b.active_ms, &a.id).cmp(&(a.users, a.active_ms, &b.id))
         });

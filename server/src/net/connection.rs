@@ -3,9 +3,10 @@
 //! the room when the socket ends. The socket mechanics (queue, pings, limits, close handshake)
 //! are in `socket`.
 //!
-//! Text frames are closed with 1003 and undecodable frames with 1007; a connection that has not
-//! sent sync step 1 within the handshake timeout is closed with 1008 (stock clients send it at
-//! once, so a silent socket is only holding a slot).
+//! Text frames are closed with [`CloseCode::Unsupported`] and undecodable frames with
+//! [`CloseCode::InvalidData`]; a connection that has not sent sync step 1 within the handshake
+//! timeout is closed with [`CloseCode::Policy`] (stock clients send it at once, so a silent
+//! socket is only holding a slot).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,14 +42,14 @@ pub(crate) struct Peer {
 pub(crate) async fn serve(socket: WebSocket, ctx: Arc<RoomContext>, peer: Peer) {
     let uuid = uuid::Uuid::new_v4().to_string();
     let span = info_span!("ws", room = %peer.room, peer = %peer.addr, conn = %uuid);
-    let mut member = Member {
+    let mut connection = Connection {
         limits: ctx.config.limits(),
         ctx: ctx.clone(),
         peer,
         uuid,
         room: None,
     };
-    let ending = socket::serve(socket, &mut member, &ctx.config, &ctx.shutdown)
+    let ending = socket::serve(socket, &mut connection, &ctx.config, &ctx.shutdown)
         .instrument(span.clone())
         .await;
     let why = match ending {
@@ -59,8 +60,8 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<RoomContext>, peer: Peer) 
     span.in_scope(|| info!(why, "disconnected"));
 }
 
-/// One connection's membership of its room.
-struct Member {
+/// One connection's membership of its room (the room keeps its own view of it as a member).
+struct Connection {
     ctx: Arc<RoomContext>,
     peer: Peer,
     uuid: String,
@@ -70,7 +71,7 @@ struct Member {
     room: Option<RoomHandle>,
 }
 
-impl Handler for Member {
+impl Handler for Connection {
     async fn open(&mut self, outbox: Outbox) -> Result<(), Ending> {
         let joiner = Joiner {
             id: self.peer.id,

@@ -59,6 +59,7 @@ mod tests;
 pub(crate) mod backup;
 pub(crate) mod commit;
 pub(crate) mod inflight;
+pub(crate) mod log;
 
 pub use sled_store::SledStore;
 

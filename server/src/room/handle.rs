@@ -1,0 +1,254 @@
+//! What the rest of the server holds of a room: the [`RoomHandle`] (the mailbox's sending side
+//! plus the vital signs listings read without a round trip), the [`Command`]s it carries, and
+//! the request and answer types of joins and of the HTTP API.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use weft_protocol::{Message, NoticeLevel, Role};
+
+use crate::outbox::Outbox;
+use crate::room::Incoming;
+
+/// Identifies a connection inside the server (cheaper to hash than its UUID).
+pub(crate) type ConnId = u64;
+
+/// Why a join was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum JoinError {
+    /// The room has its configured maximum of connections.
+    #[error("room is full ({0} connections)")]
+    Full(usize),
+    /// The room is unloading or failed; ask the registry again.
+    #[error("room is closing")]
+    Gone,
+    /// The stored document could not be loaded.
+    #[error("document could not be loaded: {0}")]
+    LoadFailed(String),
+}
+
+/// A connection joining a room.
+#[derive(Clone)]
+pub(crate) struct Joiner {
+    /// Internal id.
+    pub(crate) id: ConnId,
+    /// Public id, sent in control messages.
+    pub(crate) uuid: String,
+    /// Where frames for this connection go.
+    pub(crate) outbox: Outbox,
+    /// What it may do.
+    pub(crate) role: Role,
+    /// The user its token names, if any: notices can address one user's connections.
+    pub(crate) subject: Option<String>,
+}
+
+/// What the HTTP API asks of a document.
+#[derive(Debug)]
+pub(crate) enum ApiOp {
+    /// Create the document, seeded with `text`; refused if it already exists, so seeding never
+    /// duplicates content.
+    Create {
+        /// Initial content.
+        text: Option<String>,
+        /// Title for listings (else the first line).
+        title: Option<String>,
+    },
+    /// The text of `content`.
+    GetText,
+    /// The state as one Yjs v1 update, relative to a v1 state vector when given.
+    GetUpdate(Option<Vec<u8>>),
+    /// Replace the text with a minimal diff, so live cursors outside the change stay put.
+    SetText(String),
+    /// Insert text at the end.
+    Append(String),
+    /// Apply a Yjs v1 update.
+    ApplyUpdate(Vec<u8>),
+    /// Show a notice to every opted-in member, or only to those whose token names `to`.
+    Notice {
+        /// How to show it.
+        level: NoticeLevel,
+        /// The text.
+        text: String,
+        /// The user to address, or everyone.
+        to: Option<String>,
+    },
+    /// Close every member, delete everything stored, and stop the room.
+    Delete,
+}
+
+/// A successful [`ApiOp`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ApiReply {
+    /// The document's text.
+    Text(String),
+    /// A Yjs v1 update.
+    Update(Vec<u8>),
+    /// The change is durable; the document's update count is now this.
+    Written {
+        /// Sequence number of the document's last stored update.
+        version: u64,
+        /// Whether anything changed (a replace with the same text changes nothing).
+        changed: bool,
+    },
+    /// The notice went to this many connections.
+    Delivered(u32),
+    /// The document is gone; this many connections were closed.
+    Deleted(u32),
+}
+
+/// Why an [`ApiOp`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ApiOpError {
+    /// The document does not exist (or was deleted).
+    #[error("no such document")]
+    NotFound,
+    /// `Create` on a document that exists.
+    #[error("the document already exists")]
+    Exists,
+    /// The write would take the document past `--max-doc-bytes`.
+    #[error("the document would exceed its size limit of {0} bytes")]
+    TooLarge(u64),
+    /// The update or state vector does not decode or apply.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// Storage failed; nothing was applied.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// The room could not be reached or loaded.
+    #[error("document unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where the answer to an API request or an inbox delivery goes.
+pub(crate) type ApiReplyTx = oneshot::Sender<Result<ApiReply, ApiOpError>>;
+
+/// What connections, HTTP handlers and other sources of updates ask of a room.
+pub(crate) enum Command {
+    /// Add a member; the reply says whether it was admitted.
+    Join(Joiner, oneshot::Sender<Result<(), JoinError>>),
+    /// Messages decoded from one frame of a member.
+    Messages(ConnId, Vec<Message>),
+    /// A member's socket is gone.
+    Leave(ConnId),
+    /// A request of the HTTP API, answered once its effect is durable.
+    Api(ApiOp, ApiReplyTx),
+    /// An update from no member (see [`Incoming`]), answered once it is durable.
+    Inbox(Incoming, ApiReplyTx),
+}
+
+/// The answer when the room stopped before answering.
+fn stopped() -> ApiOpError {
+    ApiOpError::Unavailable("the room stopped".into())
+}
+
+/// Cheap handle to a running room.
+#[derive(Clone)]
+pub(crate) struct RoomHandle {
+    tx: mpsc::Sender<Command>,
+    /// Distinguishes incarnations of the same room name in the registry.
+    pub(crate) generation: u64,
+    /// What listings and the dashboard read without asking the actor.
+    live: Arc<Live>,
+}
+
+/// A room's vital signs, kept by the room and read by listings and the dashboard without a
+/// round trip through the actor's mailbox.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    /// Members right now.
+    pub(super) users: AtomicU32,
+    /// Bytes the document takes in the store (snapshot plus log).
+    pub(super) stored_bytes: AtomicU64,
+    /// When a member last sent anything, milliseconds since the Unix epoch (0: never).
+    pub(super) active_ms: AtomicU64,
+}
+
+impl Live {
+    /// Members right now.
+    pub(crate) fn users(&self) -> u32 {
+        self.users.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the document takes in the store.
+    pub(crate) fn stored_bytes(&self) -> u64 {
+        self.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Last message from a member, Unix milliseconds (0 when none came since the load).
+    pub(crate) fn active_ms(&self) -> u64 {
+        self.active_ms.load(Ordering::Relaxed)
+    }
+}
+
+impl RoomHandle {
+    /// The handle of a room whose mailbox `tx` feeds, incarnation `generation`.
+    pub(super) fn new(tx: mpsc::Sender<Command>, generation: u64, live: Arc<Live>) -> Self {
+        Self {
+            tx,
+            generation,
+            live,
+        }
+    }
+
+    /// Asks the room to admit `joiner`.
+    pub(crate) async fn join(&self, joiner: Joiner) -> Result<(), JoinError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Join(joiner, tx))
+            .await
+            .map_err(|_| JoinError::Gone)?;
+        rx.await.unwrap_or(Err(JoinError::Gone))
+    }
+
+    /// Runs an API request. `Err(op)` hands the request back when the room stopped before
+    /// receiving it, so the caller may retry on a fresh incarnation. Writes go through the
+    /// room's inbox ([`RoomHandle::deliver`]), like every update that comes from no member.
+    pub(crate) async fn api(&self, op: ApiOp) -> Result<Result<ApiReply, ApiOpError>, ApiOp> {
+        let op = match Incoming::from_api(op) {
+            Ok(incoming) => return self.deliver(incoming).await.map_err(Incoming::into_api),
+            Err(op) => op,
+        };
+        let (tx, rx) = oneshot::channel();
+        match self.tx.send(Command::Api(op, tx)).await {
+            Ok(()) => Ok(rx.await.unwrap_or_else(|_| Err(stopped()))),
+            Err(mpsc::error::SendError(Command::Api(op, _))) => Err(op),
+            Err(_) => Ok(Err(stopped())),
+        }
+    }
+
+    /// Hands the room an update that comes from no member: it is validated, applied, made
+    /// durable and broadcast like a member's, and answered with [`ApiReply::Written`].
+    /// `Err(incoming)` hands it back when the room stopped before receiving it.
+    pub(crate) async fn deliver(
+        &self,
+        incoming: Incoming,
+    ) -> Result<Result<ApiReply, ApiOpError>, Incoming> {
+        let (tx, rx) = oneshot::channel();
+        match self.tx.send(Command::Inbox(incoming, tx)).await {
+            Ok(()) => Ok(rx.await.unwrap_or_else(|_| Err(stopped()))),
+            Err(mpsc::error::SendError(Command::Inbox(incoming, _))) => Err(incoming),
+            Err(_) => Ok(Err(stopped())),
+        }
+    }
+
+    /// Hands a member's messages to the room; false if the room is gone.
+    pub(crate) async fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// Whether the room task has stopped.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Connections in the room right now.
+    pub(crate) fn users(&self) -> u32 {
+        self.live.users()
+    }
+
+    /// The room's vital signs.
+    pub(crate) fn live(&self) -> &Live {
+        &self.live
+    }
+}

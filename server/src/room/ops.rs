@@ -1,0 +1,141 @@
+//! The HTTP API's requests inside the room ([`ApiOp`]): reads see exactly what members see,
+//! writes go through the inbox (`Room::receive`) and are broadcast like a member's, `Create`
+//! seeds the document once, a notice reaches the opted-in members, and `Delete` closes every
+//! member ([`CloseCode::Deleted`]) and stops the room so nothing it held can write the document
+//! back.
+
+use std::sync::atomic::Ordering;
+
+use tracing::{error, info};
+use weft_protocol::{CloseCode, Control, NoticeLevel};
+use yrs::{ReadTxn, StateVector, Text, Transact};
+
+use crate::room::fanout::Target;
+use crate::room::inbox::Incoming;
+use crate::room::load::text_of;
+use crate::room::yrs_guards::{contain, decode_state_vector};
+use crate::room::{title_of, ApiOp, ApiOpError, ApiReply, Room};
+
+impl Room {
+    /// Runs one API request; writes are queued for broadcast like a member's.
+    pub(super) fn api(&mut self, op: ApiOp) -> Result<ApiReply, ApiOpError> {
+        if !self.exists && !matches!(op, ApiOp::Create { .. }) {
+            return Err(ApiOpError::NotFound);
+        }
+        match op {
+            ApiOp::Create { text, title } => self.create(text, title),
+            ApiOp::GetText => {
+                let text = contain(|| self.text())
+                    .map_err(|_| ApiOpError::Unavailable("reading the text failed".into()))?;
+                Ok(ApiReply::Text(text))
+            }
+            ApiOp::GetUpdate(sv) => self.get_update(sv.as_deref()),
+            ApiOp::SetText(text) => self.receive(Incoming::Replace(text)),
+            ApiOp::Append(text) => self.receive(Incoming::Append(text)),
+            ApiOp::ApplyUpdate(update) => self.receive(Incoming::Update(update)),
+            ApiOp::Notice { level, text, to } => Ok(self.notice(level, text, to)),
+            ApiOp::Delete => self.delete(),
+        }
+    }
+
+    /// `GetUpdate`: the state as one update, relative to the state vector `sv` when given.
+    fn get_update(&mut self, sv: Option<&[u8]>) -> Result<ApiReply, ApiOpError> {
+        let encoded = contain(|| {
+            let sv = match sv {
+                Some(sv) => decode_state_vector(sv)
+                    .map_err(|e| ApiOpError::Invalid(format!("state vector: {e}")))?,
+                None => StateVector::default(),
+            };
+            Ok(self.doc.transact().encode_state_as_update_v1(&sv))
+        });
+        match encoded {
+            Ok(result) => result.map(ApiReply::Update),
+            Err(_) => {
+                error!(room = %self.name, "yrs panicked encoding the state for the API");
+                self.reload();
+                Err(ApiOpError::Unavailable(
+                    "encoding the document failed".into(),
+                ))
+            }
+        }
+    }
+
+    /// `Notice`: queued for every opted-in member, or those whose token names `to`.
+    fn notice(&mut self, level: NoticeLevel, text: String, to: Option<String>) -> ApiReply {
+        let notice = Control::Notice { level, text };
+        let delivered = self
+            .members
+            .values()
+            .filter(|m| m.control && (to.is_none() || m.subject == to))
+            .count() as u32;
+        let target = match to {
+            Some(user) => Target::ControlSubject(user),
+            None => Target::ControlExcept(None),
+        };
+        self.queue_control(target, &notice);
+        ApiReply::Delivered(delivered)
+    }
+
+    /// `Create`: seeds the text in the room that owns the document, so it happens once.
+    fn create(
+        &mut self,
+        text: Option<String>,
+        title: Option<String>,
+    ) -> Result<ApiReply, ApiOpError> {
+        if self.exists {
+            return Err(ApiOpError::Exists);
+        }
+        let text = text.unwrap_or_default();
+        let written = match title {
+            // A title given explicitly stays, whatever the first line becomes.
+            Some(title) => self.ctx.store.pin_title(&self.name, &title).map(|()| title),
+            None => {
+                let title = title_of(&text).unwrap_or_default();
+                self.ctx.store.set_title(&self.name, &title).map(|()| title)
+            }
+        };
+        let title = written.map_err(|e| ApiOpError::Storage(e.to_string()))?;
+        self.title = Some(title);
+        self.exists = true;
+        self.dirty = true;
+        if text.is_empty() {
+            return Ok(ApiReply::Written {
+                version: self.last_seq,
+                changed: true,
+            });
+        }
+        let written = self.local_edit(|t, txn| t.insert(txn, 0, &text));
+        // The title given (or the first line) was just written; edits refresh it later.
+        self.title_stale = false;
+        written
+    }
+
+    /// `Delete`: removes everything stored and closes every member; the room then stops.
+    fn delete(&mut self) -> Result<ApiReply, ApiOpError> {
+        self.ctx
+            .store
+            .delete(&self.name)
+            .map_err(|e| ApiOpError::Storage(e.to_string()))?;
+        let closed = self.members.len() as u32;
+        for m in self.members.values() {
+            m.outbox.close(CloseCode::Deleted, "document deleted");
+        }
+        self.members.clear();
+        self.live.users.store(0, Ordering::Relaxed);
+        self.queued.clear();
+        self.exists = false;
+        self.deleted = true;
+        // The delete batch must reach disk before the reply; nothing may compact afterwards.
+        self.dirty = true;
+        self.log_len = 0;
+        self.log_bytes = 0;
+        self.title_stale = false;
+        info!(room = %self.name, closed, "document deleted");
+        Ok(ApiReply::Deleted(closed))
+    }
+
+    /// The text of `content`.
+    pub(super) fn text(&self) -> String {
+        text_of(&self.doc)
+    }
+}
