@@ -89,7 +89,7 @@ fn apply_stored(
         .inflight
         .mark(name.as_str(), applying, &hash, bytes.len());
     #[cfg(feature = "fault-injection")]
-    crate::testing::fault::before_apply(bytes);
+    crate::testing::fault::before_replay(bytes);
     contain(|| {
         let (update, parents) = decode_update_with_parents(bytes)?;
         let mut txn = doc.transact_mut();
