@@ -1,8 +1,10 @@
-//! Rebuilding a document from the store: its snapshot, then its log, each stored update under
-//! an in-flight mark and through the same yrs guards as a live write. What does not apply is
-//! quarantined so the rest still loads. The room loads this way when it starts, and reloads
-//! whenever the document in memory can no longer be trusted (yrs panicked, an append or a
-//! flush failed): the store is the truth.
+//! Rebuilding a document from the store: its snapshot, then its log, each stored entry under
+//! an in-flight mark of its own and through the same yrs guards as a live write. What does not
+//! apply is quarantined so the rest still loads. A process that dies mid-load only makes the
+//! entry it was replaying suspect; the next load replays it under a proving mark (see
+//! `store::inflight`), so an unrelated kill never costs acknowledged data. The room loads this
+//! way when it starts, and reloads whenever the document in memory can no longer be trusted
+//! (yrs panicked, an append or a flush failed): the store is the truth.
 
 use tracing::error;
 use weft_protocol::{CloseCode, RoomName};
@@ -69,8 +71,9 @@ pub(crate) fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, Str
     Ok(loaded)
 }
 
-/// Applies one stored update (or the snapshot) under an in-flight mark; bytes that crashed the
-/// process before are not applied.
+/// Applies one stored update (or the snapshot) under an in-flight mark of its own, held only
+/// while yrs works on these bytes (of the proving kind when a dead process left them suspect);
+/// bytes proven to crash the process are not applied.
 fn apply_stored(
     ctx: &RoomContext,
     name: &RoomName,
@@ -87,9 +90,9 @@ fn apply_stored(
     }
     let _mark = ctx
         .inflight
-        .mark(name.as_str(), applying, &hash, bytes.len());
+        .mark_replay(name.as_str(), applying, &hash, bytes.len());
     #[cfg(feature = "fault-injection")]
-    crate::testing::fault::before_apply(bytes);
+    crate::testing::fault::before_replay(bytes);
     contain(|| {
         let (update, parents) = decode_update_with_parents(bytes)?;
         let mut txn = doc.transact_mut();
