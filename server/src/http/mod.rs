@@ -1,6 +1,6 @@
 //! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}` (`upgrade`), the
-//! `/api` routes, health checks, the operator endpoints (`dashboard`: `/metrics`, `/dashboard`),
-//! and the browser editor's pages and assets (`pages`).
+//! `/api` routes, health checks (`readiness`), the operator endpoints (`dashboard`: `/metrics`,
+//! `/dashboard`), and the browser editor's pages and assets (`pages`).
 //! Handlers are thin: they validate, then hand over to `connection`. The echo router for the
 //! WebSocket conformance run is in `upgrade` too, upgraded with the same settings.
 
@@ -18,6 +18,7 @@ pub(crate) mod auth;
 pub(crate) mod dashboard;
 pub(crate) mod extract;
 pub(crate) mod pages;
+pub(crate) mod readiness;
 pub(crate) mod upgrade;
 
 pub(crate) use upgrade::echo_router;
@@ -27,11 +28,12 @@ use crate::error::ApiError;
 use crate::net::socket::AddressLimiter;
 use crate::room::registry::RoomContext;
 use dashboard::Dashboard;
+use readiness::Readiness;
 use upgrade::PerIp;
 
 /// State shared by every handler. Each takes only the part it uses, through [`FromRef`]:
-/// `State<Arc<RoomContext>>`, `State<Arc<Config>>` or `State<Arc<Dashboard>>`; only the
-/// WebSocket upgrade takes the whole.
+/// `State<Arc<RoomContext>>`, `State<Arc<Config>>`, `State<Arc<Dashboard>>` or
+/// `State<Arc<Readiness>>`; only the WebSocket upgrade takes the whole.
 #[derive(Clone)]
 pub(crate) struct AppState {
     /// The rooms and everything they share.
@@ -47,6 +49,29 @@ pub(crate) struct AppState {
     pub(crate) address_bytes: Arc<AddressLimiter>,
     /// Snapshots for the operator dashboard.
     pub(crate) dashboard: Arc<Dashboard>,
+    /// The cached answer of `/readyz`.
+    pub(crate) readiness: Arc<Readiness>,
+}
+
+impl AppState {
+    /// The state of a server over `ctx`, with its dashboard and per-address byte budgets, and
+    /// every connection limit empty.
+    pub(crate) fn new(
+        ctx: Arc<RoomContext>,
+        dashboard: Arc<Dashboard>,
+        address_bytes: Arc<AddressLimiter>,
+    ) -> Self {
+        let config = &ctx.config;
+        Self {
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            per_ip: Arc::default(),
+            next_conn: Arc::new(AtomicU64::new(1)),
+            address_bytes,
+            dashboard,
+            readiness: Arc::default(),
+            ctx,
+        }
+    }
 }
 
 impl FromRef<AppState> for Arc<RoomContext> {
@@ -67,6 +92,12 @@ impl FromRef<AppState> for Arc<Dashboard> {
     }
 }
 
+impl FromRef<AppState> for Arc<Readiness> {
+    fn from_ref(state: &AppState) -> Self {
+        state.readiness.clone()
+    }
+}
+
 /// Builds the application's router.
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -84,18 +115,16 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(ctx): State<Arc<RoomContext>>) -> Result<&'static str, ApiError> {
-    let store = ctx.store.clone();
-    let unavailable = |message: String| {
+async fn readyz(
+    State(ctx): State<Arc<RoomContext>>,
+    State(readiness): State<Arc<Readiness>>,
+) -> Result<&'static str, ApiError> {
+    readiness.check(&ctx).await.map_err(|message| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
             message,
         )
-    };
-    tokio::task::spawn_blocking(move || store.check_writable())
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .map_err(|e| unavailable(e.to_string()))?;
+    })?;
     Ok("ready")
 }
