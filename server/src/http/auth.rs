@@ -1,6 +1,7 @@
 //! Access policy for HTTP and WebSocket requests: which token a request carries, whether it
-//! covers the document and role asked for, and the origin policy for WebSocket upgrades. The
-//! tokens themselves (claims, minting, verification) live in [`crate::token`].
+//! covers the document and role asked for, and the origin policy (for WebSocket upgrades here,
+//! for writes in `policy`). The tokens themselves (claims, minting, verification) live in
+//! [`crate::token`].
 //!
 //! With no secret configured the server is open: every request is granted [`Access::Admin`] on
 //! every document (the binary warns loudly and refuses non-loopback addresses without
@@ -71,11 +72,11 @@ pub(crate) fn token_of<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Op
         .filter(|t| !t.is_empty())
 }
 
-/// Whether a WebSocket upgrade's `Origin` is allowed: no `Origin` (not a browser), the same
-/// origin as the `Host` it was sent to, or one listed in `--allowed-origin` (`*` allows all).
-/// Browsers send `Origin` on every WebSocket handshake and do not let pages forge it, so this
-/// stops other sites from opening sockets with a visitor's credentials (cross-site WebSocket
-/// hijacking).
+/// Whether a request's `Origin` is allowed (a WebSocket upgrade, or a write): no `Origin` (not a
+/// browser), the same origin as the `Host` it was sent to, or one listed in `--allowed-origin`
+/// (`*` allows all). Browsers send `Origin` on every WebSocket handshake and cross-site POST
+/// and do not let pages forge it, so this stops other sites from using a visitor's access
+/// (cross-site WebSocket hijacking, cross-site writes).
 pub(crate) fn origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(ORIGIN) else {
         return true;

@@ -5,14 +5,18 @@
 //! Requests are refused in a fixed order, which clients and tests rely on: a bad document id
 //! (400), then the token (401/403), then the body or query (400/413), then a missing document
 //! (404). Handlers with a body therefore take [`DocAccess`] and ask [`DocAccess::existing`]
-//! after the body is read; handlers without one take [`Existing`].
+//! after the body is read; handlers without one take [`Existing`]. Since parts extractors run
+//! before the body one, no body byte is read for a request whose token is refused.
+//!
+//! [`ClientAddr`] is the client's address for limits and logs, through trusted proxies.
 
 use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -20,7 +24,7 @@ use weft_protocol::RoomName;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::http::auth;
+use crate::http::{auth, forwarded};
 use crate::room::calls::DocRoom;
 use crate::room::registry::RoomContext;
 use crate::store::{DocMeta, StoreError};
@@ -145,6 +149,46 @@ where
             room: DocRoom::new(access.ctx, access.room),
             need: PhantomData,
         })
+    }
+}
+
+/// The address of the client that sent a request: the TCP peer, or the address a trusted
+/// proxy (`--trusted-proxy`) says it forwarded the request for. What per-address limits count
+/// and logs name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+
+impl ClientAddr {
+    /// The client's IP address.
+    pub(crate) fn ip(self) -> IpAddr {
+        self.0.ip()
+    }
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<S> FromRequestParts<S> for ClientAddr
+where
+    S: Send + Sync,
+    Arc<Config>: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // The accept loop puts the peer on every request; its absence is a wiring bug.
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Err(ApiError::internal("request without a peer address".into()));
+        };
+        let config = Arc::<Config>::from_ref(state);
+        Ok(Self(forwarded::client_addr(
+            *peer,
+            &parts.headers,
+            &config.trusted_proxies,
+        )))
     }
 }
 

@@ -1,6 +1,9 @@
 //! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}` (`upgrade`), the
-//! `/api` routes, health checks (`readiness`), the operator endpoints (`dashboard`: `/metrics`,
-//! `/dashboard`), and the browser editor's pages and assets (`pages`).
+//! `/api` routes, health checks (`readiness`), the operator
+//! endpoints (`dashboard`: `/metrics`, `/dashboard`), and the browser editor's pages and assets
+//! (`pages`). Every request first passes the host and write-origin checks of `policy`; every
+//! refusal is logged through `refusals`, and the client's address comes from `forwarded` behind
+//! trusted proxies.
 //! Handlers are thin: they validate, then hand over to `connection`. The echo router for the
 //! WebSocket conformance run is in `upgrade` too, upgraded with the same settings.
 
@@ -9,6 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::get;
 use axum::Router;
 use tokio::sync::Semaphore;
@@ -17,8 +21,11 @@ pub(crate) mod api;
 pub(crate) mod auth;
 pub(crate) mod dashboard;
 pub(crate) mod extract;
+pub(crate) mod forwarded;
 pub(crate) mod pages;
+pub(crate) mod policy;
 pub(crate) mod readiness;
+pub(crate) mod refusals;
 pub(crate) mod upgrade;
 
 pub(crate) use upgrade::echo_router;
@@ -29,11 +36,12 @@ use crate::net::socket::AddressLimiter;
 use crate::room::registry::RoomContext;
 use dashboard::Dashboard;
 use readiness::Readiness;
+use refusals::RefusalLog;
 use upgrade::PerIp;
 
 /// State shared by every handler. Each takes only the part it uses, through [`FromRef`]:
 /// `State<Arc<RoomContext>>`, `State<Arc<Config>>`, `State<Arc<Dashboard>>` or
-/// `State<Arc<Readiness>>`; only the WebSocket upgrade takes the whole.
+/// `State<Arc<Readiness>>`; only the WebSocket upgrade and the policy check take the whole.
 #[derive(Clone)]
 pub(crate) struct AppState {
     /// The rooms and everything they share.
@@ -51,6 +59,8 @@ pub(crate) struct AppState {
     pub(crate) dashboard: Arc<Dashboard>,
     /// The cached answer of `/readyz`.
     pub(crate) readiness: Arc<Readiness>,
+    /// Refusals logged so far, so a flood of identical ones is logged once per interval.
+    pub(crate) refusals: Arc<RefusalLog>,
 }
 
 impl AppState {
@@ -69,6 +79,7 @@ impl AppState {
             address_bytes,
             dashboard,
             readiness: Arc::default(),
+            refusals: Arc::default(),
             ctx,
         }
     }
@@ -98,8 +109,9 @@ impl FromRef<AppState> for Arc<Readiness> {
     }
 }
 
-/// Builds the application's router.
+/// Builds the application's router, every route (and the fallback) behind the request policy.
 pub(crate) fn router(state: AppState) -> Router {
+    let policy = middleware::from_fn_with_state(state.clone(), policy::enforce);
     Router::new()
         .route("/ws/{room}", get(upgrade::ws_upgrade))
         .route("/healthz", get(healthz))
@@ -108,6 +120,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(dashboard::routes())
         .merge(pages::routes())
         .fallback(pages::not_found)
+        .layer(policy)
         .with_state(state)
 }
 
