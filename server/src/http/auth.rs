@@ -60,6 +60,30 @@ pub(crate) fn authorize(
     })
 }
 
+/// Checks a token's signature, expiry and role, whatever documents it covers: enough to let a
+/// request go on to name its document (a create names it in its body, which is read only
+/// after this). The document is checked with [`authorize`] once it is known.
+///
+/// # Errors
+/// [`AuthError`] saying exactly why the request is refused.
+pub(crate) fn authorize_some_doc(
+    config: &Config,
+    token: Option<&str>,
+    need: Access,
+) -> Result<(), AuthError> {
+    let Some(secret) = &config.auth_secret else {
+        return Ok(());
+    };
+    let claims = verify(secret, token.ok_or(AuthError::Missing)?, unix_now())?;
+    if claims.role < need {
+        return Err(AuthError::InsufficientRole {
+            have: claims.role.as_str(),
+            need: need.as_str(),
+        });
+    }
+    Ok(())
+}
+
 /// The token of a request: the `Authorization: Bearer` header, else the `token` query
 /// parameter (browsers cannot set headers on a WebSocket).
 pub(crate) fn token_of<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {

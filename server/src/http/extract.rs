@@ -74,6 +74,26 @@ where
     }
 }
 
+/// A request whose token is valid and grants `N` on some document, for a request that names
+/// its document in a body not read yet (a create): the token is refused before any body byte
+/// is read, and the named document is checked with [`authorize`] once it is known.
+pub(crate) struct SomeDoc<N>(PhantomData<fn() -> N>);
+
+impl<S, N> FromRequestParts<S> for SomeDoc<N>
+where
+    S: Send + Sync,
+    Arc<Config>: FromRef<S>,
+    N: Need,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let token = auth::token_of(&parts.headers, None);
+        auth::authorize_some_doc(&Arc::from_ref(state), token, N::ACCESS)?;
+        Ok(Self(PhantomData))
+    }
+}
+
 /// The document the path names: its id is valid and the request is authorized with `N` on it.
 /// Whether it exists is not known yet (see [`DocAccess::existing`]).
 pub(crate) struct DocAccess<N> {
