@@ -132,37 +132,38 @@ pub(crate) struct WsParams {
     token: Option<String>,
 }
 
-/// Decides a WebSocket upgrade: the origin policy, then the token (read access at least; the
-/// role decides whether its writes count).
+/// The origin policy of a WebSocket upgrade (see [`origin_allowed`]).
 ///
 /// # Errors
-/// 403 `origin_not_allowed`, or the token's [`AuthError`].
-pub(crate) fn ws_access(
+/// 403 `origin_not_allowed`.
+pub(crate) fn ws_origin(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
+    if origin_allowed(config, headers) {
+        return Ok(());
+    }
+    let origin = headers
+        .get(ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .unwrap_or("?");
+    Err(ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "origin_not_allowed",
+        message: format!("pages from {origin} may not open WebSockets here; see --allowed-origin"),
+    })
+}
+
+/// The token of a WebSocket upgrade to `room`: read access at least (the role decides whether
+/// its writes count).
+///
+/// # Errors
+/// The token's [`AuthError`], as an [`ApiError`].
+pub(crate) fn ws_token(
     config: &Config,
     headers: &HeaderMap,
     params: &WsParams,
     room: &weft_protocol::RoomName,
-    peer: std::net::SocketAddr,
 ) -> Result<Grant, ApiError> {
-    if !origin_allowed(config, headers) {
-        let origin = headers
-            .get(ORIGIN)
-            .and_then(|o| o.to_str().ok())
-            .unwrap_or("?");
-        tracing::warn!(%peer, %room, origin, "WebSocket refused: origin not allowed");
-        return Err(ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "origin_not_allowed",
-            message: format!(
-                "pages from {origin} may not open WebSockets here; see --allowed-origin"
-            ),
-        });
-    }
     let token = token_of(headers, params.token.as_deref());
-    authorize(config, token, Some(room.as_str()), Access::Read).map_err(|e| {
-        tracing::info!(%peer, %room, code = e.code(), "WebSocket refused");
-        ApiError::from(e)
-    })
+    Ok(authorize(config, token, Some(room.as_str()), Access::Read)?)
 }
 
 impl From<AuthError> for ApiError {

@@ -1,5 +1,5 @@
-//! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}` (`upgrade`), the
-//! `/api` routes, health checks (`readiness`), the operator
+//! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}` (`upgrade`, with
+//! its limits in `admission`), the `/api` routes, health checks (`readiness`), the operator
 //! endpoints (`dashboard`: `/metrics`, `/dashboard`), and the browser editor's pages and assets
 //! (`pages`). Every request first passes the host and write-origin checks of `policy`; every
 //! refusal is logged through `refusals`, and the client's address comes from `forwarded` behind
@@ -17,6 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::Semaphore;
 
+pub(crate) mod admission;
 pub(crate) mod api;
 pub(crate) mod auth;
 pub(crate) mod dashboard;
@@ -34,10 +35,10 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::net::socket::AddressLimiter;
 use crate::room::registry::RoomContext;
+use admission::{ConnectRate, PerIp};
 use dashboard::Dashboard;
 use readiness::Readiness;
 use refusals::RefusalLog;
-use upgrade::PerIp;
 
 /// State shared by every handler. Each takes only the part it uses, through [`FromRef`]:
 /// `State<Arc<RoomContext>>`, `State<Arc<Config>>`, `State<Arc<Dashboard>>` or
@@ -51,6 +52,8 @@ pub(crate) struct AppState {
     pub(crate) connections: Arc<Semaphore>,
     /// Open WebSockets per client address, so one host cannot take every slot.
     pub(crate) per_ip: Arc<PerIp>,
+    /// New WebSockets per client address per second.
+    pub(crate) connects: Arc<ConnectRate>,
     /// The id the next connection gets.
     pub(crate) next_conn: Arc<AtomicU64>,
     /// Bytes per second per client address, over all its WebSockets.
@@ -75,6 +78,7 @@ impl AppState {
         Self {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             per_ip: Arc::default(),
+            connects: Arc::new(ConnectRate::new(config.max_connects_per_sec)),
             next_conn: Arc::new(AtomicU64::new(1)),
             address_bytes,
             dashboard,
