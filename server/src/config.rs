@@ -1,10 +1,11 @@
 //! Configuration: command-line flags with environment-variable equivalents and safe defaults.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, ValueEnum};
+use ipnet::IpNet;
 use weft_protocol::Limits;
 
 use crate::token::{Access, AuthSecret};
@@ -203,7 +204,8 @@ pub struct Config {
     pub http_timeout_secs: u64,
 
     /// Most WebSocket connections open at once from one IP address; further upgrades get
-    /// HTTP 429. Raise it when many users share one address (a proxy or an office NAT).
+    /// HTTP 429. Raise it when many users share one address (an office NAT); behind a reverse
+    /// proxy, set --trusted-proxy so each user counts on their own.
     #[arg(
         long,
         global = true,
@@ -291,9 +293,10 @@ pub struct Config {
     #[arg(long, global = true, env = "WEFT_ALLOW_OPEN")]
     pub allow_open: bool,
 
-    /// Origins (`https://app.example.com`) whose pages may open WebSockets here, besides the
-    /// server's own origin; repeat the flag or separate with commas; `*` allows any. Stops
-    /// other sites from hijacking a visitor's access (cross-site WebSocket hijacking).
+    /// Origins (`https://app.example.com`) whose pages may open WebSockets and send API writes
+    /// here, besides the server's own origin; repeat the flag or separate with commas; `*`
+    /// allows any. Stops other sites from using a visitor's access (cross-site WebSocket
+    /// hijacking, cross-site POSTs).
     #[arg(
         global = true,
         long = "allowed-origin",
@@ -301,6 +304,50 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    /// Host names this server answers to in open mode (no --auth-secret), besides `localhost`,
+    /// `127.0.0.1`, `[::1]` and the --bind address (any port); repeat the flag or separate with
+    /// commas; `*` allows any. Requests for other names get 421: a web page that rebinds its own
+    /// DNS name to this address cannot reach an open server.
+    #[arg(
+        global = true,
+        long = "allowed-host",
+        env = "WEFT_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Address ranges (`10.0.0.0/8`, `127.0.0.1`) of reverse proxies whose `X-Forwarded-For`
+    /// (or, without it, `Forwarded`) header names the client; repeat the flag or separate with
+    /// commas. Without it the per-address limits and the logs see the proxy's address.
+    #[arg(
+        global = true,
+        long = "trusted-proxy",
+        env = "WEFT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_cidr
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// WebSocket connections one client address may open per second, on average, with bursts
+    /// of twice that (tabs reconnecting after a restart); further attempts get HTTP 429 until
+    /// the rate allows. 0 turns the limit off.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_MAX_CONNECTS_PER_SEC",
+        default_value_t = 20
+    )]
+    pub max_connects_per_sec: u32,
+}
+
+/// Parses a CIDR range, or a single address as the range holding only it.
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| format!("`{s}` is neither an address nor a CIDR range (10.0.0.0/8)"))
 }
 
 impl Config {
@@ -418,6 +465,26 @@ mod tests {
         assert!(
             Cli::try_parse_from(["weft", "token", "--auth-secret", "0123456789abcdef"]).is_err()
         );
+    }
+
+    /// Trusted proxies parse as ranges or single addresses; hosts and proxies take commas.
+    #[test]
+    fn proxy_ranges_and_hosts_parse() {
+        let c = Cli::parse_from([
+            "weft",
+            "--trusted-proxy",
+            "10.0.0.0/8,127.0.0.1",
+            "--trusted-proxy",
+            "fd00::/8",
+            "--allowed-host",
+            "weft.example.com,10.1.2.3",
+        ])
+        .into_config();
+        let nets: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
+        assert_eq!(c.allowed_hosts, ["weft.example.com", "10.1.2.3"]);
+        assert_eq!(c.max_connects_per_sec, 20);
+        assert!(Cli::try_parse_from(["weft", "--trusted-proxy", "proxy.lan"]).is_err());
     }
 
     /// `weft serve --bind ...` and `weft --bind ...` mean the same.

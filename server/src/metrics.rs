@@ -129,6 +129,8 @@ pub(crate) struct Metrics {
     pub(crate) fanout: Counter,
     /// Members disconnected because their send queue was full.
     pub(crate) queue_full: Counter,
+    /// Store write probes `/readyz` ran (its answer is cached, so at most about one a second).
+    pub(crate) readiness_probes: Counter,
     flush_seconds: Histogram,
     flushes: Counter,
     refused: Tally<Reason>,
@@ -187,6 +189,7 @@ impl Metrics {
             updates_applied: Counter::default(),
             fanout: Counter::default(),
             queue_full: Counter::default(),
+            readiness_probes: Counter::default(),
             // 50 µs to ~1.6 s: an fdatasync on a quiet SSD is ~0.3 ms, a stalled disk seconds.
             flush_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             flushes: Counter::default(),
@@ -276,6 +279,11 @@ impl Metrics {
             "flushes",
             "Group-commit flushes (one per batch of writes)",
             self.flushes.clone(),
+        );
+        registry.register(
+            "readiness_probes",
+            "Store write probes run for /readyz (answers are cached for a second)",
+            self.readiness_probes.clone(),
         );
         registry.register(
             "connections_refused",

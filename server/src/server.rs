@@ -2,12 +2,10 @@
 //! left; [`Server::serve`] wires the store, group commit, room registry, dashboard and router
 //! together on a listener and runs until shutdown. [`serve_echo`] serves the conformance echo.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{info, warn};
 
@@ -105,14 +103,7 @@ impl Server {
             shutdown.clone(),
         ));
         shutdown.spawn(dashboard.clone().run());
-        let state = http::AppState {
-            ctx: ctx.clone(),
-            connections: Arc::new(Semaphore::new(self.config.max_connections)),
-            per_ip: Arc::default(),
-            next_conn: Arc::new(AtomicU64::new(1)),
-            address_bytes: address_bytes.clone(),
-            dashboard,
-        };
+        let state = http::AppState::new(ctx.clone(), dashboard, address_bytes.clone());
         let app = http::router(state).layer(request_deadline(&self.config));
         info!(%addr, data = %self.config.data.display(), durability = ?self.config.durability, "serving");
         accept::serve(listener, app, self.config.max_http_connections, &shutdown).await;

@@ -115,7 +115,7 @@ start_server() {
             RUST_LOG=${WEFT_LOG:-warn} "${PIN_SERVER[@]}" "$WEFT" --bind "127.0.0.1:$port" \
                 --data "$data" --durability "${name#weft-}" \
                 --max-frames-per-sec 1000000 --max-bytes-per-sec 2000000000 \
-                --max-connections-per-ip 100000 \
+                --max-connections-per-ip 100000 --max-connects-per-sec 0 \
                 >"$logfile" 2>&1 &
             SERVER_PID=$!
             URL="ws://127.0.0.1:$port/ws/{room}"

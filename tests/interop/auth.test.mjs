@@ -66,14 +66,22 @@ function peer (token) {
   return { doc, provider, text, synced: () => waitFor('sync', () => provider.synced) }
 }
 
-/** The HTTP status of a refused WebSocket handshake, or 101 when it was accepted. */
-function handshakeStatus (url) {
+/**
+ * How a handshake to `url` ends: `{ status }` when it is refused with an HTTP status,
+ * `{ code, reason }` when the socket is accepted and closed at once, `{ admitted: true }` when the
+ * server answers sync step 1.
+ */
+function handshake (url) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url)
     const timer = setTimeout(() => { ws.terminate(); reject(new Error(`no answer from ${url}`)) }, WAIT_MS)
+    const done = (result) => { clearTimeout(timer); resolve(result) }
     // With this listener set, `ws` leaves closing the refused request to us.
-    ws.once('unexpected-response', (req, res) => { clearTimeout(timer); req.destroy(); resolve(res.statusCode) })
-    ws.once('open', () => { clearTimeout(timer); ws.terminate(); resolve(101) })
+    ws.once('unexpected-response', (req, res) => { req.destroy(); done({ status: res.statusCode }) })
+    // Sync step 1 with an empty state vector: only an admitted socket is answered.
+    ws.once('open', () => ws.send(Uint8Array.of(0, 0, 1, 0)))
+    ws.once('message', () => { done({ admitted: true }); ws.terminate() })
+    ws.once('close', (code, reason) => done({ code, reason: reason.toString() }))
     ws.once('error', () => {})
   })
 }
@@ -106,9 +114,28 @@ test('a writer and a read-only viewer with tokens in their URL params', { timeou
   assert.equal(fresh.text.toString(), 'written by the writer and more')
 })
 
-test('handshakes without a valid token for the room are refused', { timeout: TEST_TIMEOUT_MS }, async () => {
-  assert.equal(await handshakeStatus(`${SERVER}/${ROOM}`), 401, 'no token')
-  assert.equal(await handshakeStatus(`${SERVER}/${ROOM}?token=${WRITE}x`), 401, 'altered token')
-  assert.equal(await handshakeStatus(`${SERVER}/another-room?token=${WRITE}`), 403, 'token for another room')
-  assert.equal(await handshakeStatus(`${SERVER}/${ROOM}?token=${READ}`), 101, 'valid token')
+// Refused for its token, a socket is accepted and closed with 4401/4403 and the error code:
+// y-websocket 3 stops reconnecting on 4400-4499, where it retries an HTTP refusal for ever.
+test('handshakes without a valid token for the room are closed with 4401/4403', { timeout: TEST_TIMEOUT_MS }, async () => {
+  assert.deepEqual(await handshake(`${SERVER}/${ROOM}`), { code: 4401, reason: 'token_missing' }, 'no token')
+  assert.equal((await handshake(`${SERVER}/${ROOM}?token=${WRITE}x`)).code, 4401, 'altered token')
+  assert.deepEqual(await handshake(`${SERVER}/another-room?token=${WRITE}`),
+    { code: 4403, reason: 'token_wrong_document' }, 'token for another room')
+  assert.deepEqual(await handshake(`${SERVER}/${ROOM}?token=${READ}`), { admitted: true }, 'valid token')
+})
+
+test('a stock provider refused for its token stops reconnecting', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const doc = new Y.Doc()
+  const provider = new WebsocketProvider(SERVER, ROOM, doc, { WebSocketPolyfill: WebSocket, disableBc: true })
+  providers.add(provider)
+  const closes = []
+  let closed = null
+  provider.on('connection-close', (event) => closes.push(event?.code))
+  provider.on('closed', (event) => { closed = event })
+  await waitFor('the provider to give up', () => closed !== null, () => JSON.stringify(closes))
+  assert.deepEqual(closed, { code: 4401, reason: 'token_missing' })
+  // Well past its first retry delays (100, 200, 400 ms): no further attempt.
+  await delay(1500)
+  assert.deepEqual(closes, [4401], 'one attempt only')
+  assert.equal(provider.shouldConnect, false)
 })

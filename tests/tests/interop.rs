@@ -65,7 +65,8 @@ async fn stock_yjs_client_interop() -> anyhow::Result<()> {
 
 /// The stock client passes its token as a URL parameter (`params: { token }`): a writer edits,
 /// a read-only viewer syncs and shows its cursor but its edits are refused, and handshakes
-/// without a valid token for the room are refused.
+/// without a valid token for the room are closed with 4401/4403, after which a stock provider
+/// stops reconnecting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_yjs_client_with_tokens() -> anyhow::Result<()> {
     use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};

@@ -30,7 +30,7 @@ use weft_protocol::NoticeLevel;
 use crate::error::ApiError;
 use crate::http::extract::{
     authorize, blocking, not_found, parse_id, Admin, AllDocs, AppJson, DocAccess, Existing,
-    RawBody, Read, TextBody, Write,
+    RawBody, Read, SomeDoc, TextBody, Write,
 };
 use crate::http::AppState;
 use crate::room::calls::{Committed, DocRoom, RoomCallError};
@@ -320,6 +320,7 @@ async fn list_docs(
     )
 )]
 async fn create_doc(
+    _: SomeDoc<Write>,
     State(ctx): State<Arc<RoomContext>>,
     headers: HeaderMap,
     AppJson(body): AppJson<CreateDoc>,
@@ -473,8 +474,9 @@ async fn send_notice(
 }
 
 /// The id a create names (a fresh UUID when none) and its room, once the id is valid and the
-/// token may write it. The id is in the body, not the path, so no path extractor checks it; a
-/// token for one document may create only that one, by name.
+/// token may write it. The id is in the body, not the path, so no path extractor checks it
+/// ([`SomeDoc`] has checked the token before the body was read); a token for one document may
+/// create only that one, by name.
 fn new_doc(
     ctx: Arc<RoomContext>,
     headers: &HeaderMap,

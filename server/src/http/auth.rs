@@ -1,6 +1,7 @@
 //! Access policy for HTTP and WebSocket requests: which token a request carries, whether it
-//! covers the document and role asked for, and the origin policy for WebSocket upgrades. The
-//! tokens themselves (claims, minting, verification) live in [`crate::token`].
+//! covers the document and role asked for, and the origin policy (for WebSocket upgrades here,
+//! for writes in `policy`). The tokens themselves (claims, minting, verification) live in
+//! [`crate::token`].
 //!
 //! With no secret configured the server is open: every request is granted [`Access::Admin`] on
 //! every document (the binary warns loudly and refuses non-loopback addresses without
@@ -59,6 +60,30 @@ pub(crate) fn authorize(
     })
 }
 
+/// Checks a token's signature, expiry and role, whatever documents it covers: enough to let a
+/// request go on to name its document (a create names it in its body, which is read only
+/// after this). The document is checked with [`authorize`] once it is known.
+///
+/// # Errors
+/// [`AuthError`] saying exactly why the request is refused.
+pub(crate) fn authorize_some_doc(
+    config: &Config,
+    token: Option<&str>,
+    need: Access,
+) -> Result<(), AuthError> {
+    let Some(secret) = &config.auth_secret else {
+        return Ok(());
+    };
+    let claims = verify(secret, token.ok_or(AuthError::Missing)?, unix_now())?;
+    if claims.role < need {
+        return Err(AuthError::InsufficientRole {
+            have: claims.role.as_str(),
+            need: need.as_str(),
+        });
+    }
+    Ok(())
+}
+
 /// The token of a request: the `Authorization: Bearer` header, else the `token` query
 /// parameter (browsers cannot set headers on a WebSocket).
 pub(crate) fn token_of<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
@@ -71,11 +96,11 @@ pub(crate) fn token_of<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Op
         .filter(|t| !t.is_empty())
 }
 
-/// Whether a WebSocket upgrade's `Origin` is allowed: no `Origin` (not a browser), the same
-/// origin as the `Host` it was sent to, or one listed in `--allowed-origin` (`*` allows all).
-/// Browsers send `Origin` on every WebSocket handshake and do not let pages forge it, so this
-/// stops other sites from opening sockets with a visitor's credentials (cross-site WebSocket
-/// hijacking).
+/// Whether a request's `Origin` is allowed (a WebSocket upgrade, or a write): no `Origin` (not a
+/// browser), the same origin as the `Host` it was sent to, or one listed in `--allowed-origin`
+/// (`*` allows all). Browsers send `Origin` on every WebSocket handshake and cross-site POST
+/// and do not let pages forge it, so this stops other sites from using a visitor's access
+/// (cross-site WebSocket hijacking, cross-site writes).
 pub(crate) fn origin_allowed(config: &Config, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(ORIGIN) else {
         return true;
@@ -107,37 +132,38 @@ pub(crate) struct WsParams {
     token: Option<String>,
 }
 
-/// Decides a WebSocket upgrade: the origin policy, then the token (read access at least; the
-/// role decides whether its writes count).
+/// The origin policy of a WebSocket upgrade (see [`origin_allowed`]).
 ///
 /// # Errors
-/// 403 `origin_not_allowed`, or the token's [`AuthError`].
-pub(crate) fn ws_access(
+/// 403 `origin_not_allowed`.
+pub(crate) fn ws_origin(config: &Config, headers: &HeaderMap) -> Result<(), ApiError> {
+    if origin_allowed(config, headers) {
+        return Ok(());
+    }
+    let origin = headers
+        .get(ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .unwrap_or("?");
+    Err(ApiError {
+        status: StatusCode::FORBIDDEN,
+        code: "origin_not_allowed",
+        message: format!("pages from {origin} may not open WebSockets here; see --allowed-origin"),
+    })
+}
+
+/// The token of a WebSocket upgrade to `room`: read access at least (the role decides whether
+/// its writes count).
+///
+/// # Errors
+/// The token's [`AuthError`], as an [`ApiError`].
+pub(crate) fn ws_token(
     config: &Config,
     headers: &HeaderMap,
     params: &WsParams,
     room: &weft_protocol::RoomName,
-    peer: std::net::SocketAddr,
 ) -> Result<Grant, ApiError> {
-    if !origin_allowed(config, headers) {
-        let origin = headers
-            .get(ORIGIN)
-            .and_then(|o| o.to_str().ok())
-            .unwrap_or("?");
-        tracing::warn!(%peer, %room, origin, "WebSocket refused: origin not allowed");
-        return Err(ApiError {
-            status: StatusCode::FORBIDDEN,
-            code: "origin_not_allowed",
-            message: format!(
-                "pages from {origin} may not open WebSockets here; see --allowed-origin"
-            ),
-        });
-    }
     let token = token_of(headers, params.token.as_deref());
-    authorize(config, token, Some(room.as_str()), Access::Read).map_err(|e| {
-        tracing::info!(%peer, %room, code = e.code(), "WebSocket refused");
-        ApiError::from(e)
-    })
+    Ok(authorize(config, token, Some(room.as_str()), Access::Read)?)
 }
 
 impl From<AuthError> for ApiError {

@@ -5,14 +5,18 @@
 //! Requests are refused in a fixed order, which clients and tests rely on: a bad document id
 //! (400), then the token (401/403), then the body or query (400/413), then a missing document
 //! (404). Handlers with a body therefore take [`DocAccess`] and ask [`DocAccess::existing`]
-//! after the body is read; handlers without one take [`Existing`].
+//! after the body is read; handlers without one take [`Existing`]. Since parts extractors run
+//! before the body one, no body byte is read for a request whose token is refused.
+//!
+//! [`ClientAddr`] is the client's address for limits and logs, through trusted proxies.
 
 use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -20,7 +24,7 @@ use weft_protocol::RoomName;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::http::auth;
+use crate::http::{auth, forwarded};
 use crate::room::calls::DocRoom;
 use crate::room::registry::RoomContext;
 use crate::store::{DocMeta, StoreError};
@@ -66,6 +70,26 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         authorize(&Arc::from_ref(state), &parts.headers, None, N::ACCESS)?;
+        Ok(Self(PhantomData))
+    }
+}
+
+/// A request whose token is valid and grants `N` on some document, for a request that names
+/// its document in a body not read yet (a create): the token is refused before any body byte
+/// is read, and the named document is checked with [`authorize`] once it is known.
+pub(crate) struct SomeDoc<N>(PhantomData<fn() -> N>);
+
+impl<S, N> FromRequestParts<S> for SomeDoc<N>
+where
+    S: Send + Sync,
+    Arc<Config>: FromRef<S>,
+    N: Need,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let token = auth::token_of(&parts.headers, None);
+        auth::authorize_some_doc(&Arc::from_ref(state), token, N::ACCESS)?;
         Ok(Self(PhantomData))
     }
 }
@@ -145,6 +169,46 @@ where
             room: DocRoom::new(access.ctx, access.room),
             need: PhantomData,
         })
+    }
+}
+
+/// The address of the client that sent a request: the TCP peer, or the address a trusted
+/// proxy (`--trusted-proxy`) says it forwarded the request for. What per-address limits count
+/// and logs name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+
+impl ClientAddr {
+    /// The client's IP address.
+    pub(crate) fn ip(self) -> IpAddr {
+        self.0.ip()
+    }
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<S> FromRequestParts<S> for ClientAddr
+where
+    S: Send + Sync,
+    Arc<Config>: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // The accept loop puts the peer on every request; its absence is a wiring bug.
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Err(ApiError::internal("request without a peer address".into()));
+        };
+        let config = Arc::<Config>::from_ref(state);
+        Ok(Self(forwarded::client_addr(
+            *peer,
+            &parts.headers,
+            &config.trusted_proxies,
+        )))
     }
 }
 
