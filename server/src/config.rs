@@ -203,6 +203,18 @@ pub struct Config {
     )]
     pub http_timeout_secs: u64,
 
+    /// Bytes of unfinished WebSocket messages (frames still arriving) the server holds for all
+    /// clients together; past it, connections holding more than 64 KiB of one stop being read
+    /// until others finish (at least --max-message). One client address may hold at most
+    /// --max-message.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_MAX_UNFINISHED_BYTES",
+        default_value_t = 256 * 1024 * 1024
+    )]
+    pub max_unfinished_bytes: usize,
+
     /// Most WebSocket connections open at once from one IP address; further upgrades get
     /// HTTP 429. Raise it when many users share one address (an office NAT); behind a reverse
     /// proxy, set --trusted-proxy so each user counts on their own.

@@ -115,6 +115,8 @@ pub(crate) struct Metrics {
     pub(crate) documents: Gauge,
     /// Resident memory of the process in bytes (set when sampled).
     pub(crate) memory: Gauge,
+    /// Bytes of WebSocket messages read but not yet whole (kept by the read budget).
+    pub(crate) unfinished: Gauge,
     /// Protocol messages received from clients.
     pub(crate) messages_in: Counter,
     /// WebSocket frames sent to clients (one protocol message each).
@@ -182,6 +184,7 @@ impl Metrics {
             rooms: Gauge::default(),
             documents: Gauge::default(),
             memory: Gauge::default(),
+            unfinished: Gauge::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             bytes_in: Counter::default(),
@@ -222,6 +225,12 @@ impl Metrics {
             "Resident memory of the server process",
             Unit::Bytes,
             self.memory.clone(),
+        );
+        registry.register_with_unit(
+            "unfinished_messages",
+            "WebSocket message bytes read but not yet whole, held for all clients",
+            Unit::Bytes,
+            self.unfinished.clone(),
         );
     }
 

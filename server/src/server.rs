@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{info, warn};
@@ -12,6 +13,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::http::{self, dashboard::Dashboard};
 use crate::metrics::Metrics;
+use crate::net::metered::ReadBudget;
 use crate::net::{accept, socket};
 use crate::room::registry::RoomContext;
 use crate::shutdown::Shutdown;
@@ -106,7 +108,15 @@ impl Server {
         let state = http::AppState::new(ctx.clone(), dashboard, address_bytes.clone());
         let app = http::router(state).layer(request_deadline(&self.config));
         info!(%addr, data = %self.config.data.display(), durability = ?self.config.durability, "serving");
-        accept::serve(listener, app, self.config.max_http_connections, &shutdown).await;
+        let budget = read_budget(&self.config, ctx.metrics.unfinished.clone());
+        accept::serve(
+            listener,
+            app,
+            self.config.max_http_connections,
+            budget,
+            &shutdown,
+        )
+        .await;
         info!("no longer accepting; closing sockets and flushing rooms");
         shutdown.wait_for_tasks().await;
         let store = self.store.clone();
@@ -135,10 +145,21 @@ pub async fn serve_echo(
     shutdown: Shutdown,
 ) -> Result<(), ServerError> {
     let max = config.max_http_connections;
+    let budget = read_budget(&config, Gauge::default());
     let app = http::echo_router(Arc::new(config), shutdown.clone());
-    accept::serve(listener, app, max, &shutdown).await;
+    accept::serve(listener, app, max, budget, &shutdown).await;
     shutdown.wait_for_tasks().await;
     Ok(())
+}
+
+/// The budget for unfinished WebSocket messages: `--max-unfinished-bytes` for the server,
+/// `--max-message` for one client address (one maximal message must always be able to arrive).
+fn read_budget(config: &Config, gauge: Gauge) -> Arc<ReadBudget> {
+    ReadBudget::new(
+        config.max_unfinished_bytes.max(config.max_message),
+        config.max_message,
+        gauge,
+    )
 }
 
 /// The deadline for a whole HTTP request, body included: a client that trickles its body in

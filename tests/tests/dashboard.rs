@@ -15,12 +15,13 @@ use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
 use weft_tests::{within, Client, TestServer, WAIT};
 
 /// Every metric `/metrics` documents, by family name.
-const FAMILIES: [&str; 16] = [
+const FAMILIES: [&str; 17] = [
     "weft_build_info",
     "weft_connections",
     "weft_rooms",
     "weft_documents",
     "weft_resident_memory_bytes",
+    "weft_unfinished_messages_bytes",
     "weft_messages_received",
     "weft_messages_sent",
     "weft_received_bytes",

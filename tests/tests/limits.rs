@@ -258,3 +258,95 @@ async fn connections_per_address_are_capped() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `weft_unfinished_messages_bytes` from `/metrics`.
+async fn unfinished_bytes(server: &TestServer) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{}/metrics", server.http_base()))
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("weft_unfinished_messages_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no weft_unfinished_messages_bytes in /metrics"))
+}
+
+/// Sockets that each send most of a large frame and never finish it hold no more than the
+/// read budget (here one maximal message for their address and for the server): the server
+/// stops reading them, a small message from the same address still gets through, and when
+/// the stalled sockets are dropped the budget is whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_frames_are_bounded_by_the_read_budget() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    const MIB: usize = 1024 * 1024;
+    let server = TestServer::start_with(|c| {
+        c.max_message = 2 * MIB;
+        c.max_unfinished_bytes = 2 * MIB;
+        c.max_bytes_per_sec = 64 * MIB as u32;
+    })
+    .await?;
+    let url = server.room_url("unfinished");
+    let addr = server.http_base().trim_start_matches("http://").to_owned();
+    let payload = 2 * MIB - 64;
+    let mut header = vec![0x82, 0xff];
+    header.extend_from_slice(&(payload as u64).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        let tcp = tokio::net::TcpStream::connect(&addr).await?;
+        let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp).await?;
+        let header = header.clone();
+        writers.push(tokio::spawn(async move {
+            let tcp = ws.get_mut();
+            // All of the frame but its last byte; the writes block once the server stops
+            // reading.
+            let _ = tcp.write_all(&header).await;
+            let _ = tcp.write_all(&vec![0u8; payload - 1]).await;
+            std::future::pending::<()>().await;
+        }));
+    }
+    wait_until_async("the stalled frames to fill the budget", || async {
+        unfinished_bytes(&server)
+            .await
+            .is_ok_and(|b| b >= MIB as f64)
+    })
+    .await?;
+    let mut most = 0f64;
+    for _ in 0..20 {
+        most = most.max(unfinished_bytes(&server).await?);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The budget, plus what each stalled socket may read past it: the 64 KiB floor and one
+    // read.
+    assert!(
+        most <= (3 * MIB) as f64,
+        "unfinished frames held {most} bytes against a 2 MiB budget"
+    );
+    let typist = Client::connect_synced(&url).await?;
+    typist.push("small messages still pass")?;
+    typist.wait_acked().await?;
+    for w in writers {
+        w.abort();
+    }
+    wait_until_async("the budget to be whole again", || async {
+        unfinished_bytes(&server).await.is_ok_and(|b| b == 0.0)
+    })
+    .await
+}
+
+/// Polls `check` every 50 ms until it holds, for at most [`WAIT`].
+async fn wait_until_async<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

@@ -21,16 +21,18 @@
 //! - **The origin** (403): plain HTTP, and never in-band: a page of another site learns
 //!   nothing.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use tracing::Level;
 use weft_protocol::{CloseCode, RoomName};
@@ -43,6 +45,7 @@ use crate::http::extract::ClientAddr;
 use crate::http::AppState;
 use crate::net::connection::{self, Peer};
 use crate::net::echo::Echo;
+use crate::net::metered::ReadMeter;
 use crate::net::socket::{self, AddressBudget};
 use crate::shutdown::Shutdown;
 
@@ -53,10 +56,17 @@ pub(super) async fn ws_upgrade(
     client: ClientAddr,
     headers: HeaderMap,
     Query(params): Query<auth::WsParams>,
+    meter: Option<Extension<Arc<ReadMeter>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     match admit(&state, &room, client, &headers, &params) {
-        Ok((peer, slots)) => serve_upgraded(ws, &state, peer, slots),
+        Ok((mut peer, slots)) => {
+            peer.meter = meter.map(|Extension(m)| {
+                m.activate(client.ip());
+                m
+            });
+            serve_upgraded(ws, &state, peer, slots)
+        }
         Err(refusal) => refuse(ws, &state, client, &room, refusal),
     }
 }
@@ -201,6 +211,7 @@ impl AppState {
                 limiter: self.address_bytes.clone(),
                 ip: client.ip(),
             },
+            meter: None,
         }
     }
 }
@@ -248,11 +259,21 @@ pub(crate) fn echo_router(config: Arc<Config>, shutdown: Shutdown) -> Router {
         .with_state(EchoState { config, shutdown })
 }
 
-async fn echo_upgrade(State(state): State<EchoState>, ws: WebSocketUpgrade) -> Response {
+async fn echo_upgrade(
+    State(state): State<EchoState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    meter: Option<Extension<Arc<ReadMeter>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let tracker = state.shutdown.clone();
+    let meter = meter.map(|Extension(m)| {
+        m.activate(peer.ip());
+        m
+    });
     upgrade_settings(ws, &state.config).on_upgrade(move |socket| {
         tracker.track(async move {
-            socket::serve(socket, &mut Echo::default(), &state.config, &state.shutdown).await;
+            let (config, shutdown) = (&state.config, &state.shutdown);
+            socket::serve(socket, &mut Echo::default(), config, shutdown, meter).await;
         })
     })
 }

@@ -10,6 +10,8 @@
 //! - **A deadline for shutdown**: on shutdown every connection is asked to finish its current
 //!   request; what is still open after [`SHUTDOWN_GRACE`] is dropped, so a slow client cannot
 //!   delay the exit.
+//! - **Metered reads** (`net::metered`): every stream counts what a WebSocket has read but not
+//!   yet received as a whole message, against a per-address share and a server-wide cap.
 //! - TCP_NODELAY on every socket: without it, small frames meet Nagle plus delayed ACKs (~40 ms
 //!   tails).
 //!
@@ -31,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
+use crate::net::metered::{Metered, ReadBudget, ReadMeter};
 use crate::shutdown::Shutdown;
 
 /// How long a client has to send a request's headers once it has started (or, on a kept-alive
@@ -51,6 +54,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     max_connections: usize,
+    budget: Arc<ReadBudget>,
     shutdown: &Shutdown,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
@@ -71,7 +75,13 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let conn = serve_connection(tcp, peer, app.clone(), permit, shutdown.clone());
+                if let Err(e) = tcp.set_nodelay(true) {
+                    warn!(error = %e, "could not set TCP_NODELAY");
+                }
+                let meter = ReadMeter::new(budget.clone());
+                let tcp = Metered::new(tcp, meter.clone());
+                let conn =
+                    serve_connection(tcp, peer, meter, app.clone(), permit, shutdown.clone());
                 connections.spawn(conn);
             }
             Err(e) => {
@@ -96,17 +106,17 @@ pub(crate) async fn serve(
 /// Serves one HTTP/1 connection (with upgrades, for WebSockets), the client's
 /// address available to handlers as `ConnectInfo`, finished early when shutdown starts.
 async fn serve_connection(
-    tcp: TcpStream,
+    tcp: Metered<TcpStream>,
     peer: SocketAddr,
+    meter: Arc<ReadMeter>,
     app: Router,
     permit: OwnedSemaphorePermit,
     shutdown: Shutdown,
 ) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        warn!(error = %e, "could not set TCP_NODELAY");
-    }
     let service = app.map_request(move |mut req: axum::http::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        // The WebSocket upgrade activates it: from then on what is read is metered.
+        req.extensions_mut().insert(meter.clone());
         req.map(axum::body::Body::new)
     });
     let service = TowerToHyperService::new(service);

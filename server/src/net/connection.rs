@@ -17,6 +17,7 @@ use tracing::{info, info_span, warn, Instrument as _};
 use weft_protocol::{decode_frame, CloseCode, Limits, Message, Role, RoomName};
 
 use crate::metrics::Metrics;
+use crate::net::metered::ReadMeter;
 use crate::net::socket::{self, truncate_reason, AddressBudget, Handler, Progress};
 use crate::outbox::{Data, Ending, Outbox};
 use crate::room::registry::RoomContext;
@@ -36,6 +37,8 @@ pub(crate) struct Peer {
     pub(crate) subject: Option<String>,
     /// The byte budget it shares with the other connections from its address.
     pub(crate) budget: AddressBudget,
+    /// What it has read of messages not yet whole, charged to the server's read budget.
+    pub(crate) meter: Option<Arc<ReadMeter>>,
 }
 
 /// Serves one upgraded WebSocket as a member of its room until it closes.
@@ -49,7 +52,8 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<RoomContext>, peer: Peer) 
         uuid,
         room: None,
     };
-    let ending = socket::serve(socket, &mut connection, &ctx.config, &ctx.shutdown)
+    let meter = connection.peer.meter.take();
+    let ending = socket::serve(socket, &mut connection, &ctx.config, &ctx.shutdown, meter)
         .instrument(span.clone())
         .await;
     let why = match ending {

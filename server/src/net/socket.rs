@@ -34,6 +34,7 @@ use weft_protocol::CloseCode;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::net::metered::ReadMeter;
 use crate::outbox::{Closer, Data, Ending, Outbox, QueuedBytes};
 use crate::shutdown::Shutdown;
 
@@ -94,6 +95,7 @@ pub(crate) async fn serve<H: Handler>(
     handler: &mut H,
     config: &Config,
     shutdown: &Shutdown,
+    meter: Option<Arc<ReadMeter>>,
 ) -> Option<Ending> {
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel(config.send_queue.max(1));
@@ -124,6 +126,7 @@ pub(crate) async fn serve<H: Handler>(
                 alive: &alive,
                 rate: InboundRate::new(config, handler.address_budget()),
                 shutdown,
+                meter,
             };
             peer_closed = reader.run(&mut stream, handler).await;
             Box::pin(handler.closed()).await;
@@ -172,6 +175,8 @@ struct Reader<'a> {
     alive: &'a AtomicBool,
     rate: InboundRate,
     shutdown: &'a Shutdown,
+    /// Charged by the stream for what it reads; settled here as each whole message arrives.
+    meter: Option<Arc<ReadMeter>>,
 }
 
 impl Reader<'_> {
@@ -209,6 +214,9 @@ impl Reader<'_> {
                 Some(Err(e)) => return self.failed(&e),
             };
             self.alive.store(true, Ordering::Relaxed);
+            if let Some(meter) = &self.meter {
+                meter.settle();
+            }
             if close_received {
                 // After the peer's close only the end of the stream is expected.
                 continue;
