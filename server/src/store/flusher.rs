@@ -9,6 +9,7 @@
 //! Flushes coalesce: a flush covers every request made before it started, so many callers
 //! (the group commit, readiness probes, shutdown) share one.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -176,8 +177,12 @@ fn run(shared: &Shared, health: &Health, mut work: FlushWork) {
             state.started = state.requested;
             state.started
         };
-        // After a failure nothing is flushed: sled's state is no longer trusted.
-        let result = health.check().and_then(|()| work());
+        // After a failure nothing is flushed: sled's state is no longer trusted. A panic inside
+        // sled fails the store now rather than leaving callers to their deadline.
+        let result = health.check().and_then(|()| {
+            std::panic::catch_unwind(AssertUnwindSafe(&mut work))
+                .unwrap_or_else(|_| Err(StoreError::Failed(Arc::from("flush panicked"))))
+        });
         let mut state = lock(&shared.state);
         match result {
             Ok(()) => {
@@ -256,6 +261,18 @@ mod tests {
         assert_eq!(again.to_string(), err.to_string());
         flusher.stop(false);
         drop(release);
+    }
+
+    /// A flush that panics fails the store at once.
+    #[test]
+    fn a_panicking_flush_fails_the_store() {
+        let (_dir, health) = health();
+        let work: FlushWork = Box::new(|| panic!("sled bug"));
+        let mut flusher =
+            Flusher::start(work, health.clone(), Duration::from_secs(60)).expect("start");
+        let err = flusher.flush().expect_err("must fail");
+        assert!(err.to_string().contains("flush panicked"), "{err}");
+        flusher.stop(true);
     }
 
     /// A flush error fails the store with its reason.

@@ -407,6 +407,13 @@ fn pieces_are_compacted_quarantined_and_deleted() {
             .size_bytes,
         2_500_000 + 2
     );
+    // A snapshot of the same size reuses the piece keys: the new pieces must win.
+    let same_size = pattern(2_500_000, 9);
+    store
+        .compact(&room("big"), &same_size, 2, None)
+        .expect("compact");
+    let doc = store.load(&room("big")).expect("load");
+    assert!(doc.snapshot.as_deref() == Some(same_size.as_slice()));
     store.append(&room("big"), &snapshot).expect("append");
     store
         .quarantine(&room("big"), 4, "test")
