@@ -2,6 +2,8 @@
 //! install logging, open the store, bind, serve until a signal; or, with `weft token`, print a
 //! signed access token; or run `weft backup` / `weft restore` (in [`crate::backup`]).
 
+use std::time::Duration;
+
 use crate::config::{BackupArgs, Cli, Config, RestoreArgs, Subcommand, TokenArgs};
 use crate::shutdown::Shutdown;
 use crate::token::AuthSecret;
@@ -17,12 +19,19 @@ use tracing_subscriber::EnvFilter;
 /// # Errors
 /// Whatever stopped the server or the subcommand, with its context, for the binary to print.
 pub fn run() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("could not start the async runtime")?
-        .block_on(main())
+        .context("could not start the async runtime")?;
+    let result = runtime.block_on(main());
+    // Dropping a runtime waits for every blocking task without limit; one stuck in a failed
+    // store must not keep the process from exiting (with the error, non-zero).
+    runtime.shutdown_timeout(EXIT_GRACE);
+    result
 }
+
+/// How long the exit waits for blocking tasks still running after the server stopped.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

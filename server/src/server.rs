@@ -8,7 +8,7 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
-use tracing::{info, warn};
+use tracing::{error, info};
 
 use crate::config::Config;
 use crate::http::{self, dashboard::Dashboard};
@@ -34,6 +34,10 @@ pub enum ServerError {
     /// The in-flight marks file (`weft-inflight`) in the data directory could not be settled.
     #[error("cannot settle in-flight marks: {0}")]
     InFlight(String),
+    /// The store failed while serving (a flush failed or missed its deadline, or the data
+    /// directory was removed): edits not acknowledged before the failure may be lost.
+    #[error("{0}; edits not acknowledged before the failure may be lost")]
+    StoreFailed(StoreError),
 }
 
 /// A server with its store open, ready to serve on a listener.
@@ -53,7 +57,7 @@ impl Server {
     /// [`ServerError::InFlight`] when the marks a crash left cannot be read or settled.
     pub fn open(config: Config) -> Result<Self, ServerError> {
         #[cfg(feature = "fault-injection")]
-        warn!(
+        tracing::warn!(
             "built with fault injection: WEFT_FAULT_ABORT_ON_UPDATE_CONTAINING aborts the process"
         );
         let store = SledStore::open(&config.data)?;
@@ -76,10 +80,12 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` is triggered, then closes every socket with 1001,
-    /// flushes and compacts every room, and returns.
+    /// flushes and compacts every room, and returns. No flush is waited on for longer than the
+    /// store's flush deadline, and none at all once the store has failed.
     ///
     /// # Errors
-    /// [`ServerError::Io`] when the listener fails.
+    /// [`ServerError::Io`] when the listener fails; [`ServerError::StoreFailed`] when the store
+    /// failed while serving or its final flush failed.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServerError> {
         let addr = listener.local_addr()?;
         let metrics = Arc::new(Metrics::new());
@@ -120,15 +126,22 @@ impl Server {
         info!("no longer accepting; closing sockets and flushing rooms");
         shutdown.wait_for_tasks().await;
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.flush()).await {
-            Ok(Ok(())) => info!(
-                rooms = ctx.open_rooms(),
-                "shutdown complete; everything flushed"
-            ),
-            Ok(Err(e)) => warn!(error = %e, "final flush failed"),
-            Err(e) => warn!(error = %e, "final flush task failed"),
+        let flushed = tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Failed(format!("flush task failed: {e}").into())));
+        match flushed {
+            Ok(()) => {
+                info!(
+                    rooms = ctx.open_rooms(),
+                    "shutdown complete; everything flushed"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "shutdown: the final flush failed");
+                Err(ServerError::StoreFailed(e))
+            }
         }
-        Ok(())
     }
 }
 

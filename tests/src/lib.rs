@@ -961,3 +961,80 @@ pub async fn run_weft(
     );
     Ok((out.status, text))
 }
+
+/// What became of the updates a [`Client`] sent (see [`Client::wait_acked_or_closed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server echoed every update sent.
+    Acked,
+    /// The server closed the connection with this code and reason first.
+    Closed(u16, String),
+    /// The connection ended without a close frame first.
+    Dropped,
+}
+
+impl Client {
+    /// Waits until the server has echoed every update sent or the connection has ended,
+    /// whichever comes first.
+    ///
+    /// # Errors
+    /// When neither happens within `timeout`: the server neither saved nor refused the edits.
+    pub async fn wait_acked_or_closed(&self, timeout: Duration) -> anyhow::Result<Outcome> {
+        let mut outcome = None;
+        wait_until(
+            "an acknowledgement or the end of the connection",
+            timeout,
+            || {
+                let seen = self.seen();
+                outcome = if seen.unacked.is_empty() {
+                    Some(Outcome::Acked)
+                } else if let Some((code, reason)) = &seen.close {
+                    Some(Outcome::Closed(*code, reason.clone()))
+                } else if self.task.is_finished() {
+                    Some(Outcome::Dropped)
+                } else {
+                    None
+                };
+                outcome.is_some()
+            },
+        )
+        .await
+        .with_context(|| format!("{} updates unacknowledged", self.seen().unacked.len()))?;
+        outcome.context("wait ended without an outcome")
+    }
+}
+
+impl WeftProcess {
+    /// Sends SIGTERM and waits at most `timeout` for it to exit; returns its exit status.
+    ///
+    /// # Errors
+    /// When it does not exit within `timeout` (its log is in the error).
+    pub async fn terminate_within(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("sending SIGTERM")?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "weft did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::{
     doc_key, seq_prefix, MetaRec, TAG_META, TAG_QUARANTINE, TAG_SNAPSHOT, TAG_UPDATE,
 };
+use super::pieces::insert_value;
 use super::sled_store::len_u64;
 use super::{SledStore, StoreError};
 
@@ -309,8 +310,9 @@ impl SledStore {
     /// # Errors
     /// An invalid document id or a backend failure; nothing is written then.
     pub(crate) fn import(&self, meta: &BackupMeta, state: &[u8]) -> Result<(), StoreError> {
+        self.health.check()?;
         let doc = meta.id.as_str();
-        self.with_slot(doc, |_, slot| {
+        self.with_slot(doc, |entry, slot| {
             let mut batch = sled::Batch::default();
             for tag in [TAG_UPDATE, TAG_QUARANTINE] {
                 for key in self.docs.scan_prefix(seq_prefix(tag, doc)).keys() {
@@ -331,15 +333,22 @@ impl SledStore {
                 title: meta.title.clone(),
                 title_pinned: meta.title_pinned && meta.title.is_some(),
             };
+            self.remove_snapshot(doc, &mut batch)?;
             // An empty state is a document with a title and no content yet: no snapshot, since
-            // zero bytes are not a Yjs update.
-            if state.is_empty() {
-                batch.remove(doc_key(TAG_SNAPSHOT, doc));
-            } else {
-                batch.insert(doc_key(TAG_SNAPSHOT, doc), state);
+            // zero bytes are not a Yjs update. A large one is stored in pieces, as compaction
+            // stores it, below sled's blob threshold.
+            if !state.is_empty() {
+                let base = seq_prefix(TAG_SNAPSHOT, doc);
+                insert_value(
+                    &mut batch,
+                    &doc_key(TAG_SNAPSHOT, doc),
+                    &base,
+                    state,
+                    self.piece,
+                );
             }
             batch.insert(doc_key(TAG_META, doc), rec.encode());
-            self.docs.apply_batch(batch)?;
+            self.apply(entry, batch)?;
             slot.meta = Some(rec);
             slot.dirty = false;
             Ok(())

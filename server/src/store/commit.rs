@@ -4,6 +4,10 @@
 //! In strict durability a room awaits [`GroupCommit::commit`] before it broadcasts. In relaxed
 //! durability it calls [`GroupCommit::mark_dirty`] and the committer flushes within the
 //! configured interval.
+//!
+//! No wait here is unbounded: [`Store::flush`] returns within the store's flush deadline, with
+//! [`StoreError::Failed`](crate::store::StoreError::Failed) when the flush failed or missed it,
+//! and at once after that; every waiter of that flush gets the same error.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,6 +54,7 @@ impl GroupCommit {
             done: done_tx,
             relaxed_interval,
             on_flush: Box::new(on_flush),
+            last_error: None,
         };
         // Not tracked by the shutdown tracker on purpose: rooms flush through it while they shut
         // down, so it must outlive them; it ends when the last handle is dropped.
@@ -95,6 +100,8 @@ struct Committer {
     done: watch::Sender<u64>,
     relaxed_interval: Duration,
     on_flush: Box<dyn Fn(Duration) + Send>,
+    /// The last flush error logged: a failed store fails every flush, logged once.
+    last_error: Option<Arc<str>>,
 }
 
 impl Committer {
@@ -145,7 +152,10 @@ impl Committer {
                 self.done.send_replace(number);
             }
             Err(e) => {
-                error!(error = %e, "store flush failed: edits are not durable");
+                if self.last_error.as_ref() != Some(e) {
+                    error!(error = %e, "store flush failed: edits are not durable");
+                    self.last_error = Some(e.clone());
+                }
                 self.dirty.store(true, Ordering::Release);
             }
         }

@@ -1,9 +1,11 @@
 //! Key layout and record encodings of the sled store (the table in the [`store`](super) docs).
 //!
 //! Keys are `{tag}\0{doc}` or `{tag}\0{doc}\0{seq: u64 BE}`, so one document's records of one
-//! kind are a contiguous, seq-ordered range of the `docs` tree; values are fixed binary records
-//! with a version byte, decoded without trusting their lengths.
+//! kind are a contiguous, seq-ordered range of the `docs` tree; a value too large for one key
+//! adds a piece index and count after that (`pieces.rs`). Values are fixed binary records with
+//! a version byte, decoded without trusting their lengths.
 
+use super::pieces::{parse_piece, PIECE_TAIL};
 use super::{DocMeta, QuarantinedUpdate, StoreError};
 
 /// Tag of a document's metadata record, `m\0{doc}`.
@@ -45,12 +47,38 @@ pub(super) fn seq_key(tag: u8, doc: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-/// Reads the sequence number of a key that starts with a prefix of `prefix_len` bytes.
-pub(super) fn parse_seq(doc: &str, key: &[u8], prefix_len: usize) -> Result<u64, StoreError> {
-    key.get(prefix_len..)
-        .and_then(|tail| <[u8; 8]>::try_from(tail).ok())
+/// Reads the sequence number of a key that starts with a prefix of `prefix_len` bytes, and
+/// `(index, count)` if the key is a piece of a larger value (see `pieces.rs`).
+pub(super) fn parse_seq(
+    doc: &str,
+    key: &[u8],
+    prefix_len: usize,
+) -> Result<(u64, Option<(u32, u32)>), StoreError> {
+    let bad = || corrupt(doc, format!("log key of {} bytes", key.len()));
+    let tail = key.get(prefix_len..).ok_or_else(bad)?;
+    let seq = tail
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(u64::from_be_bytes)
-        .ok_or_else(|| corrupt(doc, format!("log key of {} bytes", key.len())))
+        .ok_or_else(bad)?;
+    match tail.len() {
+        8 => Ok((seq, None)),
+        n if n == 8 + PIECE_TAIL => Ok((seq, Some(parse_piece(doc, &tail[8..])?))),
+        _ => Err(bad()),
+    }
+}
+
+/// Longest title kept, in bytes (longer ones are cut at a character boundary), so that a
+/// metadata record always fits one piece.
+pub(super) const MAX_TITLE_LEN: usize = 1024;
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub(super) fn clip(s: &str, max: usize) -> &str {
+    let mut cut = s.len().min(max);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
 }
 
 /// A [`StoreError::Corrupt`] for `doc`.
@@ -216,11 +244,7 @@ const MAX_REASON_LEN: usize = 1024;
 
 /// Quarantine record: `[1][at_ms u64 BE][reason_len u32 BE][reason][update]`.
 pub(super) fn encode_quarantine(at_ms: u64, reason: &str, update: &[u8]) -> Vec<u8> {
-    let mut cut = reason.len().min(MAX_REASON_LEN);
-    while !reason.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let reason = &reason[..cut];
+    let reason = clip(reason, MAX_REASON_LEN);
     let mut out = Vec::with_capacity(13 + reason.len() + update.len());
     out.push(1);
     out.extend_from_slice(&at_ms.to_be_bytes());
@@ -272,8 +296,18 @@ mod tests {
         assert!(seq_key(TAG_UPDATE, "d", u64::MAX) < seq_prefix(TAG_UPDATE, "d\u{1}"));
         let key = seq_key(TAG_QUARANTINE, "doc", 70_000);
         let prefix_len = seq_prefix(TAG_QUARANTINE, "doc").len();
-        assert_eq!(parse_seq("doc", &key, prefix_len).expect("seq"), 70_000);
+        assert_eq!(
+            parse_seq("doc", &key, prefix_len).expect("seq"),
+            (70_000, None)
+        );
         assert!(parse_seq("doc", &key[..key.len() - 1], prefix_len).is_err());
+        let piece = crate::store::pieces::piece_key(&key, 2, 5);
+        assert_eq!(
+            parse_seq("doc", &piece, prefix_len).expect("piece"),
+            (70_000, Some((2, 5)))
+        );
+        assert!(parse_seq("doc", &piece[..piece.len() - 1], prefix_len).is_err());
+        assert_eq!(clip("aé", 2), "a");
     }
 
     /// Ids the key layout cannot hold are refused before any key is built.

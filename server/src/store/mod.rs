@@ -13,10 +13,17 @@
 //! |------------------------------|-----------------------------------------------|
 //! | `m\0{doc}`                   | metadata, fixed binary encoding (`MetaRec`)   |
 //! | `s\0{doc}`                   | snapshot (one Yjs v1 update)                  |
+//! | `s\0{doc}\0{i}{n}`           | piece `i` of `n` of a larger snapshot         |
 //! | `u\0{doc}\0{seq: u64 BE}`    | logged update                                 |
+//! | `u\0{doc}\0{seq}{i}{n}`      | piece `i` of `n` of a larger logged update    |
 //! | `q\0{doc}\0{seq: u64 BE}`    | quarantined update, with reason and time      |
+//! | `q\0{doc}\0{seq}{i}{n}`      | piece `i` of `n` of a larger quarantine entry |
 //! | `r\0{sha256: 32 bytes}`      | refused update hash, with time and reason     |
 //! | `p\0probe`                   | transient key of [`Store::check_writable`]    |
+//!
+//! `i` and `n` are u32 BE. No value sled is given exceeds a piece, 1/128 of a log segment (64
+//! KiB for new stores): see "Segment size" below and `pieces.rs`. Values written whole by
+//! earlier versions, of any size, are still read.
 //!
 //! Quarantined updates live in `docs` too (not in a tree of their own) so that quarantine and
 //! delete are single batches as well. sled's default tree holds one marker key, and the data
@@ -40,18 +47,36 @@
 //! own under `blobs/`, and rewrites it whole when the page changes. A leaf holds up to 16 keys,
 //! so with sled's default 512 KiB segments a run of 32 KiB updates made a new blob file every
 //! few appends: 11 bytes written per byte stored, and a flush that fsynced dozens of files
-//! while every waiting typist's edit rode on it. New stores use 8 MiB segments (`open.rs`), so
-//! pages below 2 MiB stay in the log and one fdatasync covers them; a store created with another
-//! segment size keeps it (sled refuses to change it), read from sled's `conf` file.
+//! while every waiting typist's edit rode on it. New stores use 8 MiB segments (`open.rs`); a
+//! store created with another segment size keeps it (sled refuses to change it), read from
+//! sled's `conf` file. Worse, a blob write that fails (a full disk, a removed directory) wedges
+//! sled 0.34.7's log: every later flush waits forever. So values are stored in pieces small
+//! enough that even a leaf full of them stays far below the blob threshold (`pieces.rs`).
+//!
+//! Failure: nothing waits on a flush without bound. Flushes run on the store's own thread and
+//! callers wait at most the flush deadline (10 s by default, [`SledStore::open_with`]). A flush
+//! that fails or misses it, a write sled refuses, or a data directory found removed or replaced
+//! (checked after every flush and by [`Store::health`]) puts the store in the *failed* state
+//! for good: every write returns [`StoreError::Failed`] at once without touching sled, and
+//! flushes fail at once. Reads keep working from what sled has, except that [`Store::load`]
+//! refuses a document with writes no successful flush covered: sled still holds them in
+//! memory, and they were never saved. (After an I/O error of its own sled may also refuse a
+//! read that would restructure a page; that read then fails with the I/O error.) A restart on
+//! a working disk is the way back.
 //!
 //! Files: this module holds the trait and its types; `keys.rs` the key layout and record
-//! encodings, `sled_store.rs` [`SledStore`] and its metadata cache, `open.rs` opening a data
-//! directory, `fsync.rs` the syncs sled leaves out; `commit.rs` batches flushes across rooms and
-//! `inflight.rs` keeps the crash marks beside the database.
+//! encodings, `pieces.rs` values in pieces, `sled_store.rs` [`SledStore`], `cache.rs` its
+//! metadata cache, `open.rs` opening a data directory, `flusher.rs` the flush thread and its
+//! deadline, `health.rs` the failed state, `fsync.rs` the syncs sled leaves out; `commit.rs`
+//! batches flushes across rooms and `inflight.rs` keeps the crash marks beside the database.
 
+mod cache;
+mod flusher;
 mod fsync;
+mod health;
 mod keys;
 mod open;
+mod pieces;
 mod sled_store;
 #[cfg(test)]
 mod tests;
@@ -64,6 +89,7 @@ pub(crate) mod log;
 pub use sled_store::SledStore;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use weft_protocol::RoomName;
@@ -101,6 +127,12 @@ pub enum StoreError {
         /// What was wrong.
         what: String,
     },
+    /// The store has failed (a flush failed or missed its deadline, or the data directory was
+    /// removed): it refuses every write until the process restarts. The reason says why, for
+    /// example "disk full (ENOSPC): ...", "data directory removed: ...", "flush timed out
+    /// after 10 s".
+    #[error("the document store failed: {0}; writes are refused until restart")]
+    Failed(Arc<str>),
     /// The document id cannot be used as a store key (empty or containing `\0`).
     #[error("invalid document id {doc:?}: {why}")]
     InvalidDoc {
@@ -189,9 +221,14 @@ pub trait Store: Send + Sync + 'static {
     fn refuse(&self, hash: &[u8; 32], reason: &str) -> Result<(), StoreError>;
     /// Every hash recorded with [`Store::refuse`].
     fn refused(&self) -> Result<Vec<[u8; 32]>, StoreError>;
-    /// Blocks until everything written before the call is durable.
+    /// Blocks until everything written before the call is durable, for at most the store's
+    /// flush deadline: a flush that fails or misses it fails the store ([`StoreError::Failed`]).
     fn flush(&self) -> Result<(), StoreError>;
-    /// Writes, removes and flushes a probe key: fails if the store cannot write to disk.
+    /// Whether the store still takes writes, without writing: [`StoreError::Failed`] once it
+    /// has failed, or when its data directory is found removed or replaced (which fails it).
+    fn health(&self) -> Result<(), StoreError>;
+    /// [`Store::health`], then writes, removes and flushes a probe key: fails if the store cannot
+    /// write to disk. Bounded by the flush deadline; immediate once the store has failed.
     fn check_writable(&self) -> Result<(), StoreError>;
 }
 

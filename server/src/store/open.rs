@@ -6,12 +6,16 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::cache::{write_dirty_meta, Cache, DirtyList};
+use super::flusher::{FlushWork, Flusher, FLUSH_DEADLINE};
 use super::fsync::{sync_dir, SyncState};
+use super::health::{DirIdentity, Health};
 use super::keys::TAG_META;
-use super::sled_store::{Cache, SledStore};
+use super::pieces::piece_len;
+use super::sled_store::{lock, SledStore};
 use super::StoreError;
 
 /// How long `open` waits for a held lock before reporting [`StoreError::Locked`].
@@ -41,26 +45,75 @@ impl SledStore {
     /// a directory, cannot be read or created, is a foreign non-empty directory, lost its
     /// database contents, or sled cannot open the database in it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, Self::DEFAULT_FLUSH_DEADLINE)
+    }
+
+    /// How long a flush may take by default before the store is declared failed.
+    pub const DEFAULT_FLUSH_DEADLINE: Duration = FLUSH_DEADLINE;
+
+    /// [`SledStore::open`], with callers of [`Store::flush`](super::Store::flush) waiting at
+    /// most `flush_deadline` before the store is declared failed.
+    ///
+    /// # Errors
+    /// As [`SledStore::open`]; also [`StoreError::Open`] when the flush thread cannot start.
+    pub fn open_with(path: &Path, flush_deadline: Duration) -> Result<Self, StoreError> {
         let open_err = |source: sled::Error| StoreError::Open {
             path: path.to_owned(),
             source,
         };
         let had_marker = check_data_dir(path).map_err(open_err)?;
-        let db = open_db(path)?;
+        let (db, segment_size) = open_db(path)?;
         let docs = db.open_tree("docs").map_err(open_err)?;
         let sync = check_and_mark(path, &db, had_marker).map_err(open_err)?;
+        let identity =
+            DirIdentity::of(path, &[MARKER_FILE, "db"]).map_err(|e| open_err(e.into()))?;
+        let health = Arc::new(Health::new(identity));
         let doc_count = docs.scan_prefix([TAG_META, 0]).keys().count() as u64;
+        let dirty: Arc<DirtyList> = Arc::default();
+        let sync = Arc::new(Mutex::new(sync));
+        let work = flush_work(&db, &docs, &dirty, &sync, &health);
+        let flusher =
+            Flusher::start(work, health.clone(), flush_deadline).map_err(|e| open_err(e.into()))?;
         tracing::debug!(path = %path.display(), recovered = db.was_recovered(), doc_count, "store opened");
         Ok(Self {
             path: path.to_owned(),
             db,
             docs,
             cache: Mutex::new(Cache::new()),
-            dirty: Mutex::new(Vec::new()),
-            sync: Mutex::new(sync),
+            dirty,
+            #[cfg(test)]
+            sync,
             doc_count: AtomicU64::new(doc_count),
+            piece: piece_len(segment_size),
+            health,
+            flusher,
         })
     }
+}
+
+/// One flush, run on the flush thread: dirty metadata, sled's flush, the syncs sled leaves
+/// out, then a check that the files flushed are still the data directory's (a flush into a
+/// removed directory succeeds, and is lost).
+fn flush_work(
+    db: &sled::Db,
+    docs: &sled::Tree,
+    dirty: &Arc<DirtyList>,
+    sync: &Arc<Mutex<SyncState>>,
+    health: &Arc<Health>,
+) -> FlushWork {
+    let (db, docs, dirty, sync, health) = (
+        db.clone(),
+        docs.clone(),
+        dirty.clone(),
+        sync.clone(),
+        health.clone(),
+    );
+    Box::new(move || {
+        write_dirty_meta(&docs, &dirty)?;
+        db.flush()?;
+        lock(&sync).sync()?;
+        health.check_dir()
+    })
 }
 
 /// Makes sure `path` is a directory that may hold a store (creating it if missing), and returns
@@ -92,8 +145,9 @@ fn check_data_dir(path: &Path) -> Result<bool, sled::Error> {
     Ok(had_marker)
 }
 
-/// Opens the sled database in `path`, retrying for up to [`LOCK_WAIT`] while its lock is held.
-fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+/// Opens the sled database in `path`, retrying for up to [`LOCK_WAIT`] while its lock is held;
+/// returns it with its log segment size.
+fn open_db(path: &Path) -> Result<(sled::Db, usize), StoreError> {
     let open_err = |source: sled::Error| StoreError::Open {
         path: path.to_owned(),
         source,
@@ -101,16 +155,17 @@ fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     // sled caches up to 1 GiB of pages by default. Open documents live in their rooms' yrs
     // docs, so the store's cache mostly holds recent writes and metadata: a bounded 64 MiB
     // keeps the server's memory tracking its open documents.
+    let segment_size = existing_segment_size(path).unwrap_or(SEGMENT_BYTES);
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(STORE_CACHE_BYTES)
-        .segment_size(existing_segment_size(path).unwrap_or(SEGMENT_BYTES));
+        .segment_size(segment_size);
     let started = Instant::now();
     let mut backoff = Duration::from_millis(5);
     loop {
         // sled 0.34 can panic on some corrupt files; report that as an open failure.
         match std::panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
-            Ok(Ok(db)) => return Ok(db),
+            Ok(Ok(db)) => return Ok((db, segment_size)),
             // sled's Db::drop returns before its I/O threads release the lock
             // (spacejam/sled#1289): a reopen in the same process can race it for some ms.
             Ok(Err(e)) if is_lock_error(&e) && started.elapsed() < LOCK_WAIT => {
@@ -250,6 +305,29 @@ mod tests {
             .unwrap_or(0);
         assert_eq!(blobs, 0, "sled wrote pages of 32 KiB updates as blob files");
         assert_eq!(store.load(&room("doc")).expect("load").updates.len(), 64);
+    }
+
+    /// A store with sled's older 512 KiB segments (blob threshold 128 KiB) stores large updates
+    /// and snapshots in pieces small enough for its leaves too: no blob file.
+    #[test]
+    fn older_segment_size_stores_large_values_without_blobs() {
+        let old = tempfile::tempdir().expect("tempdir");
+        drop(sled::Config::new().path(old.path()).open().expect("sled"));
+        let store = SledStore::open(old.path()).expect("open");
+        assert_eq!(store.piece, 4 * 1024);
+        let update: Vec<u8> = (0..600_000u32).map(|i| (i % 253) as u8).collect();
+        for _ in 0..4 {
+            store.append(&room("doc"), &update).expect("append");
+            store.flush().expect("flush");
+        }
+        store
+            .compact(&room("doc"), &update, 2, None)
+            .expect("compact");
+        store.flush().expect("flush");
+        assert_eq!(crate::store::tests::blob_files(old.path()), 0);
+        let loaded = store.load(&room("doc")).expect("load");
+        assert!(loaded.snapshot.as_deref() == Some(update.as_slice()));
+        assert_eq!(loaded.updates.len(), 2);
     }
 
     /// A second open of the same directory in the same process reports Locked.

@@ -1,24 +1,27 @@
-//! [`SledStore`]: the [`Store`] on an embedded sled database, with its per-document metadata
-//! cache. Opening lives in `open.rs`, fsyncs in `fsync.rs`, key and record encodings in
-//! `keys.rs`.
+//! [`SledStore`]: the [`Store`] on an embedded sled database. Opening lives in `open.rs`, the
+//! metadata cache in `cache.rs`, values in pieces in `pieces.rs`, the flush thread and its
+//! deadline in `flusher.rs`, the failed state in `health.rs`, fsyncs in `fsync.rs`, key and
+//! record encodings in `keys.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use weft_protocol::RoomName;
 
+use super::cache::{Cache, DirtyList, DocEntry};
+use super::flusher::Flusher;
+#[cfg(test)]
 use super::fsync::SyncState;
+use super::health::Health;
 use super::keys::{
-    check_doc, corrupt, decode_quarantine, doc_key, encode_quarantine, parse_seq, seq_key,
-    seq_prefix, MetaRec, PROBE_KEY, TAG_META, TAG_QUARANTINE, TAG_REFUSED, TAG_SNAPSHOT,
-    TAG_UPDATE,
+    check_doc, clip, corrupt, decode_quarantine, doc_key, encode_quarantine, parse_seq, seq_key,
+    seq_prefix, MetaRec, MAX_TITLE_LEN, PROBE_KEY, TAG_META, TAG_QUARANTINE, TAG_REFUSED,
+    TAG_SNAPSHOT, TAG_UPDATE,
 };
+use super::pieces::{insert_value, parse_piece, Assembler};
 use super::{now_ms, DocMeta, QuarantinedUpdate, Store, StoreError, StoredDoc};
-
-/// Past this many cached documents, unused clean entries are dropped from the metadata cache.
-const CACHE_SOFT_CAP: usize = 4096;
 
 pub(super) fn len_u64(bytes: &[u8]) -> u64 {
     u64::try_from(bytes.len()).unwrap_or(u64::MAX)
@@ -33,47 +36,11 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Cached state of one document; `meta == None` means the document does not exist.
-#[derive(Default)]
-pub(super) struct Slot {
-    /// `meta` was read from disk (and repaired if needed).
-    loaded: bool,
-    /// The document's metadata; `None` while it does not exist.
-    pub(super) meta: Option<MetaRec>,
-    /// The cached metadata is newer than the record on disk (and the entry is in the dirty list).
-    pub(super) dirty: bool,
-}
-
-/// One document in the metadata cache.
-pub(super) struct DocEntry {
-    /// The document id.
-    id: String,
-    /// Its cached state, locked while an operation on the document runs.
-    slot: Mutex<Slot>,
-}
-
-/// The metadata cache: one entry per document touched since open (evicted when unused).
-pub(super) struct Cache {
-    /// Entries by document id.
-    map: HashMap<String, Arc<DocEntry>>,
-    /// Size at which unused entries are dropped next.
-    evict_at: usize,
-}
-
-impl Cache {
-    /// An empty cache.
-    pub(super) fn new() -> Self {
-        Self {
-            map: HashMap::new(),
-            evict_at: CACHE_SOFT_CAP,
-        }
-    }
-}
-
 /// [`Store`] backed by an embedded sled database in one data directory.
 ///
 /// Lock order: `cache` is never held while a slot is locked; a slot may be held while `dirty` is
-/// locked, never the reverse; `sync` is taken before everything else.
+/// locked, never the reverse. No lock is held while waiting for a flush: the flush runs on the
+/// flusher's thread (which takes slots one at a time to write dirty metadata, then `sync`).
 pub struct SledStore {
     /// The data directory.
     pub(super) path: PathBuf,
@@ -84,11 +51,18 @@ pub struct SledStore {
     /// Metadata cache.
     pub(super) cache: Mutex<Cache>,
     /// Entries whose cached metadata is newer than the record on disk.
-    pub(super) dirty: Mutex<Vec<Arc<DocEntry>>>,
-    /// What `flush` syncs after sled's own flush.
-    pub(super) sync: Mutex<SyncState>,
+    pub(super) dirty: Arc<DirtyList>,
+    /// What a flush syncs after sled's own flush (owned by the flush thread; here for tests).
+    #[cfg(test)]
+    pub(super) sync: Arc<Mutex<SyncState>>,
     /// Documents with metadata: counted once at open, then kept as documents come and go.
     pub(super) doc_count: AtomicU64,
+    /// The largest value stored under one key (see `pieces.rs`).
+    pub(super) piece: usize,
+    /// Whether the store has failed, and the data directory's identity.
+    pub(super) health: Arc<Health>,
+    /// The flush thread.
+    pub(super) flusher: Flusher,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -102,16 +76,17 @@ impl std::fmt::Debug for SledStore {
 impl SledStore {
     /// Writes a title; an automatic one (`pin == false`) never replaces a pinned one.
     fn write_title(&self, doc: &str, title: &str, pin: bool) -> Result<(), StoreError> {
-        self.with_slot(doc, |_, slot| {
+        self.health.check()?;
+        self.with_slot(doc, |entry, slot| {
             let now = now_ms();
             let mut meta = slot.meta.clone().unwrap_or_else(|| MetaRec::new(now));
             if meta.title_pinned && !pin {
                 return Ok(());
             }
             meta.title_pinned |= pin;
-            meta.title = Some(title.to_owned());
+            meta.title = Some(clip(title, MAX_TITLE_LEN).to_owned());
             meta.updated_ms = now;
-            self.docs.insert(doc_key(TAG_META, doc), meta.encode())?;
+            self.insert(entry, doc_key(TAG_META, doc), meta.encode())?;
             slot.meta = Some(meta);
             slot.dirty = false;
             Ok(())
@@ -130,134 +105,108 @@ impl SledStore {
     pub fn quarantined(&self, doc: &RoomName) -> Result<Vec<QuarantinedUpdate>, StoreError> {
         let doc = doc.as_str();
         check_doc(doc)?;
-        let prefix = seq_prefix(TAG_QUARANTINE, doc);
+        self.read_records(doc, &seq_prefix(TAG_QUARANTINE, doc))?
+            .into_iter()
+            .map(|(seq, record)| decode_quarantine(doc, seq, &record))
+            .collect()
+    }
+
+    /// Applies `batch`, a write of `entry`'s document. A refusal fails the store: sled keeps
+    /// refusing after an I/O error, and what it holds in memory is no longer trusted.
+    pub(super) fn apply(&self, entry: &DocEntry, batch: sled::Batch) -> Result<(), StoreError> {
+        let result = self.docs.apply_batch(batch);
+        self.written(entry, result)
+    }
+
+    /// Inserts one record of `entry`'s document (see [`SledStore::apply`]).
+    fn insert(
+        &self,
+        entry: &DocEntry,
+        key: Vec<u8>,
+        value: impl Into<sled::IVec>,
+    ) -> Result<(), StoreError> {
+        let result = self.docs.insert(key, value).map(drop);
+        self.written(entry, result)
+    }
+
+    /// Records a write of `entry`'s document, also a failed one: a batch sled refused part-way
+    /// may have left some of its keys in memory, which a failed store must not serve.
+    fn written(&self, entry: &DocEntry, result: sled::Result<()>) -> Result<(), StoreError> {
+        entry
+            .written
+            .fetch_max(self.flusher.next_number(), Ordering::SeqCst);
+        result.map_err(|e| self.health.fail_on(&e))
+    }
+
+    /// Every sequence-keyed record under `prefix`, reassembled from pieces, ascending.
+    fn read_records(&self, doc: &str, prefix: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut pieces = Assembler::new(doc);
         let mut out = Vec::new();
-        for kv in self.docs.scan_prefix(&prefix) {
+        for kv in self.docs.scan_prefix(prefix) {
             let (key, value) = kv?;
-            let seq = parse_seq(doc, &key, prefix.len())?;
-            out.push(decode_quarantine(doc, seq, &value)?);
+            let (seq, piece) = parse_seq(doc, &key, prefix.len())?;
+            out.extend(pieces.push(seq, piece, &value)?);
         }
+        pieces.finish()?;
         Ok(out)
     }
 
-    /// Returns the cache entry of `doc`, creating an unloaded one if needed.
-    fn entry(&self, doc: &str) -> Arc<DocEntry> {
-        let mut cache = lock(&self.cache);
-        if let Some(entry) = cache.map.get(doc) {
-            return Arc::clone(entry);
-        }
-        if cache.map.len() >= cache.evict_at {
-            // Only the map holds an unused entry; in-use and dirty entries have more owners.
-            cache.map.retain(|_, e| Arc::strong_count(e) > 1);
-            cache.evict_at = CACHE_SOFT_CAP.max(cache.map.len().saturating_mul(2));
-        }
-        let entry = Arc::new(DocEntry {
-            id: doc.to_owned(),
-            slot: Mutex::new(Slot::default()),
-        });
-        cache.map.insert(doc.to_owned(), Arc::clone(&entry));
-        entry
-    }
-
-    /// Runs `f` with the document's slot locked and its metadata loaded.
-    pub(super) fn with_slot<T>(
-        &self,
-        doc: &str,
-        f: impl FnOnce(&Arc<DocEntry>, &mut Slot) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        check_doc(doc)?;
-        let entry = self.entry(doc);
-        let mut slot = lock(&entry.slot);
-        if !slot.loaded {
-            let (meta, repaired) = self.read_meta(doc)?;
-            slot.meta = meta;
-            slot.loaded = true;
-            if repaired {
-                self.mark_dirty(&entry, &mut slot);
-            }
-        }
-        let existed = slot.meta.is_some();
-        let result = f(&entry, &mut slot);
-        match (existed, slot.meta.is_some()) {
-            (false, true) => {
-                self.doc_count.fetch_add(1, Ordering::Relaxed);
-            }
-            (true, false) => {
-                self.doc_count.fetch_sub(1, Ordering::Relaxed);
-            }
-            _ => {}
-        }
-        result
-    }
-
-    fn mark_dirty(&self, entry: &Arc<DocEntry>, slot: &mut Slot) {
-        if !slot.dirty {
-            slot.dirty = true;
-            lock(&self.dirty).push(Arc::clone(entry));
-        }
-    }
-
-    /// Reads the metadata record and reconciles `next_seq` with the last logged key.
-    /// Returns whether the record needed repair.
-    fn read_meta(&self, doc: &str) -> Result<(Option<MetaRec>, bool), StoreError> {
-        let meta = match self.docs.get(doc_key(TAG_META, doc))? {
-            Some(bytes) => Some(MetaRec::decode(doc, &bytes)?),
-            None => None,
-        };
-        let prefix = seq_prefix(TAG_UPDATE, doc);
-        let last_seq = match self.docs.scan_prefix(&prefix).keys().next_back() {
-            Some(key) => Some(parse_seq(doc, &key?, prefix.len())?),
-            None => None,
-        };
-        let after = |seq: u64| {
-            seq.checked_add(1)
-                .ok_or_else(|| corrupt(doc, "sequence number overflow"))
-        };
-        match (meta, last_seq) {
-            (Some(mut meta), Some(last)) if last >= meta.next_seq => {
-                tracing::warn!(
-                    doc,
-                    last,
-                    next_seq = meta.next_seq,
-                    "repairing stale metadata"
-                );
-                meta.next_seq = after(last)?;
-                Ok((Some(meta), true))
-            }
-            (None, Some(last)) => {
-                tracing::warn!(doc, last, "update log without metadata; rebuilding it");
-                let mut meta = MetaRec::new(now_ms());
-                meta.next_seq = after(last)?;
-                Ok((Some(meta), true))
-            }
-            (meta, _) => Ok((meta, false)),
-        }
-    }
-
-    /// Writes every dirty metadata record. On error the unwritten ones stay dirty.
-    fn write_dirty_meta(&self) -> Result<(), StoreError> {
-        let pending = std::mem::take(&mut *lock(&self.dirty));
-        let mut rest = pending.into_iter();
-        while let Some(entry) = rest.next() {
-            let mut slot = lock(&entry.slot);
-            if !slot.dirty {
-                continue;
-            }
-            if let Some(meta) = &slot.meta {
-                if let Err(e) = self
-                    .docs
-                    .insert(doc_key(TAG_META, &entry.id), meta.encode())
-                {
-                    drop(slot);
-                    let mut dirty = lock(&self.dirty);
-                    dirty.push(entry);
-                    dirty.extend(rest);
-                    return Err(e.into());
+    /// The snapshot of `doc`: whole under `s\0{doc}`, or in pieces under `s\0{doc}\0`.
+    fn read_snapshot(&self, doc: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let whole = self.docs.get(doc_key(TAG_SNAPSHOT, doc))?;
+        let prefix = seq_prefix(TAG_SNAPSHOT, doc);
+        let mut pieces = Assembler::new(doc);
+        let mut joined = None;
+        for kv in self.docs.scan_prefix(&prefix) {
+            let (key, value) = kv?;
+            let piece = parse_piece(doc, key.get(prefix.len()..).unwrap_or_default())?;
+            if let Some((_, bytes)) = pieces.push(0, Some(piece), &value)? {
+                if joined.replace(bytes).is_some() {
+                    return Err(corrupt(doc, "two snapshots in pieces"));
                 }
             }
-            slot.dirty = false;
         }
-        Ok(())
+        pieces.finish()?;
+        match (whole, joined) {
+            (Some(_), Some(_)) => Err(corrupt(doc, "snapshot stored whole and in pieces")),
+            (Some(whole), None) => Ok(Some(whole.to_vec())),
+            (None, joined) => Ok(joined),
+        }
+    }
+
+    /// Adds the removal of every key of `doc`'s snapshot (whole and pieces) to `batch`.
+    pub(super) fn remove_snapshot(
+        &self,
+        doc: &str,
+        batch: &mut sled::Batch,
+    ) -> Result<bool, StoreError> {
+        let mut existed = false;
+        let whole = doc_key(TAG_SNAPSHOT, doc);
+        if self.docs.contains_key(&whole)? {
+            existed = true;
+            batch.remove(whole);
+        }
+        for key in self.docs.scan_prefix(seq_prefix(TAG_SNAPSHOT, doc)).keys() {
+            existed = true;
+            batch.remove(key?);
+        }
+        Ok(existed)
+    }
+
+    /// The `(key, value)` records of update `seq` (its plain key, or its pieces).
+    fn update_records(
+        &self,
+        doc: &str,
+        seq: u64,
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+        let prefix_len = seq_prefix(TAG_UPDATE, doc).len();
+        let mut out = Vec::new();
+        for kv in self.docs.scan_prefix(seq_key(TAG_UPDATE, doc, seq)) {
+            let (key, value) = kv?;
+            parse_seq(doc, &key, prefix_len)?;
+            out.push((key, value));
+        }
+        Ok(out)
     }
 }
 
@@ -266,19 +215,20 @@ impl Store for SledStore {
         let doc = doc.as_str();
         // Under the slot lock, so a concurrent compaction cannot interleave snapshot and log.
         self.with_slot(doc, |entry, slot| {
-            let snapshot = self
-                .docs
-                .get(doc_key(TAG_SNAPSHOT, doc))?
-                .map(|s| s.to_vec());
-            let prefix = seq_prefix(TAG_UPDATE, doc);
-            let mut updates = Vec::new();
-            let mut log_bytes = 0u64;
-            for kv in self.docs.scan_prefix(&prefix) {
-                let (key, value) = kv?;
-                let seq = parse_seq(doc, &key, prefix.len())?;
-                log_bytes = log_bytes.saturating_add(len_u64(&value));
-                updates.push((seq, value.to_vec()));
+            if let Some(reason) = self.health.failure() {
+                // sled still holds writes whose flush failed: serving them would present edits
+                // that were never saved (and may be gone after a restart) as the document.
+                if self.has_unflushed(entry) {
+                    return Err(StoreError::Failed(Arc::from(format!(
+                        "{reason}; document {doc} has writes that never reached the disk"
+                    ))));
+                }
             }
+            let snapshot = self.read_snapshot(doc)?;
+            let updates = self.read_records(doc, &seq_prefix(TAG_UPDATE, doc))?;
+            let log_bytes = updates
+                .iter()
+                .fold(0u64, |sum, (_, u)| sum.saturating_add(len_u64(u)));
             // Repair sizes that a crash between append and flush may have left stale.
             let snapshot_len = snapshot.as_deref().map_or(0, len_u64);
             if let Some(meta) = slot.meta.as_mut() {
@@ -295,33 +245,42 @@ impl Store for SledStore {
     }
 
     fn append(&self, doc: &RoomName, update: &[u8]) -> Result<u64, StoreError> {
+        self.health.check()?;
         let doc = doc.as_str();
         self.with_slot(doc, |entry, slot| {
             let now = now_ms();
-            if let Some(meta) = slot.meta.as_mut() {
-                let seq = meta.next_seq;
-                let next = seq
-                    .checked_add(1)
-                    .ok_or_else(|| corrupt(doc, "sequence overflow"))?;
-                self.docs.insert(seq_key(TAG_UPDATE, doc, seq), update)?;
-                meta.next_seq = next;
-                meta.size_bytes = meta.size_bytes.saturating_add(len_u64(update));
-                meta.updated_ms = now;
-                self.mark_dirty(entry, slot);
-                Ok(seq)
-            } else {
+            let Some(meta) = slot.meta.as_mut() else {
                 // First append: the metadata goes in the same batch, so the document is listed.
                 let mut meta = MetaRec::new(now);
                 meta.next_seq = 2;
                 meta.size_bytes = len_u64(update);
+                let key = seq_key(TAG_UPDATE, doc, 1);
                 let mut batch = sled::Batch::default();
-                batch.insert(seq_key(TAG_UPDATE, doc, 1), update);
+                insert_value(&mut batch, &key, &key, update, self.piece);
                 batch.insert(doc_key(TAG_META, doc), meta.encode());
-                self.docs.apply_batch(batch)?;
+                self.apply(entry, batch)?;
                 slot.meta = Some(meta);
                 slot.dirty = false;
-                Ok(1)
+                return Ok(1);
+            };
+            let seq = meta.next_seq;
+            let next = seq
+                .checked_add(1)
+                .ok_or_else(|| corrupt(doc, "sequence overflow"))?;
+            let key = seq_key(TAG_UPDATE, doc, seq);
+            if update.len() <= self.piece {
+                // The common case, a keystroke: one plain insert.
+                self.insert(entry, key, update)?;
+            } else {
+                let mut batch = sled::Batch::default();
+                insert_value(&mut batch, &key, &key, update, self.piece);
+                self.apply(entry, batch)?;
             }
+            meta.next_seq = next;
+            meta.size_bytes = meta.size_bytes.saturating_add(len_u64(update));
+            meta.updated_ms = now;
+            self.mark_dirty(entry, slot);
+            Ok(seq)
         })
     }
 
@@ -332,22 +291,29 @@ impl Store for SledStore {
         upto_seq: u64,
         title: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.health.check()?;
         let doc = doc.as_str();
-        self.with_slot(doc, |_, slot| {
+        self.with_slot(doc, |entry, slot| {
             let mut meta = slot.meta.clone().unwrap_or_else(|| MetaRec::new(now_ms()));
             let prefix_len = seq_prefix(TAG_UPDATE, doc).len();
             let mut batch = sled::Batch::default();
             let mut removed = 0u64;
             let mut count = 0usize;
-            let range = seq_key(TAG_UPDATE, doc, 0)..=seq_key(TAG_UPDATE, doc, upto_seq);
-            for kv in self.docs.range(range) {
+            for kv in self.docs.scan_prefix(seq_prefix(TAG_UPDATE, doc)) {
                 let (key, value) = kv?;
-                parse_seq(doc, &key, prefix_len)?;
+                let (seq, piece) = parse_seq(doc, &key, prefix_len)?;
+                if seq > upto_seq {
+                    break;
+                }
                 removed = removed.saturating_add(len_u64(&value));
-                count += 1;
+                count += usize::from(piece.is_none_or(|(index, _)| index == 0));
                 batch.remove(key);
             }
-            batch.insert(doc_key(TAG_SNAPSHOT, doc), snapshot);
+            self.remove_snapshot(doc, &mut batch)?;
+            // After the removals: a piece key written again must end up inserted.
+            let whole = doc_key(TAG_SNAPSHOT, doc);
+            let base = seq_prefix(TAG_SNAPSHOT, doc);
+            insert_value(&mut batch, &whole, &base, snapshot, self.piece);
             meta.size_bytes = meta
                 .size_bytes
                 .saturating_sub(meta.snapshot_len)
@@ -355,10 +321,10 @@ impl Store for SledStore {
                 .saturating_add(len_u64(snapshot));
             meta.snapshot_len = len_u64(snapshot);
             if let Some(title) = title.filter(|_| !meta.title_pinned) {
-                meta.title = Some(title.to_owned());
+                meta.title = Some(clip(title, MAX_TITLE_LEN).to_owned());
             }
             batch.insert(doc_key(TAG_META, doc), meta.encode());
-            self.docs.apply_batch(batch)?;
+            self.apply(entry, batch)?;
             tracing::debug!(
                 doc,
                 upto_seq,
@@ -373,10 +339,21 @@ impl Store for SledStore {
     }
 
     fn quarantine(&self, doc: &RoomName, seq: u64, reason: &str) -> Result<(), StoreError> {
+        self.health.check()?;
         let doc = doc.as_str();
-        self.with_slot(doc, |_, slot| {
-            let key = seq_key(TAG_UPDATE, doc, seq);
-            let Some(update) = self.docs.get(&key)? else {
+        self.with_slot(doc, |entry, slot| {
+            let records = self.update_records(doc, seq)?;
+            let mut pieces = Assembler::new(doc);
+            let mut update = None;
+            let mut batch = sled::Batch::default();
+            let prefix_len = seq_prefix(TAG_UPDATE, doc).len();
+            for (key, value) in records {
+                let (seq, piece) = parse_seq(doc, &key, prefix_len)?;
+                update = pieces.push(seq, piece, &value)?.map(|(_, u)| u).or(update);
+                batch.remove(key);
+            }
+            pieces.finish()?;
+            let Some(update) = update else {
                 tracing::warn!(doc, seq, "quarantine: update is not in the log");
                 return Ok(());
             };
@@ -384,14 +361,11 @@ impl Store for SledStore {
             let mut meta = slot.meta.clone().unwrap_or_else(|| MetaRec::new(now));
             meta.quarantined = meta.quarantined.saturating_add(1);
             meta.size_bytes = meta.size_bytes.saturating_sub(len_u64(&update));
-            let mut batch = sled::Batch::default();
-            batch.insert(
-                seq_key(TAG_QUARANTINE, doc, seq),
-                encode_quarantine(now, reason, &update),
-            );
-            batch.remove(key);
+            let key = seq_key(TAG_QUARANTINE, doc, seq);
+            let record = encode_quarantine(now, reason, &update);
+            insert_value(&mut batch, &key, &key, &record, self.piece);
             batch.insert(doc_key(TAG_META, doc), meta.encode());
-            self.docs.apply_batch(batch)?;
+            self.apply(entry, batch)?;
             tracing::warn!(doc, seq, reason, "update quarantined");
             slot.meta = Some(meta);
             slot.dirty = false;
@@ -433,7 +407,7 @@ impl Store for SledStore {
             }
         }
         // Cached metadata is authoritative (appends write it to disk lazily).
-        let entries: Vec<Arc<DocEntry>> = lock(&self.cache).map.values().cloned().collect();
+        let entries = lock(&self.cache).entries();
         for entry in entries {
             let slot = lock(&entry.slot);
             if !slot.loaded {
@@ -456,23 +430,24 @@ impl Store for SledStore {
     }
 
     fn delete(&self, doc: &RoomName) -> Result<bool, StoreError> {
+        self.health.check()?;
         let doc = doc.as_str();
-        self.with_slot(doc, |_, slot| {
+        self.with_slot(doc, |entry, slot| {
             let mut existed = slot.meta.is_some();
             let mut batch = sled::Batch::default();
-            for key in [doc_key(TAG_META, doc), doc_key(TAG_SNAPSHOT, doc)] {
-                if self.docs.contains_key(&key)? {
-                    existed = true;
-                    batch.remove(key);
-                }
+            let meta_key = doc_key(TAG_META, doc);
+            if self.docs.contains_key(&meta_key)? {
+                existed = true;
+                batch.remove(meta_key);
             }
+            existed |= self.remove_snapshot(doc, &mut batch)?;
             for tag in [TAG_UPDATE, TAG_QUARANTINE] {
                 for key in self.docs.scan_prefix(seq_prefix(tag, doc)).keys() {
                     existed = true;
                     batch.remove(key?);
                 }
             }
-            self.docs.apply_batch(batch)?;
+            self.apply(entry, batch)?;
             slot.meta = None;
             slot.dirty = false;
             Ok(existed)
@@ -480,13 +455,15 @@ impl Store for SledStore {
     }
 
     fn refuse(&self, hash: &[u8; 32], reason: &str) -> Result<(), StoreError> {
+        self.health.check()?;
         let mut key = vec![TAG_REFUSED, 0];
         key.extend_from_slice(hash);
         let value = encode_quarantine(now_ms(), reason, &[]);
         // Keep the first record: it names the crash that caused the refusal.
         let _ = self
             .docs
-            .compare_and_swap(key, None::<&[u8]>, Some(value))?;
+            .compare_and_swap(key, None::<&[u8]>, Some(value))
+            .map_err(|e| self.health.fail_on(&e))?;
         Ok(())
     }
 
@@ -503,16 +480,19 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        let mut sync = lock(&self.sync);
-        self.write_dirty_meta()?;
-        self.db.flush()?;
-        sync.sync()?;
-        Ok(())
+        self.flusher.flush()
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.health.check_dir()
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
-        self.docs.insert(PROBE_KEY, &now_ms().to_be_bytes()[..])?;
-        self.docs.remove(PROBE_KEY)?;
+        self.health.check_dir()?;
+        self.docs
+            .insert(PROBE_KEY, &now_ms().to_be_bytes()[..])
+            .and_then(|_| self.docs.remove(PROBE_KEY))
+            .map_err(|e| self.health.fail_on(&e))?;
         self.flush()
     }
 }
@@ -520,8 +500,16 @@ impl Store for SledStore {
 impl Drop for SledStore {
     fn drop(&mut self) {
         // Best effort: the server flushes explicitly at shutdown; this covers early returns.
-        if let Err(e) = self.flush() {
+        let flushed = self.flush();
+        if let Err(e) = &flushed {
             tracing::error!(path = %self.path.display(), error = %e, "final store flush failed");
+        }
+        self.flusher.stop(flushed.is_ok());
+        if flushed.is_err() {
+            // sled's own drop flushes again and joins its flusher thread, and a failed log can
+            // block both forever: leave its handles (and lock) to the process exit instead.
+            std::mem::forget(self.db.clone());
+            std::mem::forget(self.docs.clone());
         }
     }
 }

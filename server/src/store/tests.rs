@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use weft_protocol::{Limits, RoomName};
 
-use super::keys::{doc_key, PROBE_KEY, TAG_META};
+use super::keys::{doc_key, seq_key, PROBE_KEY, TAG_META, TAG_SNAPSHOT, TAG_UPDATE};
 use super::sled_store::lock;
 use super::{SledStore, Store, StoreError, StoredDoc};
 
@@ -330,33 +330,160 @@ fn big_endian_order_past_byte_boundaries() {
     assert_eq!(seqs, (65_537..=n).collect::<Vec<_>>());
 }
 
-/// A snapshot large enough for sled's blob files survives reopen; flush fsyncs the blob.
+/// How many files sled wrote under `dir/blobs` (pages too large for its log).
+pub(super) fn blob_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("blobs")).map_or(0, |d| d.count())
+}
+
+/// `len` bytes that differ from position to position (a misplaced piece shows).
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(31).wrapping_add(seed) % 251) as u8)
+        .collect()
+}
+
+/// Updates and snapshots of several MiB are stored in pieces: no blob file, and they load
+/// back identical after a reopen, with the right sizes.
 #[test]
-fn large_snapshot_round_trips() {
+fn large_values_are_stored_in_pieces() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let snapshot = pattern(3_000_000, 1);
+    let update = pattern(2_500_000, 2);
     {
         let store = SledStore::open(dir.path()).expect("open");
         store.append(&room("big"), b"u1").expect("append");
-        store.compact(&room("big"), &big, 1, None).expect("compact");
+        store
+            .compact(&room("big"), &snapshot, 1, None)
+            .expect("compact");
+        assert_eq!(store.append(&room("big"), &update).expect("append"), 2);
+        store.append(&room("big"), b"u3").expect("append");
         store.flush().expect("flush");
-        assert!(
-            lock(&store.sync).synced_blob > 0,
-            "expected a blob file to be synced"
-        );
     }
+    assert_eq!(
+        blob_files(dir.path()),
+        0,
+        "a large value went to a blob file"
+    );
     let store = SledStore::open(dir.path()).expect("reopen");
     let doc = store.load(&room("big")).expect("load");
-    assert_eq!(doc.snapshot.as_deref(), Some(big.as_slice()));
-    assert!(doc.updates.is_empty());
+    assert!(
+        doc.snapshot.as_deref() == Some(snapshot.as_slice()),
+        "snapshot differs"
+    );
+    assert_eq!(doc.updates.len(), 2);
+    assert!(
+        doc.updates[0] == (2, update.clone()),
+        "large update differs"
+    );
+    assert_eq!(doc.updates[1], (3, b"u3".to_vec()));
+    let meta = store.meta(&room("big")).expect("meta").expect("exists");
+    assert_eq!(meta.size_bytes, 3_000_000 + 2_500_000 + 2);
+}
+
+/// Compaction removes a logged update's pieces and replaces the snapshot's; quarantine moves a
+/// large update's pieces; delete removes every piece.
+#[test]
+fn pieces_are_compacted_quarantined_and_deleted() {
+    let (dir, store) = open_temp();
+    let snapshot = pattern(3_000_000, 1);
+    let update = pattern(2_500_000, 2);
+    store.append(&room("big"), b"u1").expect("append");
+    store
+        .compact(&room("big"), &snapshot, 1, None)
+        .expect("compact");
+    store.append(&room("big"), &update).expect("append");
+    store.append(&room("big"), b"u3").expect("append");
+    store
+        .compact(&room("big"), &update, 2, None)
+        .expect("compact");
+    let doc = store.load(&room("big")).expect("load");
+    assert!(doc.snapshot.as_deref() == Some(update.as_slice()));
+    assert_eq!(doc.updates, vec![(3, b"u3".to_vec())]);
     assert_eq!(
         store
             .meta(&room("big"))
             .expect("meta")
             .expect("exists")
             .size_bytes,
-        3_000_000
+        2_500_000 + 2
     );
+    // A snapshot of the same size reuses the piece keys: the new pieces must win.
+    let same_size = pattern(2_500_000, 9);
+    store
+        .compact(&room("big"), &same_size, 2, None)
+        .expect("compact");
+    let doc = store.load(&room("big")).expect("load");
+    assert!(doc.snapshot.as_deref() == Some(same_size.as_slice()));
+    store.append(&room("big"), &snapshot).expect("append");
+    store
+        .quarantine(&room("big"), 4, "test")
+        .expect("quarantine");
+    let quarantined = store.quarantined(&room("big")).expect("quarantined");
+    assert!(quarantined.len() == 1 && quarantined[0].update == snapshot);
+    assert_eq!(store.load(&room("big")).expect("load").updates.len(), 1);
+    assert!(store.delete(&room("big")).expect("delete"));
+    assert_eq!(store.docs.scan_prefix(b"").keys().count(), 0);
+    store.flush().expect("flush");
+    assert_eq!(blob_files(dir.path()), 0);
+}
+
+/// Values written whole by an older version, even above the blob threshold, still load; a
+/// compaction rewrites the snapshot in pieces. Their blob files are fsynced by a flush.
+#[test]
+fn values_written_whole_still_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = pattern(3_000_000, 3);
+    let update = pattern(300_000, 4);
+    {
+        let store = SledStore::open(dir.path()).expect("open");
+        store.append(&room("old"), b"first").expect("append");
+        store
+            .docs
+            .insert(doc_key(TAG_SNAPSHOT, "old"), snapshot.as_slice())
+            .expect("insert");
+        store
+            .docs
+            .insert(seq_key(TAG_UPDATE, "old", 2), update.as_slice())
+            .expect("insert");
+        store.flush().expect("flush");
+        assert!(
+            lock(&store.sync).synced_blob > 0,
+            "expected the whole snapshot's blob file to be synced"
+        );
+    }
+    let store = SledStore::open(dir.path()).expect("reopen");
+    let doc = store.load(&room("old")).expect("load");
+    assert!(doc.snapshot.as_deref() == Some(snapshot.as_slice()));
+    assert!(doc.updates == vec![(1, b"first".to_vec()), (2, update.clone())]);
+    assert_eq!(store.append(&room("old"), b"third").expect("append"), 3);
+    store
+        .compact(&room("old"), &snapshot, 2, None)
+        .expect("compact");
+    assert!(!store
+        .docs
+        .contains_key(doc_key(TAG_SNAPSHOT, "old"))
+        .expect("get"));
+    let doc = store.load(&room("old")).expect("load");
+    assert!(doc.snapshot.as_deref() == Some(snapshot.as_slice()));
+    assert_eq!(doc.updates, vec![(3, b"third".to_vec())]);
+}
+
+/// Several MiB of large updates, flushed one by one, never make sled write a blob file: full
+/// leaves of pieces stay below its threshold.
+#[test]
+fn mebibytes_of_large_updates_write_no_blob_files() {
+    let (dir, store) = open_temp();
+    for (i, len) in [1 << 20, 3 << 20, 700_000, 1 << 20, 2 << 20, 300_000]
+        .into_iter()
+        .enumerate()
+    {
+        store
+            .append(&room("doc"), &pattern(len, i as u32))
+            .expect("append");
+        store.flush().expect("flush");
+        assert_eq!(blob_files(dir.path()), 0, "blob file after update {i}");
+    }
+    assert_eq!(store.load(&room("doc")).expect("load").updates.len(), 6);
 }
 
 /// The readiness probe succeeds on a healthy store and leaves no key behind.
@@ -399,4 +526,115 @@ fn concurrent_appends_and_flushes() {
         total += seqs.len();
     }
     assert_eq!(total, 1600);
+}
+
+/// A failed store refuses every write at once, without touching sled, and keeps serving
+/// reads of documents whose writes were all flushed.
+#[test]
+fn a_failed_store_refuses_writes_and_serves_reads() {
+    let (_dir, store) = open_temp();
+    store.append(&room("saved"), b"durable").expect("append");
+    store.set_title(&room("saved"), "Saved").expect("title");
+    store.flush().expect("flush");
+    store.health().expect("healthy");
+    store.health.fail("disk full (ENOSPC): test");
+
+    let failed = |r: Result<(), StoreError>| {
+        assert!(
+            matches!(&r, Err(StoreError::Failed(why)) if why.contains("ENOSPC")),
+            "{r:?}"
+        );
+    };
+    failed(store.append(&room("saved"), b"more").map(drop));
+    failed(store.compact(&room("saved"), b"s", 1, None));
+    failed(store.quarantine(&room("saved"), 1, "why"));
+    failed(store.set_title(&room("saved"), "t"));
+    failed(store.pin_title(&room("saved"), "t"));
+    failed(store.delete(&room("saved")).map(drop));
+    failed(store.refuse(&[7; 32], "why"));
+    failed(store.flush());
+    failed(store.health());
+    failed(store.check_writable());
+    let err = store.flush().expect_err("failed");
+    assert!(err.to_string().contains("writes are refused"), "{err}");
+
+    let doc = store.load(&room("saved")).expect("reads still work");
+    assert_eq!(doc.updates, vec![(1, b"durable".to_vec())]);
+    let meta = store.meta(&room("saved")).expect("meta").expect("exists");
+    assert_eq!(meta.title.as_deref(), Some("Saved"));
+    assert_eq!(store.list().expect("list").len(), 1);
+    assert!(store.refused().expect("refused").is_empty());
+}
+
+/// After a failed flush, a document with writes no flush covered is not loaded: sled still
+/// holds them in memory, and serving them would present unsaved edits as the document.
+#[test]
+fn a_failed_store_does_not_load_unflushed_writes() {
+    let (_dir, store) = open_temp();
+    store.append(&room("flushed"), b"one").expect("append");
+    store.append(&room("pending"), b"one").expect("append");
+    store.flush().expect("flush");
+    store
+        .append(&room("pending"), b"two, never flushed")
+        .expect("append");
+    store.health.fail("flush timed out after 10 s");
+    let err = store.load(&room("pending")).expect_err("unflushed");
+    assert!(
+        matches!(&err, StoreError::Failed(why) if why.contains("never reached the disk")),
+        "{err}"
+    );
+    assert_eq!(
+        store.load(&room("flushed")).expect("flushed doc").updates,
+        vec![(1, b"one".to_vec())]
+    );
+    // Metadata stays readable (it may count the unsaved append).
+    assert!(store.meta(&room("pending")).expect("meta").is_some());
+}
+
+/// A data directory removed under an open store is noticed: health fails, writes are refused,
+/// and a flush reports it instead of succeeding into files that are gone.
+#[test]
+fn a_removed_data_directory_fails_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let store = SledStore::open(&data).expect("open");
+    store.append(&room("doc"), b"saved").expect("append");
+    store.check_writable().expect("writable");
+    store.append(&room("doc"), b"unsaved").expect("append");
+    std::fs::remove_dir_all(&data).expect("remove");
+    let err = store.flush().expect_err("the flush must notice");
+    assert!(err.to_string().contains("data directory removed"), "{err}");
+    assert!(matches!(store.health(), Err(StoreError::Failed(_))));
+    assert!(matches!(
+        store.append(&room("doc"), b"x"),
+        Err(StoreError::Failed(_))
+    ));
+}
+
+/// Health notices a removed directory by itself, before any flush.
+#[test]
+fn health_notices_a_removed_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let store = SledStore::open(&data).expect("open");
+    store.health().expect("healthy");
+    std::fs::remove_dir_all(&data).expect("remove");
+    let err = store.health().expect_err("removed");
+    assert!(err.to_string().contains("removed"), "{err}");
+    assert!(matches!(store.check_writable(), Err(StoreError::Failed(_))));
+}
+
+/// Titles are capped so a metadata record always fits one piece.
+#[test]
+fn long_titles_are_capped() {
+    let (_dir, store) = open_temp();
+    store
+        .pin_title(&room("doc"), &"é".repeat(5000))
+        .expect("title");
+    let title = store
+        .meta(&room("doc"))
+        .expect("meta")
+        .and_then(|m| m.title)
+        .expect("title");
+    assert_eq!(title.len(), 1024);
 }
