@@ -70,9 +70,10 @@ impl Room {
         }
     }
 
-    /// Merges the log into one snapshot, atomically.
+    /// Merges the log into one snapshot, atomically. A deleted document is never compacted:
+    /// the snapshot would write it back.
     pub(super) async fn compact(&mut self) {
-        if self.log_len == 0 {
+        if self.log_len == 0 || self.deleted {
             return;
         }
         let (doc, ctx, name, upto) = (

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use weft_protocol::{Message, NoticeLevel, Role};
 
 use crate::outbox::Outbox;
+use crate::room::registry::Stopped;
 use crate::room::Incoming;
 
 /// Identifies a connection inside the server (cheaper to hash than its UUID).
@@ -150,6 +151,8 @@ pub(crate) struct RoomHandle {
     pub(crate) generation: u64,
     /// What listings and the dashboard read without asking the actor.
     live: Arc<Live>,
+    /// Resolves once this incarnation has stopped writing.
+    stopped: Stopped,
 }
 
 /// A room's vital signs, kept by the room and read by listings and the dashboard without a
@@ -182,13 +185,25 @@ impl Live {
 }
 
 impl RoomHandle {
-    /// The handle of a room whose mailbox `tx` feeds, incarnation `generation`.
-    pub(super) fn new(tx: mpsc::Sender<Command>, generation: u64, live: Arc<Live>) -> Self {
+    /// The handle of a room whose mailbox `tx` feeds, incarnation `generation`, which has
+    /// stopped once `stopped` resolves.
+    pub(super) fn new(
+        tx: mpsc::Sender<Command>,
+        generation: u64,
+        stopped: Stopped,
+        live: Arc<Live>,
+    ) -> Self {
         Self {
             tx,
             generation,
             live,
+            stopped,
         }
+    }
+
+    /// What resolves once this incarnation has stopped writing to the store.
+    pub(crate) fn stopped(&self) -> Stopped {
+        self.stopped.clone()
     }
 
     /// Asks the room to admit `joiner`.

@@ -61,6 +61,7 @@ mod write;
 mod yrs_guards;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,7 +75,7 @@ use crate::config::Durability;
 use crate::room::batch::{saved, Unsaved};
 use crate::room::fanout::{Member, Target};
 use crate::room::presence::Presence;
-use crate::room::registry::{Registration, RoomContext};
+use crate::room::registry::{Registration, RoomContext, Stopped};
 
 pub(crate) use compact::title_of;
 pub(crate) use handle::{
@@ -154,14 +155,22 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    /// Loads the room `registration` names from the store and spawns its actor; the handle is
-    /// usable at once.
-    pub(crate) fn spawn(ctx: Arc<RoomContext>, registration: Registration) -> RoomHandle {
+    /// The handle of the room `registration` names, usable at once, and the actor task to
+    /// spawn: it waits until the `previous` incarnation has stopped, loads the document from
+    /// the store and runs.
+    pub(crate) fn start(
+        ctx: Arc<RoomContext>,
+        registration: Registration,
+        previous: Option<Stopped>,
+    ) -> (RoomHandle, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(MAILBOX);
         let live = Arc::new(Live::default());
-        let handle = RoomHandle::new(tx, registration.generation(), live.clone());
-        let shutdown = ctx.shutdown.clone();
-        shutdown.spawn(async move {
+        let stopped = registration.stopped();
+        let handle = RoomHandle::new(tx, registration.generation(), stopped, live.clone());
+        let task = async move {
+            if let Some(previous) = previous {
+                previous.wait().await;
+            }
             let loaded = {
                 let (ctx, name) = (ctx.clone(), registration.name().clone());
                 tokio::task::spawn_blocking(move || load_doc(&ctx, &name)).await
@@ -177,8 +186,8 @@ impl Room {
                 Ok(Err(e)) => refuse_all(rx, registration, e).await,
                 Err(e) => refuse_all(rx, registration, e.to_string()).await,
             }
-        });
-        handle
+        };
+        (handle, task)
     }
 
     fn new(
