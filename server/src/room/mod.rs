@@ -373,7 +373,9 @@ impl Room {
     }
 
     /// Runs a request that expects an answer: a write's answer waits until the batch is
-    /// durable, anything else is answered at once. A deleted document answers `NotFound`.
+    /// durable, and so does a read's in strict durability (it may show writes of this batch,
+    /// and whatever a caller has seen must survive a crash); anything else is answered at once.
+    /// A deleted document answers `NotFound`.
     fn request(
         &mut self,
         reply: ApiReplyTx,
@@ -384,7 +386,12 @@ impl Room {
             return;
         }
         let result = run(self);
-        let durable_first = matches!(result, Ok(ApiReply::Written { .. } | ApiReply::Deleted(_)));
+        let strict = self.ctx.config.durability == Durability::Strict;
+        let durable_first = match &result {
+            Ok(ApiReply::Written { .. } | ApiReply::Deleted(_)) => true,
+            Ok(ApiReply::Text(_) | ApiReply::Update(_)) => strict,
+            _ => false,
+        };
         if durable_first {
             self.replies.push((reply, result));
         } else {

@@ -1,4 +1,5 @@
-//! The HTTP API's requests inside the room ([`ApiOp`]): reads see exactly what members see,
+//! The HTTP API's requests inside the room ([`ApiOp`]): reads see exactly what members see
+//! (and in strict durability are answered only once that is durable, like a broadcast),
 //! writes go through the inbox (`Room::receive`) and are broadcast like a member's, `Create`
 //! seeds the document once, a notice reaches the opted-in members, and `Delete` closes every
 //! member ([`CloseCode::Deleted`]) and stops the room so nothing it held can write the document

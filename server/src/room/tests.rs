@@ -433,3 +433,42 @@ async fn a_delete_racing_an_idle_unload_stays_deleted() {
         "its metadata came back"
     );
 }
+
+/// Strict durability: an API read that follows a write in the same batch is answered only
+/// after the flush that makes the write durable, like the broadcast of the write itself; what
+/// an API caller has seen survives a crash.
+#[test]
+fn strict_reads_wait_for_the_flush_of_what_they_show() {
+    let [a, _, _] = three_keystrokes();
+    let (mut d, _outbox) = room_with_writer("reads");
+    let create = ApiOp::Create {
+        text: None,
+        title: None,
+    };
+    d.room.handle(Command::Api(create, oneshot::channel().0));
+    d.rt.block_on(d.room.finish_batch());
+    d.room
+        .handle(Command::Messages(1, vec![Message::Update(a)]));
+    let (text_tx, mut text) = oneshot::channel();
+    d.room.handle(Command::Api(ApiOp::GetText, text_tx));
+    let (update_tx, mut update) = oneshot::channel();
+    d.room
+        .handle(Command::Api(ApiOp::GetUpdate(None), update_tx));
+    assert!(
+        text.try_recv().is_err(),
+        "the text was read before the flush"
+    );
+    assert!(
+        update.try_recv().is_err(),
+        "the state was read before the flush"
+    );
+
+    let flushes = d.ctx.metrics.flushes();
+    d.rt.block_on(d.room.finish_batch());
+    assert!(d.ctx.metrics.flushes() > flushes, "no flush");
+    assert_eq!(text.try_recv(), Ok(Ok(ApiReply::Text("a".into()))));
+    let Ok(Ok(ApiReply::Update(state))) = update.try_recv() else {
+        panic!("no state after the flush");
+    };
+    assert_eq!(text_of(&doc_from(&state)), "a");
+}
