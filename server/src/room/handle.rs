@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use weft_protocol::{Message, NoticeLevel, Role};
 
 use crate::outbox::Outbox;
+use crate::room::diff::Rewrite;
 use crate::room::registry::Stopped;
 use crate::room::Incoming;
 
@@ -59,8 +60,11 @@ pub(crate) enum ApiOp {
     GetText,
     /// The state as one Yjs v1 update, relative to a v1 state vector when given.
     GetUpdate(Option<Vec<u8>>),
-    /// Replace the text with a minimal diff, so live cursors outside the change stay put.
+    /// Replace the text with a diff planned in the room (linear in the text), so live cursors
+    /// outside the change stay put.
     SetText(String),
+    /// Apply a rewrite planned away from the room, if the text is still its base.
+    Rewrite(Rewrite),
     /// Insert text at the end.
     Append(String),
     /// Apply a Yjs v1 update.
@@ -92,6 +96,9 @@ pub(crate) enum ApiReply {
         /// Whether anything changed (a replace with the same text changes nothing).
         changed: bool,
     },
+    /// A [`ApiOp::Rewrite`] was planned against text the document no longer has; nothing was
+    /// written.
+    BaseChanged,
     /// The notice went to this many connections.
     Delivered(u32),
     /// The document is gone; this many connections were closed.

@@ -20,6 +20,8 @@
 //! - `write.rs`: a member's write, and the path of every remote update: guard, apply, log.
 //! - `inbox.rs`: updates that come from no member, and server-side edits.
 //! - `ops.rs`: the HTTP API's requests.
+//! - `diff.rs`: the edits that turn one text into another, planned in bounded time (`PUT text`
+//!   plans them on a blocking thread, the room applies them).
 //! - `batch.rs`: the end of a batch: durable, then replies, then fan-out.
 //! - `fanout.rs`: members as the room sees them, queued frames and their delivery.
 //! - `load.rs`: rebuilding the document from the store (at start and after a failure).
@@ -47,6 +49,7 @@
 mod batch;
 pub(crate) mod calls;
 mod compact;
+pub(crate) mod diff;
 mod fanout;
 mod handle;
 mod inbox;

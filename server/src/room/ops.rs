@@ -32,6 +32,7 @@ impl Room {
             }
             ApiOp::GetUpdate(sv) => self.get_update(sv.as_deref()),
             ApiOp::SetText(text) => self.receive(Incoming::Replace(text)),
+            ApiOp::Rewrite(rewrite) => self.receive(Incoming::Rewrite(rewrite)),
             ApiOp::Append(text) => self.receive(Incoming::Append(text)),
             ApiOp::ApplyUpdate(update) => self.receive(Incoming::Update(update)),
             ApiOp::Notice { level, text, to } => Ok(self.notice(level, text, to)),

@@ -199,15 +199,16 @@ fn joiners_share_the_encoded_document_until_it_changes() {
     assert_eq!(step2_for_empty_state(&mut d, 13).0, "ab!");
 }
 
-/// Delivers `incoming` through the inbox, ends the batch, and gives the answer (a refusal comes
-/// at once, a write only once the batch is durable).
+/// Delivers `incoming` through the inbox, ends the batch, and gives the answer (a refusal or a
+/// rewrite of a stale base comes at once, a write only once the batch is durable).
 fn deliver(d: &mut DirectRoom, incoming: Incoming) -> Result<ApiReply, crate::room::ApiOpError> {
     let (reply, mut answer) = oneshot::channel();
     d.room.handle(Command::Inbox(incoming, reply));
     let early = answer.try_recv().ok();
     d.rt.block_on(d.room.finish_batch());
     if let Some(early) = early {
-        assert!(early.is_err(), "a write is answered only once durable");
+        let refused = early.is_err() || early == Ok(ApiReply::BaseChanged);
+        assert!(refused, "a write is answered only once durable");
         return early;
     }
     answer.try_recv().expect("answered at the end of the batch")
@@ -441,12 +442,7 @@ async fn a_delete_racing_an_idle_unload_stays_deleted() {
 fn strict_reads_wait_for_the_flush_of_what_they_show() {
     let [a, _, _] = three_keystrokes();
     let (mut d, _outbox) = room_with_writer("reads");
-    let create = ApiOp::Create {
-        text: None,
-        title: None,
-    };
-    d.room.handle(Command::Api(create, oneshot::channel().0));
-    d.rt.block_on(d.room.finish_batch());
+    api_create(&mut d, "");
     d.room
         .handle(Command::Messages(1, vec![Message::Update(a)]));
     let (text_tx, mut text) = oneshot::channel();
@@ -471,4 +467,39 @@ fn strict_reads_wait_for_the_flush_of_what_they_show() {
         panic!("no state after the flush");
     };
     assert_eq!(text_of(&doc_from(&state)), "a");
+}
+
+/// A rewrite planned away from the room is applied only to the text it was planned against;
+/// planned against text that changed since, it writes nothing and says so.
+#[test]
+fn a_rewrite_applies_only_to_its_base() {
+    use crate::room::diff::{plan, Budget, Rewrite};
+    let (mut d, _outbox) = room_with_writer("rewrite");
+    api_create(&mut d, "one two three");
+    let rewrite = |base: &str, new: &str| {
+        let splices = plan(base, new, Budget::Blocking);
+        Incoming::Rewrite(Rewrite {
+            base: base.into(),
+            splices,
+        })
+    };
+    let stale = deliver(&mut d, rewrite("one two", "one 2"));
+    assert_eq!(stale, Ok(ApiReply::BaseChanged));
+    assert_eq!(consistent_text(&d), "one two three");
+    let written = deliver(&mut d, rewrite("one two three", "one 2 three"));
+    assert!(matches!(
+        written,
+        Ok(ApiReply::Written { changed: true, .. })
+    ));
+    assert_eq!(consistent_text(&d), "one 2 three");
+}
+
+/// Creates the document with `text` through the API and ends the batch.
+fn api_create(d: &mut DirectRoom, text: &str) {
+    let create = ApiOp::Create {
+        text: Some(text.into()),
+        title: None,
+    };
+    d.room.handle(Command::Api(create, oneshot::channel().0));
+    d.rt.block_on(d.room.finish_batch());
 }
