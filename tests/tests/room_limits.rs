@@ -1,13 +1,16 @@
 //! Faults nobody planned for, over real sockets: one request or one connection doing something
 //! legal but expensive must not cost everyone else. A large text rewrite through the API runs
-//! off the room's task.
+//! off the room's task; one frame asking for the document many times gets it once; typing hints
+//! are rate-limited.
 
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use weft_tests::{Client, TestServer, WAIT};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use weft_protocol::{encode_sync, Control, Message, SYNC_STEP1};
+use weft_tests::{within, Client, RawSocket, TestServer, WAIT};
 
 /// Lines of about 60 characters, `lines` of them, random from `seed`.
 fn random_lines(seed: u64, lines: usize) -> Vec<String> {
@@ -79,5 +82,80 @@ async fn large_rewrites_do_not_stall_the_room() -> anyhow::Result<()> {
     reader
         .wait_text("the last rewrite", |t| t == texts[last])
         .await?;
+    Ok(())
+}
+
+/// One frame of 64 sync step 1 messages on a 3 MB document gets one sync step 2, not 64 (each a
+/// copy of the document), and the connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_frame_gets_one_sync_step2() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/api/docs", server.http_base()))
+        .json(&json!({ "id": "large", "text": "y".repeat(3 * 1024 * 1024) }))
+        .send()
+        .await?;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let mut socket = RawSocket::connect(&server.room_url("large")).await?;
+    let step1 = encode_sync(SYNC_STEP1, &[0]);
+    socket.send(WsMessage::binary(step1.repeat(64))).await?;
+    // Answered after everything before it: the room has handled the whole frame by then.
+    let hello = Message::Control(Control::Hello { user: None }).encode();
+    socket.send(WsMessage::binary(hello)).await?;
+    let step2s = within("the welcome after the frame", WAIT, async {
+        let mut step2s = 0;
+        loop {
+            for m in socket.next_messages().await? {
+                match m {
+                    Message::SyncStep2(_) => step2s += 1,
+                    Message::Control(Control::Welcome { .. }) => return Ok(step2s),
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await?;
+    assert_eq!(step2s, 1, "sync step 2 messages for one frame");
+    Ok(())
+}
+
+/// A member sending 1,000 typing hints at once has at most a few dozen relayed to the others
+/// (the rest are dropped: they are hints), and nobody is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_hints_are_rate_limited() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let url = server.room_url("typing");
+    let typist = Client::connect_synced(&url).await?;
+    let watcher = Client::connect_synced(&url).await?;
+    typist.hello().await?;
+    watcher.hello().await?;
+    let hint = Message::Control(Control::Typing {
+        connection: None,
+        user: None,
+        active: true,
+    })
+    .encode();
+    for _ in 0..1000 / 50 {
+        typist.send_raw(hint.repeat(50))?;
+    }
+    // Delivered after every relay of the hints sent before it.
+    typist.push("done")?;
+    typist.wait_acked().await?;
+    watcher
+        .wait_text("the edit after the hints", |t| t == "done")
+        .await?;
+    let relayed = watcher
+        .controls()
+        .iter()
+        .filter(|c| matches!(c, Control::Typing { .. }))
+        .count();
+    assert!(
+        (1..=40).contains(&relayed),
+        "{relayed} of 1,000 hints relayed"
+    );
+    for c in [&typist, &watcher] {
+        assert!(c.close_frame().is_none() && !c.is_disconnected());
+    }
     Ok(())
 }

@@ -494,6 +494,42 @@ fn a_rewrite_applies_only_to_its_base() {
     assert_eq!(consistent_text(&d), "one 2 three");
 }
 
+/// Frames asking for the document, one after another in one batch, stop getting it once the
+/// copies built for the member would overflow its outbox: it is closed as too slow then, before
+/// more copies are encoded, rather than at fan-out with all of them in memory.
+#[test]
+fn sync_answers_stop_at_the_outbox_budget() {
+    let (mut d, _outbox) = room_with_writer("budget");
+    api_create(&mut d, &"z".repeat(100_000));
+    let (tx, _frames) = mpsc::channel(64);
+    let mut joiner = detached_joiner(5, Role::Read, 64).0;
+    joiner.outbox = Outbox {
+        tx,
+        closer: Default::default(),
+        queued: Arc::new(crate::outbox::QueuedBytes {
+            now: Default::default(),
+            max: 250_000,
+        }),
+    };
+    let outbox = joiner.outbox.clone();
+    d.room.handle(Command::Join(joiner, oneshot::channel().0));
+    for _ in 0..10 {
+        let step1 = Message::SyncStep1(StateVector::default().encode_v1());
+        d.room.handle(Command::Messages(5, vec![step1]));
+    }
+    let copies = d
+        .room
+        .queued
+        .iter()
+        .filter(|(target, _)| matches!(target, crate::room::fanout::Target::One(5)))
+        .count();
+    // Its own sync step 1 from the join, and the two step 2 answers that fit.
+    assert_eq!(copies, 3, "frames built for the member");
+    let closed = outbox.closed_with().map(|(code, _)| code);
+    assert_eq!(closed, Some(weft_protocol::CloseCode::TryAgainLater));
+    d.rt.block_on(d.room.finish_batch());
+}
+
 /// Creates the document with `text` through the API and ends the batch.
 fn api_create(d: &mut DirectRoom, text: &str) {
     let create = ApiOp::Create {
