@@ -1,7 +1,7 @@
 //! Faults nobody planned for, over real sockets: one request or one connection doing something
 //! legal but expensive must not cost everyone else. A large text rewrite through the API runs
 //! off the room's task; one frame asking for the document many times gets it once; typing hints
-//! are rate-limited.
+//! are rate-limited; a title has a size limit.
 
 use std::time::Duration;
 
@@ -156,6 +156,33 @@ async fn typing_hints_are_rate_limited() -> anyhow::Result<()> {
     );
     for c in [&typist, &watcher] {
         assert!(c.close_frame().is_none() && !c.is_disconnected());
+    }
+    Ok(())
+}
+
+/// A title given through the API may have 200 characters; a longer one is refused with 400
+/// `title_too_long` and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn titles_have_a_size_limit() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let http = reqwest::Client::new();
+    let docs = format!("{}/api/docs", server.http_base());
+    let create = |id: &str, title: String| {
+        http.post(&docs)
+            .json(&json!({ "id": id, "text": "body", "title": title }))
+            .send()
+    };
+    let ok = create("fits", "é".repeat(200)).await?;
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    let long = create("long", "é".repeat(201)).await?;
+    assert_eq!(long.status(), StatusCode::BAD_REQUEST);
+    let body: Value = long.json().await?;
+    assert_eq!(body["code"], "title_too_long", "{body}");
+    let huge = create("huge", "t".repeat(4 * 1024 * 1024)).await?;
+    assert_eq!(huge.status(), StatusCode::BAD_REQUEST);
+    for (id, status) in [("fits", StatusCode::OK), ("long", StatusCode::NOT_FOUND)] {
+        let got = http.get(format!("{docs}/{id}")).send().await?;
+        assert_eq!(got.status(), status, "{id}");
     }
     Ok(())
 }

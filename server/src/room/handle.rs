@@ -120,6 +120,10 @@ pub(crate) enum ApiOpError {
     /// The update or state vector does not decode or apply.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A title given explicitly is longer than this many characters (it is stored with the
+    /// metadata, rewritten on every change of it, and listed with every document).
+    #[error("the title is longer than {0} characters")]
+    TitleTooLong(usize),
     /// Storage failed; nothing was applied.
     #[error("storage failure: {0}")]
     Storage(String),

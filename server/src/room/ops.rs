@@ -11,6 +11,7 @@ use tracing::{error, info};
 use weft_protocol::{CloseCode, Control, NoticeLevel};
 use yrs::{ReadTxn, StateVector, Text, Transact};
 
+use crate::room::compact::MAX_TITLE_CHARS;
 use crate::room::fanout::Target;
 use crate::room::inbox::Incoming;
 use crate::room::load::text_of;
@@ -78,12 +79,19 @@ impl Room {
         ApiReply::Delivered(delivered)
     }
 
-    /// `Create`: seeds the text in the room that owns the document, so it happens once.
+    /// `Create`: seeds the text in the room that owns the document, so it happens once. A
+    /// title over [`MAX_TITLE_CHARS`] is refused.
     fn create(
         &mut self,
         text: Option<String>,
         title: Option<String>,
     ) -> Result<ApiReply, ApiOpError> {
+        if title
+            .as_deref()
+            .is_some_and(|t| t.chars().nth(MAX_TITLE_CHARS).is_some())
+        {
+            return Err(ApiOpError::TitleTooLong(MAX_TITLE_CHARS));
+        }
         if self.exists {
             return Err(ApiOpError::Exists);
         }
