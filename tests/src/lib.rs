@@ -1038,3 +1038,27 @@ impl WeftProcess {
         format!("http://{}", self.addr)
     }
 }
+
+impl Client {
+    /// Inserts `s` at `index` of the shared text `name` (another one than `content`) and sends
+    /// the update; [`Client::wait_acked`] waits for it like for any other.
+    ///
+    /// # Errors
+    /// When the connection is gone.
+    pub fn insert_into(&self, name: &str, index: u32, s: &str) -> anyhow::Result<()> {
+        let txt = self.doc.get_or_insert_text(name);
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            txt.insert(&mut txn, index, s);
+            txn.encode_update_v1()
+        };
+        self.send_update(update)
+    }
+
+    /// The shared text `name`.
+    pub fn text_of(&self, name: &str) -> String {
+        let txt = self.doc.get_or_insert_text(name);
+        let txn = self.doc.transact();
+        txt.get_string(&txn)
+    }
+}

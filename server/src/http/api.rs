@@ -510,6 +510,9 @@ impl From<RoomCallError> for ApiError {
             RoomCallError::Op(ApiOpError::Invalid(_)) => {
                 (StatusCode::BAD_REQUEST, "invalid_update")
             }
+            RoomCallError::Op(ApiOpError::TitleTooLong(_)) => {
+                (StatusCode::BAD_REQUEST, "title_too_long")
+            }
             RoomCallError::Op(ApiOpError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "doc_unavailable")
             }

@@ -4,13 +4,22 @@
 //! Calls go through the registry ([`RoomContext::api`]) rather than one
 //! [`RoomHandle`](crate::room::RoomHandle): the registry loads the room if it is not open, and
 //! retries when it unloads between lookup and delivery.
+//!
+//! Replacing the text plans its edits here, on a blocking thread, against the text the room
+//! gave: a diff of a large rewrite takes long, and on the room's task every member would wait
+//! for it. The room applies the plan only if its text did not change meanwhile.
 
 use std::sync::Arc;
 
 use weft_protocol::{NoticeLevel, RoomName};
 
+use crate::room::diff::{self, Budget, Rewrite};
 use crate::room::registry::RoomContext;
 use crate::room::{ApiOp, ApiOpError, ApiReply};
+
+/// Rewrites planned away from the room before it is left to replace the text itself (with a
+/// plan linear in the text), when other edits keep changing the text under the plan.
+const REWRITE_ATTEMPTS: usize = 3;
 
 /// Why a typed call failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +88,33 @@ impl DocRoom {
         .await
     }
 
-    /// Replaces the text by a minimal diff.
+    /// Replaces the text by a diff planned on a blocking thread (minimal for small changes,
+    /// bounded in time for any): only the changed spans are edited.
     pub(crate) async fn set_text(&self, text: String) -> Result<Committed, RoomCallError> {
-        self.write(ApiOp::SetText(text)).await
+        let text: Arc<str> = Arc::from(text);
+        for _ in 0..REWRITE_ATTEMPTS {
+            let base = self.text().await?;
+            let new = text.clone();
+            let planned = tokio::task::spawn_blocking(move || {
+                let splices = diff::plan(&base, &new, Budget::Blocking);
+                Rewrite { base, splices }
+            })
+            .await
+            .map_err(|e| ApiOpError::Unavailable(format!("planning the edit failed: {e}")))?;
+            let written = self
+                .call(ApiOp::Rewrite(planned), |reply| match reply {
+                    ApiReply::Written { version, changed } => {
+                        Ok(Some(Committed { version, changed }))
+                    }
+                    ApiReply::BaseChanged => Ok(None),
+                    other => Err(other),
+                })
+                .await?;
+            if let Some(committed) = written {
+                return Ok(committed);
+            }
+        }
+        self.write(ApiOp::SetText(text.to_string())).await
     }
 
     /// Appends `text` to the end of the text.

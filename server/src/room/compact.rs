@@ -15,10 +15,17 @@ use crate::room::registry::RoomContext;
 use crate::room::yrs_guards::contain;
 use crate::room::Room;
 
+/// Most characters of a title given through the API; a longer one is refused.
+pub(crate) const MAX_TITLE_CHARS: usize = 200;
+
+/// Characters of the first line a title derived from the text keeps (well under
+/// [`MAX_TITLE_CHARS`]).
+const FIRST_LINE_TITLE_CHARS: usize = 80;
+
 /// The first non-empty line of a document, trimmed to 80 characters, as its title.
 pub(crate) fn title_of(text: &str) -> Option<String> {
     let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
-    Some(line.chars().take(80).collect())
+    Some(line.chars().take(FIRST_LINE_TITLE_CHARS).collect())
 }
 
 /// What writing a snapshot gave: its size and the title written with it, or why it failed
@@ -70,9 +77,10 @@ impl Room {
         }
     }
 
-    /// Merges the log into one snapshot, atomically.
+    /// Merges the log into one snapshot, atomically. A deleted document is never compacted:
+    /// the snapshot would write it back.
     pub(super) async fn compact(&mut self) {
-        if self.log_len == 0 {
+        if self.log_len == 0 || self.deleted {
             return;
         }
         let (doc, ctx, name, upto) = (

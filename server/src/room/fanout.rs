@@ -3,14 +3,29 @@
 //! into each member's bounded outbox. A member whose outbox is full is too slow; the outbox
 //! closes its socket ([`CloseCode::TryAgainLater`]) and the room drops it at once.
 
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tracing::info;
 use weft_protocol::{AwarenessEntry, AwarenessUpdate, CloseCode, Control, Message, Role, UserInfo};
 
 use crate::outbox::Outbox;
 use crate::room::{ConnId, Room};
+
+/// Control messages a member may send per second that the room acts on (relays a typing hint,
+/// answers a repeated `hello`); more are dropped. Typing hints are hints: a client sends one
+/// when typing starts or stops, so a real one never comes near this.
+const CONTROLS_PER_SEC: NonZeroU32 = NonZeroU32::new(10).expect("non-zero");
+
+/// Control messages a member may send at once before [`CONTROLS_PER_SEC`] applies.
+const CONTROLS_BURST: NonZeroU32 = NonZeroU32::new(20).expect("non-zero");
+
+/// Why a member is closed when what the room must send it would overflow its outbox: the
+/// reason its outbox gives for the same at fan-out.
+const TOO_SLOW: &str = "too slow: send queue full";
 
 /// A connection in the room, as the room sees it.
 pub(super) struct Member {
@@ -30,6 +45,39 @@ pub(super) struct Member {
     pub(super) told_read_only: bool,
     /// It was told, once, that its edits are refused because the document is full.
     pub(super) told_full: bool,
+    /// Its control messages the room acts on (see [`CONTROLS_PER_SEC`]).
+    pub(super) controls: DefaultDirectRateLimiter,
+    /// Bytes queued in this batch for it alone (sync step 2, awareness snapshots): copies that
+    /// are not in its outbox yet but will be.
+    pub(super) pending: usize,
+}
+
+impl Member {
+    /// A member that joins now.
+    pub(super) fn new(uuid: String, outbox: Outbox, role: Role, subject: Option<String>) -> Self {
+        Member {
+            uuid,
+            outbox,
+            role,
+            control: false,
+            user: None,
+            subject,
+            told_read_only: false,
+            told_full: false,
+            controls: RateLimiter::direct(
+                Quota::per_second(CONTROLS_PER_SEC).allow_burst(CONTROLS_BURST),
+            ),
+            pending: 0,
+        }
+    }
+
+    /// Whether its outbox is more than half full (bytes or frames): a hint is not worth the
+    /// room it would take from what it must receive.
+    fn busy(&self) -> bool {
+        let queued = &self.outbox.queued;
+        let tx = &self.outbox.tx;
+        queued.now.load(Ordering::Relaxed) > queued.max / 2 || tx.capacity() < tx.max_capacity() / 2
+    }
 }
 
 /// Where a queued frame goes once the batch is durable.
@@ -42,6 +90,9 @@ pub(super) enum Target {
     ControlExcept(Option<ConnId>),
     /// Every member that opted in to control messages and whose token names this user.
     ControlSubject(String),
+    /// A hint (typing) from this member: like `ControlExcept`, but skipping members whose
+    /// outbox is more than half full.
+    Hint(ConnId),
 }
 
 impl Room {
@@ -113,11 +164,36 @@ impl Room {
                         }
                     }
                 }
+                Target::Hint(from) => {
+                    for (&id, m) in &self.members {
+                        if m.control && id != from && !m.busy() {
+                            send(id, m, frame.clone());
+                        }
+                    }
+                }
             }
         }
         self.ctx.metrics.fanout.inc_by(fanout);
         self.last_sent = Instant::now();
+        self.members.values_mut().for_each(|m| m.pending = 0);
         self.evict_slow(slow);
+    }
+
+    /// Counts `bytes` more queued for `conn` alone in this batch; false when that, with what
+    /// its outbox holds, is over its limit: the member is then closed as too slow at once
+    /// (as its outbox would at fan-out), before more copies are built for it.
+    pub(super) fn reserve(&mut self, conn: ConnId, bytes: usize) -> bool {
+        let Some(m) = self.members.get_mut(&conn) else {
+            return false;
+        };
+        m.pending = m.pending.saturating_add(bytes);
+        let queued = &m.outbox.queued;
+        if queued.now.load(Ordering::Relaxed).saturating_add(m.pending) <= queued.max {
+            return true;
+        }
+        m.outbox.close(CloseCode::TryAgainLater, TOO_SLOW);
+        self.evict_slow(vec![conn]);
+        false
     }
 
     /// Drops members whose outbox was full.

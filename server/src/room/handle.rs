@@ -9,6 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 use weft_protocol::{Message, NoticeLevel, Role};
 
 use crate::outbox::Outbox;
+use crate::room::diff::Rewrite;
+use crate::room::registry::Stopped;
 use crate::room::Incoming;
 
 /// Identifies a connection inside the server (cheaper to hash than its UUID).
@@ -58,8 +60,11 @@ pub(crate) enum ApiOp {
     GetText,
     /// The state as one Yjs v1 update, relative to a v1 state vector when given.
     GetUpdate(Option<Vec<u8>>),
-    /// Replace the text with a minimal diff, so live cursors outside the change stay put.
+    /// Replace the text with a diff planned in the room (linear in the text), so live cursors
+    /// outside the change stay put.
     SetText(String),
+    /// Apply a rewrite planned away from the room, if the text is still its base.
+    Rewrite(Rewrite),
     /// Insert text at the end.
     Append(String),
     /// Apply a Yjs v1 update.
@@ -91,6 +96,9 @@ pub(crate) enum ApiReply {
         /// Whether anything changed (a replace with the same text changes nothing).
         changed: bool,
     },
+    /// A [`ApiOp::Rewrite`] was planned against text the document no longer has; nothing was
+    /// written.
+    BaseChanged,
     /// The notice went to this many connections.
     Delivered(u32),
     /// The document is gone; this many connections were closed.
@@ -112,6 +120,10 @@ pub(crate) enum ApiOpError {
     /// The update or state vector does not decode or apply.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A title given explicitly is longer than this many characters (it is stored with the
+    /// metadata, rewritten on every change of it, and listed with every document).
+    #[error("the title is longer than {0} characters")]
+    TitleTooLong(usize),
     /// Storage failed; nothing was applied.
     #[error("storage failure: {0}")]
     Storage(String),
@@ -150,6 +162,8 @@ pub(crate) struct RoomHandle {
     pub(crate) generation: u64,
     /// What listings and the dashboard read without asking the actor.
     live: Arc<Live>,
+    /// Resolves once this incarnation has stopped writing.
+    stopped: Stopped,
 }
 
 /// A room's vital signs, kept by the room and read by listings and the dashboard without a
@@ -182,13 +196,25 @@ impl Live {
 }
 
 impl RoomHandle {
-    /// The handle of a room whose mailbox `tx` feeds, incarnation `generation`.
-    pub(super) fn new(tx: mpsc::Sender<Command>, generation: u64, live: Arc<Live>) -> Self {
+    /// The handle of a room whose mailbox `tx` feeds, incarnation `generation`, which has
+    /// stopped once `stopped` resolves.
+    pub(super) fn new(
+        tx: mpsc::Sender<Command>,
+        generation: u64,
+        stopped: Stopped,
+        live: Arc<Live>,
+    ) -> Self {
         Self {
             tx,
             generation,
             live,
+            stopped,
         }
+    }
+
+    /// What resolves once this incarnation has stopped writing to the store.
+    pub(crate) fn stopped(&self) -> Stopped {
+        self.stopped.clone()
     }
 
     /// Asks the room to admit `joiner`.

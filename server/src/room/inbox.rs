@@ -8,20 +8,26 @@
 //! Server-side edits are made here too: the room edits its own document (UTF-16 offsets, as Yjs
 //! counts) and treats the resulting update as if it had arrived.
 
+use tracing::error;
 use yrs::updates::decoder::Decode;
 use yrs::{GetString, Text, Transact, Update};
 
+use crate::room::diff::{self, Budget, Rewrite};
 use crate::room::yrs_guards::{contain, release_pending};
 use crate::room::{ApiOp, ApiOpError, ApiReply, Room};
-use tracing::error;
 
 /// An update that reaches the room from no member.
 #[derive(Debug)]
 pub(crate) enum Incoming {
     /// A Yjs v1 update made elsewhere (the API's apply-update; another node, a restore).
     Update(Vec<u8>),
-    /// A server-side edit: the text becomes this, by a minimal diff (the API's `PUT text`).
+    /// A server-side edit: the text becomes this, by a diff planned on the room's task within
+    /// [`Budget::InRoom`] (the API's `PUT text` when its rewrite keeps meeting other edits).
     Replace(String),
+    /// A server-side edit planned away from the room (the API's `PUT text`): applied only if
+    /// the text is still the one it was planned against, else answered
+    /// [`ApiReply::BaseChanged`].
+    Rewrite(Rewrite),
     /// A server-side edit: this text is added at the end (the API's append).
     Append(String),
 }
@@ -32,6 +38,7 @@ impl Incoming {
         match op {
             ApiOp::ApplyUpdate(update) => Ok(Incoming::Update(update)),
             ApiOp::SetText(text) => Ok(Incoming::Replace(text)),
+            ApiOp::Rewrite(rewrite) => Ok(Incoming::Rewrite(rewrite)),
             ApiOp::Append(text) => Ok(Incoming::Append(text)),
             other => Err(other),
         }
@@ -42,6 +49,7 @@ impl Incoming {
         match self {
             Incoming::Update(update) => ApiOp::ApplyUpdate(update),
             Incoming::Replace(text) => ApiOp::SetText(text),
+            Incoming::Rewrite(rewrite) => ApiOp::Rewrite(rewrite),
             Incoming::Append(text) => ApiOp::Append(text),
         }
     }
@@ -67,6 +75,21 @@ impl Room {
                 let old = text.get_string(txn);
                 replace_text(text, txn, &old, &new);
             }),
+            Incoming::Rewrite(rewrite) => {
+                let mut moved = false;
+                let written = self.local_edit(|text, txn| {
+                    if text.get_string(txn) == rewrite.base {
+                        diff::apply(text, txn, &rewrite.splices);
+                    } else {
+                        moved = true;
+                    }
+                })?;
+                Ok(if moved {
+                    ApiReply::BaseChanged
+                } else {
+                    written
+                })
+            }
             Incoming::Append(tail) => self.local_edit(|text, txn| {
                 let end = text.len(txn);
                 text.insert(txn, end, &tail);
@@ -116,26 +139,12 @@ impl Room {
     }
 }
 
-/// Turns `old` into `new` with a minimal character diff, in UTF-16 offsets (the unit of the
-/// room's documents and of Yjs), so text outside the changed spans keeps its identity and
-/// remote cursors anchored there stay where they are.
+/// Turns `old` into `new` with a diff planned within [`Budget::InRoom`] (linear in the text:
+/// minimal for a small change, the changed middle replaced whole otherwise), in UTF-16 offsets
+/// (the unit of the room's documents and of Yjs), so text outside the changed spans keeps its
+/// identity and remote cursors anchored there stay where they are.
 fn replace_text(text: &yrs::TextRef, txn: &mut yrs::TransactionMut<'_>, old: &str, new: &str) {
-    let mut at: u32 = 0;
-    for chunk in dissimilar::diff(old, new) {
-        match chunk {
-            dissimilar::Chunk::Equal(s) => at += utf16_len(s),
-            dissimilar::Chunk::Delete(s) => text.remove_range(txn, at, utf16_len(s)),
-            dissimilar::Chunk::Insert(s) => {
-                text.insert(txn, at, s);
-                at += utf16_len(s);
-            }
-        }
-    }
-}
-
-/// Length of `s` in UTF-16 code units.
-fn utf16_len(s: &str) -> u32 {
-    u32::try_from(s.encode_utf16().count()).unwrap_or(u32::MAX)
+    diff::apply(text, txn, &diff::plan(old, new, Budget::InRoom));
 }
 
 #[cfg(test)]

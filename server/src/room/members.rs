@@ -34,19 +34,8 @@ impl Room {
                 Bytes::from(Message::Awareness(snapshot).encode()),
             ));
         }
-        self.members.insert(
-            j.id,
-            Member {
-                uuid: j.uuid,
-                outbox: j.outbox,
-                role: j.role,
-                control: false,
-                user: None,
-                subject: j.subject,
-                told_read_only: false,
-                told_full: false,
-            },
-        );
+        self.members
+            .insert(j.id, Member::new(j.uuid, j.outbox, j.role, j.subject));
         self.live
             .users
             .store(self.members.len() as u32, Ordering::Relaxed);
@@ -77,13 +66,24 @@ impl Room {
     }
 
     /// The messages of one frame of `conn`, in order, until one of them ends its membership.
+    /// Only the first sync step 1 and the first awareness query of a frame are answered: each
+    /// answer is a copy of the document or of the awareness table, built for this member alone,
+    /// and a frame may pack dozens of messages. Later ones in the same frame are ignored.
     pub(super) fn messages(&mut self, conn: ConnId, msgs: Vec<Message>) {
         self.live.active_ms.store(now_ms(), Ordering::Relaxed);
+        let (mut step1, mut query) = (false, false);
         for msg in msgs {
             if !self.members.contains_key(&conn) {
                 break;
             }
-            self.message(conn, msg);
+            let repeated = match msg {
+                Message::SyncStep1(_) => std::mem::replace(&mut step1, true),
+                Message::QueryAwareness => std::mem::replace(&mut query, true),
+                _ => false,
+            };
+            if !repeated {
+                self.message(conn, msg);
+            }
         }
     }
 
@@ -101,21 +101,27 @@ impl Room {
             }
             Message::QueryAwareness => {
                 let snapshot = self.presence.snapshot();
-                self.queued.push((
-                    Target::One(conn),
-                    Bytes::from(Message::Awareness(snapshot).encode()),
-                ));
+                let frame = Bytes::from(Message::Awareness(snapshot).encode());
+                if self.reserve(conn, frame.len()) {
+                    self.queued.push((Target::One(conn), frame));
+                }
             }
             Message::Control(c) => self.control(conn, c),
             Message::PermissionDenied(_) => {}
         }
     }
 
+    /// A control message: `hello` is welcomed (and announced the first time), a typing hint is
+    /// relayed. Past the member's control rate (the first `hello` aside) they are dropped.
     fn control(&mut self, conn: ConnId, c: Control) {
         let users = self.members.len() as u32;
         let Some(m) = self.members.get_mut(&conn) else {
             return;
         };
+        let first_hello = matches!(c, Control::Hello { .. }) && !m.control;
+        if !first_hello && m.controls.check().is_err() {
+            return;
+        }
         match c {
             Control::Hello { user } => {
                 let first = !m.control;
@@ -143,14 +149,19 @@ impl Room {
                     user: m.user.clone(),
                     active,
                 };
-                self.queue_control(Target::ControlExcept(Some(conn)), &typing);
+                self.queue_control(Target::Hint(conn), &typing);
             }
             // Everything else is server → client only.
             _ => {}
         }
     }
 
+    /// Sync step 2 for `conn`: what its state vector `sv` lacks, or the cached whole document.
+    /// Nothing is encoded for a member whose outbox is already full.
     fn answer_step1(&mut self, conn: ConnId, sv: &[u8]) {
+        if !self.reserve(conn, 0) {
+            return;
+        }
         let full_state = self.full_state.clone();
         let encoded = contain(|| {
             let sv = decode_state_vector(sv)?;
@@ -170,7 +181,9 @@ impl Room {
                 if whole {
                     self.full_state = Some(frame.clone());
                 }
-                self.queued.push((Target::One(conn), frame));
+                if self.reserve(conn, frame.len()) {
+                    self.queued.push((Target::One(conn), frame));
+                }
             }
             Ok(Err(e)) => self.close_member(
                 conn,

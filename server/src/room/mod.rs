@@ -20,6 +20,8 @@
 //! - `write.rs`: a member's write, and the path of every remote update: guard, apply, log.
 //! - `inbox.rs`: updates that come from no member, and server-side edits.
 //! - `ops.rs`: the HTTP API's requests.
+//! - `diff.rs`: the edits that turn one text into another, planned in bounded time (`PUT text`
+//!   plans them on a blocking thread, the room applies them).
 //! - `batch.rs`: the end of a batch: durable, then replies, then fan-out.
 //! - `fanout.rs`: members as the room sees them, queued frames and their delivery.
 //! - `load.rs`: rebuilding the document from the store (at start and after a failure).
@@ -47,6 +49,7 @@
 mod batch;
 pub(crate) mod calls;
 mod compact;
+pub(crate) mod diff;
 mod fanout;
 mod handle;
 mod inbox;
@@ -61,6 +64,7 @@ mod write;
 mod yrs_guards;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,7 +78,7 @@ use crate::config::Durability;
 use crate::room::batch::{saved, Unsaved};
 use crate::room::fanout::{Member, Target};
 use crate::room::presence::Presence;
-use crate::room::registry::{Registration, RoomContext};
+use crate::room::registry::{Registration, RoomContext, Stopped};
 
 pub(crate) use compact::title_of;
 pub(crate) use handle::{
@@ -154,14 +158,22 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    /// Loads the room `registration` names from the store and spawns its actor; the handle is
-    /// usable at once.
-    pub(crate) fn spawn(ctx: Arc<RoomContext>, registration: Registration) -> RoomHandle {
+    /// The handle of the room `registration` names, usable at once, and the actor task to
+    /// spawn: it waits until the `previous` incarnation has stopped, loads the document from
+    /// the store and runs.
+    pub(crate) fn start(
+        ctx: Arc<RoomContext>,
+        registration: Registration,
+        previous: Option<Stopped>,
+    ) -> (RoomHandle, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(MAILBOX);
         let live = Arc::new(Live::default());
-        let handle = RoomHandle::new(tx, registration.generation(), live.clone());
-        let shutdown = ctx.shutdown.clone();
-        shutdown.spawn(async move {
+        let stopped = registration.stopped();
+        let handle = RoomHandle::new(tx, registration.generation(), stopped, live.clone());
+        let task = async move {
+            if let Some(previous) = previous {
+                previous.wait().await;
+            }
             let loaded = {
                 let (ctx, name) = (ctx.clone(), registration.name().clone());
                 tokio::task::spawn_blocking(move || load_doc(&ctx, &name)).await
@@ -177,8 +189,8 @@ impl Room {
                 Ok(Err(e)) => refuse_all(rx, registration, e).await,
                 Err(e) => refuse_all(rx, registration, e.to_string()).await,
             }
-        });
-        handle
+        };
+        (handle, task)
     }
 
     fn new(
@@ -364,7 +376,9 @@ impl Room {
     }
 
     /// Runs a request that expects an answer: a write's answer waits until the batch is
-    /// durable, anything else is answered at once. A deleted document answers `NotFound`.
+    /// durable, and so does a read's in strict durability (it may show writes of this batch,
+    /// and whatever a caller has seen must survive a crash); anything else is answered at once.
+    /// A deleted document answers `NotFound`.
     fn request(
         &mut self,
         reply: ApiReplyTx,
@@ -375,7 +389,12 @@ impl Room {
             return;
         }
         let result = run(self);
-        let durable_first = matches!(result, Ok(ApiReply::Written { .. } | ApiReply::Deleted(_)));
+        let strict = self.ctx.config.durability == Durability::Strict;
+        let durable_first = match &result {
+            Ok(ApiReply::Written { .. } | ApiReply::Deleted(_)) => true,
+            Ok(ApiReply::Text(_) | ApiReply::Update(_)) => strict,
+            _ => false,
+        };
         if durable_first {
             self.replies.push((reply, result));
         } else {

@@ -1,4 +1,5 @@
-//! The HTTP API's requests inside the room ([`ApiOp`]): reads see exactly what members see,
+//! The HTTP API's requests inside the room ([`ApiOp`]): reads see exactly what members see
+//! (and in strict durability are answered only once that is durable, like a broadcast),
 //! writes go through the inbox (`Room::receive`) and are broadcast like a member's, `Create`
 //! seeds the document once, a notice reaches the opted-in members, and `Delete` closes every
 //! member ([`CloseCode::Deleted`]) and stops the room so nothing it held can write the document
@@ -10,6 +11,7 @@ use tracing::{error, info};
 use weft_protocol::{CloseCode, Control, NoticeLevel};
 use yrs::{ReadTxn, StateVector, Text, Transact};
 
+use crate::room::compact::MAX_TITLE_CHARS;
 use crate::room::fanout::Target;
 use crate::room::inbox::Incoming;
 use crate::room::load::text_of;
@@ -31,6 +33,7 @@ impl Room {
             }
             ApiOp::GetUpdate(sv) => self.get_update(sv.as_deref()),
             ApiOp::SetText(text) => self.receive(Incoming::Replace(text)),
+            ApiOp::Rewrite(rewrite) => self.receive(Incoming::Rewrite(rewrite)),
             ApiOp::Append(text) => self.receive(Incoming::Append(text)),
             ApiOp::ApplyUpdate(update) => self.receive(Incoming::Update(update)),
             ApiOp::Notice { level, text, to } => Ok(self.notice(level, text, to)),
@@ -76,12 +79,19 @@ impl Room {
         ApiReply::Delivered(delivered)
     }
 
-    /// `Create`: seeds the text in the room that owns the document, so it happens once.
+    /// `Create`: seeds the text in the room that owns the document, so it happens once. A
+    /// title over [`MAX_TITLE_CHARS`] is refused.
     fn create(
         &mut self,
         text: Option<String>,
         title: Option<String>,
     ) -> Result<ApiReply, ApiOpError> {
+        if title
+            .as_deref()
+            .is_some_and(|t| t.chars().nth(MAX_TITLE_CHARS).is_some())
+        {
+            return Err(ApiOpError::TitleTooLong(MAX_TITLE_CHARS));
+        }
         if self.exists {
             return Err(ApiOpError::Exists);
         }

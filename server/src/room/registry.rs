@@ -5,11 +5,18 @@
 //! gets a [`Registration`] when it is spawned, its entry in the registry, and gives it up
 //! (`release`, or `release_if` under the registry's lock) when it stops: nothing in the room
 //! names the registry's map or its lock.
+//!
+//! One document has at most one incarnation writing to the store at a time. A room that left
+//! the registry may still be writing (its last flush, the compaction of an idle unload); the
+//! registry remembers it as stopping until its registration is dropped, and a new incarnation of
+//! the same name waits for that before it loads. Otherwise a delete served by the new one could
+//! be undone by the old one's compaction writing the snapshot back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
 use weft_protocol::RoomName;
 
 use crate::config::Config;
@@ -45,16 +52,40 @@ pub(crate) struct RoomContext {
     generation: AtomicU64,
 }
 
-/// The open rooms by name.
-type Rooms = Mutex<HashMap<RoomName, RoomHandle>>;
+/// The open rooms by name, and those that left the registry but have not stopped yet.
+type Rooms = Mutex<Entries>;
+
+/// What the registry's lock guards.
+#[derive(Default)]
+struct Entries {
+    /// Rooms that joins and requests reach.
+    open: HashMap<RoomName, RoomHandle>,
+    /// Rooms that left the registry and may still write (a last flush, a compaction), by name.
+    stopping: HashMap<RoomName, RoomHandle>,
+}
 
 /// A room's entry in the registry, handed to the room when it is spawned. The room gives it up
 /// to leave the registry; only the incarnation it was made for is ever removed, so a newer
 /// incarnation registered under the same name stays. Giving it up twice changes nothing.
+/// Dropping it (when the room has stopped) tells a newer incarnation waiting to load.
 pub(crate) struct Registration {
     rooms: Arc<Rooms>,
     name: RoomName,
     generation: u64,
+    /// Dropped with the registration: closes the channel [`Stopped`] waits on.
+    alive: watch::Sender<()>,
+}
+
+/// Resolves once a room incarnation has stopped (its registration was dropped).
+#[derive(Clone)]
+pub(crate) struct Stopped(watch::Receiver<()>);
+
+impl Stopped {
+    /// Waits until the incarnation has stopped.
+    pub(crate) async fn wait(mut self) {
+        // `changed` fails only once the sender is gone; nothing is ever sent on it.
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 impl Registration {
@@ -75,17 +106,26 @@ impl Registration {
 
     /// Leaves the registry if `cond()` holds, checked under the registry lock together with
     /// the generation so no join can find the room in between. Returns whether `cond()` held
-    /// (when another incarnation is registered, nothing can reach this one any more).
+    /// (when another incarnation is registered, nothing can reach this one any more). The room
+    /// stays known as stopping until the registration is dropped.
     pub(crate) fn release_if(&self, cond: impl FnOnce() -> bool) -> bool {
         let mut rooms = lock(&self.rooms);
         let registered = rooms
+            .open
             .get(&self.name)
             .is_some_and(|h| h.generation == self.generation);
         let removable = cond();
         if registered && removable {
-            rooms.remove(&self.name);
+            if let Some(handle) = rooms.open.remove(&self.name) {
+                rooms.stopping.insert(self.name.clone(), handle);
+            }
         }
         removable
+    }
+
+    /// What a newer incarnation waits on before it loads.
+    pub(crate) fn stopped(&self) -> Stopped {
+        Stopped(self.alive.subscribe())
     }
 
     /// A registration in no registry, for a room driven by its caller (harnesses).
@@ -95,12 +135,29 @@ impl Registration {
             rooms: Arc::default(),
             name,
             generation: 0,
+            alive: watch::channel(()).0,
         }
     }
 }
 
-/// Locks the map of open rooms.
-fn lock(rooms: &Rooms) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomHandle>> {
+impl Drop for Registration {
+    // The registry never holds its lock where a registration can be dropped: rooms are
+    // spawned only after `get_or_spawn` unlocked it.
+    fn drop(&mut self) {
+        let mut rooms = lock(&self.rooms);
+        let ours = |h: &RoomHandle| h.generation == self.generation;
+        if rooms.stopping.get(&self.name).is_some_and(ours) {
+            rooms.stopping.remove(&self.name);
+        }
+        // A room that stopped without leaving (its task panicked) must not stay reachable.
+        if rooms.open.get(&self.name).is_some_and(ours) {
+            rooms.open.remove(&self.name);
+        }
+    }
+}
+
+/// Locks the registry's maps.
+fn lock(rooms: &Rooms) -> std::sync::MutexGuard<'_, Entries> {
     // A panic while holding this lock cannot leave the map half-updated (single inserts and
     // removes), so a poisoned lock is still usable.
     rooms.lock().unwrap_or_else(|p| p.into_inner())
@@ -133,20 +190,29 @@ impl RoomContext {
     }
 
     /// The running room called `name`, loading it if it is not open.
+    /// A new incarnation waits until the previous one (still open with its mailbox closed, or
+    /// stopping) has stopped writing before it loads.
     pub(crate) fn get_or_spawn(self: &Arc<Self>, name: &RoomName) -> RoomHandle {
-        let mut rooms = self.lock();
-        if let Some(handle) = rooms.get(name) {
-            if !handle.is_closed() {
-                return handle.clone();
-            }
-        }
-        let registration = Registration {
-            rooms: self.rooms.clone(),
-            name: name.clone(),
-            generation: self.generation.fetch_add(1, Ordering::Relaxed),
+        let (handle, task) = {
+            let mut rooms = self.lock();
+            let previous = match rooms.open.get(name) {
+                Some(handle) if !handle.is_closed() => return handle.clone(),
+                Some(handle) => Some(handle.stopped()),
+                None => rooms.stopping.get(name).map(RoomHandle::stopped),
+            };
+            let registration = Registration {
+                rooms: self.rooms.clone(),
+                name: name.clone(),
+                generation: self.generation.fetch_add(1, Ordering::Relaxed),
+                alive: watch::channel(()).0,
+            };
+            let (handle, task) = Room::start(self.clone(), registration, previous);
+            rooms.open.insert(name.clone(), handle.clone());
+            (handle, task)
         };
-        let handle = Room::spawn(self.clone(), registration);
-        rooms.insert(name.clone(), handle.clone());
+        // Outside the lock: a runtime that is shutting down drops the task (and with it the
+        // registration, whose drop takes the lock) inside `spawn`.
+        self.shutdown.spawn(task);
         handle
     }
 
@@ -191,6 +257,7 @@ impl RoomContext {
     /// Connections per open room, by room name.
     pub(crate) fn live_users(&self) -> HashMap<String, u32> {
         self.lock()
+            .open
             .iter()
             .filter(|(_, h)| !h.is_closed())
             .map(|(name, h)| (name.as_str().to_owned(), h.users()))
@@ -200,6 +267,7 @@ impl RoomContext {
     /// Every open room with its vital signs, in no particular order.
     pub(crate) fn live_rooms(&self) -> Vec<(String, RoomHandle)> {
         self.lock()
+            .open
             .iter()
             .filter(|(_, h)| !h.is_closed())
             .map(|(name, h)| (name.as_str().to_owned(), h.clone()))
@@ -211,7 +279,7 @@ impl RoomContext {
         usize::try_from(self.stats.open_rooms()).unwrap_or(usize::MAX)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomHandle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         lock(&self.rooms)
     }
 }
@@ -233,16 +301,44 @@ mod tests {
             rooms: rooms.clone(),
             name: name.clone(),
             generation,
+            alive: watch::channel(()).0,
         };
-        let handle = RoomHandle::new(mpsc::channel(1).0, 2, Arc::default());
-        lock(&rooms).insert(name.clone(), handle);
+        let current = registration(2);
+        let handle = RoomHandle::new(mpsc::channel(1).0, 2, current.stopped(), Arc::default());
+        lock(&rooms).open.insert(name.clone(), handle);
 
         registration(1).release();
-        assert!(lock(&rooms).contains_key(&name), "an older one removed it");
-        let current = registration(2);
+        assert!(
+            lock(&rooms).open.contains_key(&name),
+            "an older one removed it"
+        );
         assert!(!current.release_if(|| false));
-        assert!(lock(&rooms).contains_key(&name), "removed though busy");
+        assert!(lock(&rooms).open.contains_key(&name), "removed though busy");
         assert!(current.release_if(|| true));
-        assert!(lock(&rooms).is_empty());
+        assert!(lock(&rooms).open.is_empty());
+        assert!(
+            lock(&rooms).stopping.contains_key(&name),
+            "not known as stopping"
+        );
+        drop(current);
+        assert!(
+            lock(&rooms).stopping.is_empty(),
+            "still stopping once dropped"
+        );
+    }
+
+    /// A new incarnation's wait for the previous one ends when the previous registration is
+    /// dropped, not when it leaves the registry.
+    #[tokio::test]
+    async fn stopped_resolves_when_the_registration_is_dropped() {
+        let name = RoomName::parse("r", &Limits::DEFAULT).expect("room name");
+        let registration = Registration::detached(name);
+        let stopped = registration.stopped();
+        registration.release();
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(50), stopped.clone().wait());
+        assert!(early.await.is_err(), "resolved while the room still runs");
+        drop(registration);
+        stopped.wait().await;
     }
 }

@@ -2,19 +2,28 @@
 //! and the helpers the other room tests share: a room with one writer, batches of updates,
 //! and the consistency check every guard test ends with.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use weft_protocol::{Message, Role};
+use weft_protocol::{Limits, Message, Role, RoomName};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Text, Transact, Update};
 
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::room::load::text_of;
+use crate::room::registry::RoomContext;
 use crate::room::{
     load_doc, new_doc, ApiOp, ApiReply, Command, ConnId, Incoming, MAILBOX, MAX_BATCH_BYTES,
 };
+use crate::shutdown::Shutdown;
+use crate::stats::Stats;
+use crate::store::commit::GroupCommit;
+use crate::store::inflight::InFlight;
+use crate::store::{DocMeta, Store, StoreError, StoredDoc};
 use crate::testing::fuzzing::{detached_joiner, DirectRoom};
 
 /// A room driven in-process for the consistency tests: one writer joined.
@@ -190,15 +199,16 @@ fn joiners_share_the_encoded_document_until_it_changes() {
     assert_eq!(step2_for_empty_state(&mut d, 13).0, "ab!");
 }
 
-/// Delivers `incoming` through the inbox, ends the batch, and gives the answer (a refusal comes
-/// at once, a write only once the batch is durable).
+/// Delivers `incoming` through the inbox, ends the batch, and gives the answer (a refusal or a
+/// rewrite of a stale base comes at once, a write only once the batch is durable).
 fn deliver(d: &mut DirectRoom, incoming: Incoming) -> Result<ApiReply, crate::room::ApiOpError> {
     let (reply, mut answer) = oneshot::channel();
     d.room.handle(Command::Inbox(incoming, reply));
     let early = answer.try_recv().ok();
     d.rt.block_on(d.room.finish_batch());
     if let Some(early) = early {
-        assert!(early.is_err(), "a write is answered only once durable");
+        let refused = early.is_err() || early == Ok(ApiReply::BaseChanged);
+        assert!(refused, "a write is answered only once durable");
         return early;
     }
     answer.try_recv().expect("answered at the end of the batch")
@@ -259,4 +269,276 @@ fn updates_in(frames: &mut mpsc::Receiver<crate::outbox::Data>) -> usize {
             .count();
     }
     updates
+}
+
+/// A store that holds the first compaction until the test opens its gate, so a test can act
+/// while a room is in the middle of compacting.
+struct GatedStore {
+    inner: crate::store::SledStore,
+    gate: Arc<Gate>,
+}
+
+/// Where a compaction waits: `entered` once one reached the store, released by [`Gate::open`].
+#[derive(Default)]
+struct Gate {
+    entered: std::sync::atomic::AtomicBool,
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    /// Lets the waiting compaction (and every later one) through.
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.opened.notify_all();
+    }
+
+    /// Called by the store: marks the compaction as entered and blocks until the gate opens.
+    fn pass(&self) {
+        self.entered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            open = self.opened.wait(open).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl crate::store::Store for GatedStore {
+    fn load(&self, doc: &RoomName) -> Result<StoredDoc, StoreError> {
+        self.inner.load(doc)
+    }
+    fn append(&self, doc: &RoomName, update: &[u8]) -> Result<u64, StoreError> {
+        self.inner.append(doc, update)
+    }
+    fn compact(
+        &self,
+        doc: &RoomName,
+        snapshot: &[u8],
+        upto_seq: u64,
+        title: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.gate.pass();
+        self.inner.compact(doc, snapshot, upto_seq, title)
+    }
+    fn quarantine(&self, doc: &RoomName, seq: u64, reason: &str) -> Result<(), StoreError> {
+        self.inner.quarantine(doc, seq, reason)
+    }
+    fn set_title(&self, doc: &RoomName, title: &str) -> Result<(), StoreError> {
+        self.inner.set_title(doc, title)
+    }
+    fn pin_title(&self, doc: &RoomName, title: &str) -> Result<(), StoreError> {
+        self.inner.pin_title(doc, title)
+    }
+    fn meta(&self, doc: &RoomName) -> Result<Option<DocMeta>, StoreError> {
+        self.inner.meta(doc)
+    }
+    fn list(&self) -> Result<Vec<DocMeta>, StoreError> {
+        self.inner.list()
+    }
+    fn doc_count(&self) -> u64 {
+        self.inner.doc_count()
+    }
+    fn delete(&self, doc: &RoomName) -> Result<bool, StoreError> {
+        self.inner.delete(doc)
+    }
+    fn refuse(&self, hash: &[u8; 32], reason: &str) -> Result<(), StoreError> {
+        self.inner.refuse(hash, reason)
+    }
+    fn refused(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.inner.refused()
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.inner.check_writable()
+    }
+    fn health(&self) -> Result<(), StoreError> {
+        self.inner.health()
+    }
+}
+
+/// A registry of rooms over `store`, as the server builds it, with rooms that unload as soon as
+/// they are idle.
+fn registry_over(store: Arc<dyn crate::store::Store>, dir: &std::path::Path) -> Arc<RoomContext> {
+    let mut config = Config::for_tests(dir.to_path_buf());
+    config.idle_unload_secs = 0;
+    let commit = GroupCommit::start(store.clone(), Duration::from_secs(3600), |_| {});
+    Arc::new(RoomContext::new(
+        store,
+        commit,
+        Arc::new(config),
+        Shutdown::new(),
+        Stats::default(),
+        Arc::new(Metrics::new()),
+        Arc::new(InFlight::disabled()),
+    ))
+}
+
+/// A delete that arrives while the document's room is compacting on its way out (idle unload)
+/// stays deleted: the room that compacts cannot write the document back after the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_an_idle_unload_stays_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sled = crate::store::SledStore::open(&dir.path().join("db")).expect("store");
+    let gate = Arc::new(Gate::default());
+    let store = Arc::new(GatedStore {
+        inner: sled,
+        gate: gate.clone(),
+    });
+    let ctx = registry_over(store.clone(), dir.path());
+    let name = RoomName::parse("race", &Limits::DEFAULT).expect("room name");
+    let create = ApiOp::Create {
+        text: Some("hello".into()),
+        title: None,
+    };
+    let created = ctx.api(&name, create).await;
+    assert!(
+        matches!(created, Ok(ApiReply::Written { .. })),
+        "{created:?}"
+    );
+
+    // Idle, the room unloads at its next tick: it leaves the registry, then compacts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !gate.entered.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no compaction began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut delete = tokio::spawn({
+        let (ctx, name) = (ctx.clone(), name.clone());
+        async move { ctx.api(&name, ApiOp::Delete).await }
+    });
+    // The delete may finish while the compaction is held (the old behaviour) or wait for it.
+    let early = tokio::time::timeout(Duration::from_secs(2), &mut delete).await;
+    gate.open();
+    let deleted = match early {
+        Ok(done) => done,
+        Err(_) => delete.await,
+    }
+    .expect("the delete task");
+    assert!(matches!(deleted, Ok(ApiReply::Deleted(_))), "{deleted:?}");
+    while ctx.open_rooms() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "rooms did not stop");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stored = store.load(&name).expect("load");
+    assert_eq!(
+        stored,
+        StoredDoc::default(),
+        "the deleted document was written back"
+    );
+    assert_eq!(
+        store.meta(&name).expect("meta"),
+        None,
+        "its metadata came back"
+    );
+}
+
+/// Strict durability: an API read that follows a write in the same batch is answered only
+/// after the flush that makes the write durable, like the broadcast of the write itself; what
+/// an API caller has seen survives a crash.
+#[test]
+fn strict_reads_wait_for_the_flush_of_what_they_show() {
+    let [a, _, _] = three_keystrokes();
+    let (mut d, _outbox) = room_with_writer("reads");
+    api_create(&mut d, "");
+    d.room
+        .handle(Command::Messages(1, vec![Message::Update(a)]));
+    let (text_tx, mut text) = oneshot::channel();
+    d.room.handle(Command::Api(ApiOp::GetText, text_tx));
+    let (update_tx, mut update) = oneshot::channel();
+    d.room
+        .handle(Command::Api(ApiOp::GetUpdate(None), update_tx));
+    assert!(
+        text.try_recv().is_err(),
+        "the text was read before the flush"
+    );
+    assert!(
+        update.try_recv().is_err(),
+        "the state was read before the flush"
+    );
+
+    let flushes = d.ctx.metrics.flushes();
+    d.rt.block_on(d.room.finish_batch());
+    assert!(d.ctx.metrics.flushes() > flushes, "no flush");
+    assert_eq!(text.try_recv(), Ok(Ok(ApiReply::Text("a".into()))));
+    let Ok(Ok(ApiReply::Update(state))) = update.try_recv() else {
+        panic!("no state after the flush");
+    };
+    assert_eq!(text_of(&doc_from(&state)), "a");
+}
+
+/// A rewrite planned away from the room is applied only to the text it was planned against;
+/// planned against text that changed since, it writes nothing and says so.
+#[test]
+fn a_rewrite_applies_only_to_its_base() {
+    use crate::room::diff::{plan, Budget, Rewrite};
+    let (mut d, _outbox) = room_with_writer("rewrite");
+    api_create(&mut d, "one two three");
+    let rewrite = |base: &str, new: &str| {
+        let splices = plan(base, new, Budget::Blocking);
+        Incoming::Rewrite(Rewrite {
+            base: base.into(),
+            splices,
+        })
+    };
+    let stale = deliver(&mut d, rewrite("one two", "one 2"));
+    assert_eq!(stale, Ok(ApiReply::BaseChanged));
+    assert_eq!(consistent_text(&d), "one two three");
+    let written = deliver(&mut d, rewrite("one two three", "one 2 three"));
+    assert!(matches!(
+        written,
+        Ok(ApiReply::Written { changed: true, .. })
+    ));
+    assert_eq!(consistent_text(&d), "one 2 three");
+}
+
+/// Frames asking for the document, one after another in one batch, stop getting it once the
+/// copies built for the member would overflow its outbox: it is closed as too slow then, before
+/// more copies are encoded, rather than at fan-out with all of them in memory.
+#[test]
+fn sync_answers_stop_at_the_outbox_budget() {
+    let (mut d, _outbox) = room_with_writer("budget");
+    api_create(&mut d, &"z".repeat(100_000));
+    let (tx, _frames) = mpsc::channel(64);
+    let mut joiner = detached_joiner(5, Role::Read, 64).0;
+    joiner.outbox = Outbox {
+        tx,
+        closer: Default::default(),
+        queued: Arc::new(crate::outbox::QueuedBytes {
+            now: Default::default(),
+            max: 250_000,
+        }),
+    };
+    let outbox = joiner.outbox.clone();
+    d.room.handle(Command::Join(joiner, oneshot::channel().0));
+    for _ in 0..10 {
+        let step1 = Message::SyncStep1(StateVector::default().encode_v1());
+        d.room.handle(Command::Messages(5, vec![step1]));
+    }
+    let copies = d
+        .room
+        .queued
+        .iter()
+        .filter(|(target, _)| matches!(target, crate::room::fanout::Target::One(5)))
+        .count();
+    // Its own sync step 1 from the join, and the two step 2 answers that fit.
+    assert_eq!(copies, 3, "frames built for the member");
+    let closed = outbox.closed_with().map(|(code, _)| code);
+    assert_eq!(closed, Some(weft_protocol::CloseCode::TryAgainLater));
+    d.rt.block_on(d.room.finish_batch());
+}
+
+/// Creates the document with `text` through the API and ends the batch.
+fn api_create(d: &mut DirectRoom, text: &str) {
+    let create = ApiOp::Create {
+        text: Some(text.into()),
+        title: None,
+    };
+    d.room.handle(Command::Api(create, oneshot::channel().0));
+    d.rt.block_on(d.room.finish_batch());
 }

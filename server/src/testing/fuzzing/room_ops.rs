@@ -18,6 +18,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 use crate::outbox::{Data, Outbox};
+use crate::room::diff::{self, Budget, Rewrite};
 use crate::room::registry::RoomContext;
 use crate::room::{self, ApiOp, Command, Incoming, Room};
 use crate::testing::fuzzing::updates::{seed_updates, seed_updates_len, UpdateSource};
@@ -189,14 +190,7 @@ impl RoomHarness {
                 self.send(conn % CONNS, vec![Message::Control(typing)]);
             }
             RoomOp::Frame { conn, bytes } => self.frame(conn % CONNS, &bytes),
-            RoomOp::ApiText { replace, text } => {
-                let op = if replace {
-                    ApiOp::SetText(text)
-                } else {
-                    ApiOp::Append(text)
-                };
-                self.api(op);
-            }
+            RoomOp::ApiText { replace, text } => self.api_text(replace, text),
             RoomOp::ApiUpdate(update) => {
                 let bytes = update.bytes(&self.pool);
                 self.api(ApiOp::ApplyUpdate(bytes));
@@ -302,6 +296,23 @@ impl RoomHarness {
         self.room.handle(Command::Messages(id, msgs));
     }
 
+    /// The API appends `text`, or replaces the text with it: planned away from the room against
+    /// its current text as `PUT text` does (even lengths), or planned by the room itself, as
+    /// when that keeps meeting other edits (odd lengths).
+    fn api_text(&mut self, replace: bool, text: String) {
+        let op = match replace {
+            false => ApiOp::Append(text),
+            true if text.len() % 2 == 1 => ApiOp::SetText(text),
+            true => {
+                let base =
+                    catch_unwind(AssertUnwindSafe(|| content(self.room.doc()))).unwrap_or_default();
+                let splices = diff::plan(&base, &text, Budget::Blocking);
+                ApiOp::Rewrite(Rewrite { base, splices })
+            }
+        };
+        self.api(op);
+    }
+
     /// An API request, sent as `RoomHandle::api` sends it: writes through the room's inbox.
     fn api(&mut self, op: ApiOp) {
         let (reply, _) = oneshot::channel();
@@ -402,6 +413,14 @@ impl RoomHarness {
         };
         assert_eq!(stored, text, "the store and the room disagree");
     }
+}
+
+/// The text of `content` in `doc` (empty when it has none).
+fn content(doc: &Doc) -> String {
+    let txn = doc.transact();
+    txn.get_text("content")
+        .map(|t| t.get_string(&txn))
+        .unwrap_or_default()
 }
 
 /// The text of `content` in a fresh document that applies `state`; `None` if it does not
