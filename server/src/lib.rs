@@ -13,9 +13,10 @@
 //!   refuse bytes that crashed the process.
 //! - `room/`: one actor per open document, sole owner of the yrs `Doc` and the awareness table:
 //!   validate → apply → make durable → fan out; compaction; the registry of open rooms.
-//! - `net/`: the per-socket loop (limits, writer queue, close handshake), the y-websocket
-//!   connection that decodes frames with `weft-protocol` and hands them to a room, and the echo
-//!   handler for the conformance run.
+//! - `net/`: the TCP accept loop (HTTP connection cap, deadlines, the read budget for
+//!   unfinished WebSocket messages), the per-socket loop (limits, writer queue, close
+//!   handshake), the y-websocket connection that decodes frames with `weft-protocol` and hands
+//!   them to a room, and the echo handler for the conformance run.
 //! - `http/`: the axum `Router` built in one place, the JSON API, the dashboard and `/metrics`,
 //!   the embedded editor pages, and the access policy (which token covers what).
 //! - `server` and [`cli`]: wiring, the binaries' entry point; `backup`: the `weft backup` and
