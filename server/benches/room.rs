@@ -3,7 +3,8 @@
 //! one member, only the writer gets its echo: that is the apply cost), and a fresh member
 //! joining a ~100k-character document (its sync step 1 answered with the whole document as
 //! step 2), both while the room can reuse the last encoding and right after an edit, when it
-//! cannot. Run with `cargo bench -p weft-server`.
+//! cannot; and planning `PUT text`'s edits for large rewrites (bounded in time, off the room).
+//! Run with `cargo bench -p weft-server`.
 //!
 //! The room runs in-process through `weft_server::bench` (the actor's code without its task or
 //! mailbox), with relaxed durability and a store in a temporary directory, so the times are the
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use weft_protocol::Message;
-use weft_server::bench::{BenchRoom, MemberId};
+use weft_server::bench::{plan_put_text, BenchRoom, MemberId};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Text, TextRef, Transact};
@@ -217,5 +218,49 @@ fn join(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, keystroke, join);
+/// `lines` lines of random words, from a fixed seed.
+fn random_text(seed: u64, lines: usize) -> String {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut text = String::new();
+    for _ in 0..lines {
+        for _ in 0..rng.usize(3..12) {
+            let len = rng.usize(2..9);
+            text.extend((0..len).map(|_| rng.alphabetic()));
+            text.push(' ');
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// `text` with every third line replaced by a new random one.
+fn rewrite_third(text: &str, seed: u64) -> String {
+    let fresh = random_text(seed, text.lines().count());
+    text.lines()
+        .zip(fresh.lines())
+        .enumerate()
+        .map(|(i, (old, new))| if i % 3 == 0 { new } else { old })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Planning `PUT text`'s edits: the work that used to run, unbounded, on the room's task (a
+/// character diff of the whole rewrite: seconds for 30,000 characters, hours for 1 MB).
+fn put_text_plan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("put_text_plan");
+    group.sample_size(10);
+    let old = random_text(1, 600);
+    let new = random_text(2, 600);
+    group.bench_function(format!("{} chars, rewritten whole", old.len()), |b| {
+        b.iter(|| black_box(plan_put_text(&old, &new)))
+    });
+    let big = random_text(3, 4_000);
+    let edited = rewrite_third(&big, 4);
+    group.bench_function(format!("{} chars, a third of the lines", big.len()), |b| {
+        b.iter(|| black_box(plan_put_text(&big, &edited)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, keystroke, join, put_text_plan);
 criterion_main!(benches);

@@ -122,3 +122,10 @@ fn take(rx: &mut mpsc::Receiver<Data>, got: &mut Delivered) {
         };
     }
 }
+
+/// Plans `PUT /api/docs/{id}/text`'s rewrite of `old` into `new` exactly as the server does off
+/// the room (the blocking thread's budget); returns how many splices the plan has.
+pub fn plan_put_text(old: &str, new: &str) -> usize {
+    use crate::room::diff::{plan, Budget};
+    plan(old, new, Budget::Blocking).len()
+}
