@@ -25,7 +25,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use weft_protocol::NoticeLevel;
+use weft_protocol::{Limits, NoticeLevel, RoomName};
 
 use crate::error::ApiError;
 use crate::http::extract::{
@@ -36,7 +36,7 @@ use crate::http::AppState;
 use crate::room::calls::{Committed, DocRoom, RoomCallError};
 use crate::room::registry::RoomContext;
 use crate::room::ApiOpError;
-use crate::store::DocMeta;
+use crate::store::{DocMeta, Store, StoreError};
 use crate::token::Access;
 
 /// Largest page `GET /api/docs` returns, whatever `limit` asks for.
@@ -163,22 +163,17 @@ struct DocPage {
 }
 
 impl DocPage {
-    /// The page of `metas` that `q` asks for, most recently edited first, with the connections
-    /// open on each document by `live`.
-    fn new(mut metas: Vec<DocMeta>, live: &HashMap<String, u32>, q: &ListQuery) -> Self {
-        metas.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
-        let total = metas.len();
-        let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    /// The page `metas` starting at `offset` of `total` documents, with the connections open
+    /// on each document by `live`.
+    fn new(metas: Vec<DocMeta>, total: usize, offset: usize, live: &HashMap<String, u32>) -> Self {
         let docs: Vec<DocSummary> = metas
             .into_iter()
-            .skip(q.offset)
-            .take(limit)
             .map(|m| {
                 let users = live.get(&m.id).copied().unwrap_or(0);
                 DocSummary::new(m, users)
             })
             .collect();
-        let end = q.offset.saturating_add(docs.len());
+        let end = offset.saturating_add(docs.len());
         Self {
             next_offset: (end < total).then_some(end),
             docs,
@@ -304,8 +299,33 @@ async fn list_docs(
     State(ctx): State<Arc<RoomContext>>,
 ) -> Result<Json<DocPage>, ApiError> {
     let store = ctx.store.clone();
-    let metas = blocking(move || store.list()).await?;
-    Ok(Json(DocPage::new(metas, &ctx.live_users(), &q)))
+    let (offset, limit) = (q.offset, q.limit.unwrap_or(100).clamp(1, MAX_PAGE));
+    let (metas, total) = blocking(move || page_of(store.as_ref(), offset, limit)).await?;
+    Ok(Json(DocPage::new(metas, total, offset, &ctx.live_users())))
+}
+
+/// The documents from `offset` (most recently edited first), at most `limit`, with their
+/// titles, and how many there are in all. Only the page's titles are read: a listing of many
+/// documents with long titles costs no more than its page.
+fn page_of(
+    store: &dyn Store,
+    offset: usize,
+    limit: usize,
+) -> Result<(Vec<DocMeta>, usize), StoreError> {
+    let mut metas = store.list_untitled()?;
+    metas.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
+    let total = metas.len();
+    let mut page: Vec<DocMeta> = metas.into_iter().skip(offset).take(limit).collect();
+    for meta in &mut page {
+        let limits = Limits {
+            max_room_name: meta.id.len().max(Limits::DEFAULT.max_room_name),
+            ..Limits::DEFAULT
+        };
+        if let Ok(name) = RoomName::parse(&meta.id, &limits) {
+            meta.title = store.meta(&name)?.and_then(|m| m.title);
+        }
+    }
+    Ok((page, total))
 }
 
 /// Creates a document, optionally with initial text and a title. Needs write access to every

@@ -184,6 +184,16 @@ impl MetaRec {
 
     /// Reads a stored record of `doc`.
     pub(super) fn decode(doc: &str, bytes: &[u8]) -> Result<Self, StoreError> {
+        Self::decode_with(doc, bytes, true)
+    }
+
+    /// Decodes a record without its title (`title` is `None`): what a listing sorts and pages
+    /// by, without reading every document's title.
+    pub(super) fn decode_untitled(doc: &str, bytes: &[u8]) -> Result<Self, StoreError> {
+        Self::decode_with(doc, bytes, false)
+    }
+
+    fn decode_with(doc: &str, bytes: &[u8], with_title: bool) -> Result<Self, StoreError> {
         match bytes.first() {
             Some(&META_VERSION) => {}
             Some(v) => return Err(corrupt(doc, format!("metadata version {v}"))),
@@ -201,6 +211,7 @@ impl MetaRec {
         let flag = bytes[META_FIXED_LEN - 1];
         let title = match flag {
             0 if title_bytes.is_empty() => None,
+            1 | 2 if !with_title => None,
             1 | 2 => Some(
                 std::str::from_utf8(title_bytes)
                     .map_err(|_| corrupt(doc, "metadata title is not UTF-8"))?

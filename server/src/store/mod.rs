@@ -212,6 +212,11 @@ pub trait Store: Send + Sync + 'static {
     fn meta(&self, doc: &RoomName) -> Result<Option<DocMeta>, StoreError>;
     /// Lists the metadata of every document, sorted by id, without reading content.
     fn list(&self) -> Result<Vec<DocMeta>, StoreError>;
+    /// As [`Store::list`], with every `title` left `None`: what a listing sorts and pages by,
+    /// without decoding every document's title (the page's titles come from [`Store::meta`]).
+    fn list_untitled(&self) -> Result<Vec<DocMeta>, StoreError> {
+        self.list()
+    }
     /// How many documents are stored, without reading them (for metrics).
     fn doc_count(&self) -> u64;
     /// Deletes snapshot, log, quarantine and metadata of `doc`; `true` if anything existed.

@@ -208,6 +208,53 @@ impl SledStore {
         }
         Ok(out)
     }
+
+    /// Every document's metadata, sorted by id; titles only `with_titles`.
+    fn list_with(&self, with_titles: bool) -> Result<Vec<DocMeta>, StoreError> {
+        let mut out = BTreeMap::new();
+        for kv in self.docs.scan_prefix([TAG_META, 0]) {
+            let (key, value) = kv?;
+            let raw_id = key.get(2..).unwrap_or_default();
+            let Ok(id) = std::str::from_utf8(raw_id) else {
+                let id = String::from_utf8_lossy(raw_id);
+                tracing::error!(doc = ?id, "skipping metadata record: key is not UTF-8");
+                continue;
+            };
+            let decoded = if with_titles {
+                MetaRec::decode(id, &value)
+            } else {
+                MetaRec::decode_untitled(id, &value)
+            };
+            match decoded {
+                Ok(meta) => {
+                    out.insert(id.to_owned(), meta.to_doc_meta(id));
+                }
+                // One bad record must not hide every other document; `meta(id)` reports it.
+                Err(e) => tracing::error!(doc = id, error = %e, "skipping metadata record"),
+            }
+        }
+        // Cached metadata is authoritative (appends write it to disk lazily).
+        let entries = lock(&self.cache).entries();
+        for entry in entries {
+            let slot = lock(&entry.slot);
+            if !slot.loaded {
+                continue;
+            }
+            match &slot.meta {
+                Some(meta) => {
+                    let mut meta = meta.to_doc_meta(&entry.id);
+                    if !with_titles {
+                        meta.title = None;
+                    }
+                    out.insert(entry.id.clone(), meta);
+                }
+                None => {
+                    out.remove(&entry.id);
+                }
+            }
+        }
+        Ok(out.into_values().collect())
+    }
 }
 
 impl Store for SledStore {
@@ -389,40 +436,11 @@ impl Store for SledStore {
     }
 
     fn list(&self) -> Result<Vec<DocMeta>, StoreError> {
-        let mut out = BTreeMap::new();
-        for kv in self.docs.scan_prefix([TAG_META, 0]) {
-            let (key, value) = kv?;
-            let raw_id = key.get(2..).unwrap_or_default();
-            let Ok(id) = std::str::from_utf8(raw_id) else {
-                let id = String::from_utf8_lossy(raw_id);
-                tracing::error!(doc = ?id, "skipping metadata record: key is not UTF-8");
-                continue;
-            };
-            match MetaRec::decode(id, &value) {
-                Ok(meta) => {
-                    out.insert(id.to_owned(), meta.to_doc_meta(id));
-                }
-                // One bad record must not hide every other document; `meta(id)` reports it.
-                Err(e) => tracing::error!(doc = id, error = %e, "skipping metadata record"),
-            }
-        }
-        // Cached metadata is authoritative (appends write it to disk lazily).
-        let entries = lock(&self.cache).entries();
-        for entry in entries {
-            let slot = lock(&entry.slot);
-            if !slot.loaded {
-                continue;
-            }
-            match &slot.meta {
-                Some(meta) => {
-                    out.insert(entry.id.clone(), meta.to_doc_meta(&entry.id));
-                }
-                None => {
-                    out.remove(&entry.id);
-                }
-            }
-        }
-        Ok(out.into_values().collect())
+        self.list_with(true)
+    }
+
+    fn list_untitled(&self) -> Result<Vec<DocMeta>, StoreError> {
+        self.list_with(false)
     }
 
     fn doc_count(&self) -> u64 {

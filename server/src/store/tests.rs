@@ -8,7 +8,7 @@ use weft_protocol::{Limits, RoomName};
 
 use super::keys::{doc_key, seq_key, PROBE_KEY, TAG_META, TAG_SNAPSHOT, TAG_UPDATE};
 use super::sled_store::lock;
-use super::{SledStore, Store, StoreError, StoredDoc};
+use super::{DocMeta, SledStore, Store, StoreError, StoredDoc};
 
 /// A store in a fresh temporary directory (dropped after the store).
 pub(super) fn open_temp() -> (tempfile::TempDir, SledStore) {
@@ -215,6 +215,25 @@ fn list_reports_titles_and_skips_deleted() {
         ]
     );
     assert_eq!(store.doc_count(), 3);
+    let untitled: Vec<DocMeta> = list
+        .iter()
+        .map(|m| DocMeta {
+            title: None,
+            ..m.clone()
+        })
+        .collect();
+    assert_eq!(
+        store.list_untitled().expect("list untitled"),
+        untitled,
+        "the same documents and metadata, titles left out"
+    );
+    drop(store);
+    let store = SledStore::open(dir.path()).expect("reopen");
+    assert_eq!(
+        store.list_untitled().expect("list untitled from disk"),
+        untitled,
+        "from disk too, where titles are skipped while decoding"
+    );
     assert_eq!(
         store.load(&room("gamma")).expect("load"),
         StoredDoc::default()
