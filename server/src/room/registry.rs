@@ -69,7 +69,11 @@ pub(crate) struct RoomContext {
 /// The connections admitted with a token, by document, with when their token was minted: what
 /// a revocation closes.
 #[derive(Default)]
-pub(crate) struct LiveTokens(Mutex<HashMap<RoomName, HashMap<ConnId, (u64, Outbox)>>>);
+pub(crate) struct LiveTokens(Mutex<TokenHolders>);
+
+/// Per document, each connection admitted with a token: when it was minted, and the outbox that
+/// closes the connection.
+type TokenHolders = HashMap<RoomName, HashMap<ConnId, (u64, Outbox)>>;
 
 /// A connection's entry in [`LiveTokens`], removed when dropped.
 pub(crate) struct TokenHold {
@@ -116,7 +120,7 @@ impl LiveTokens {
         closed
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RoomName, HashMap<ConnId, (u64, Outbox)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TokenHolders> {
         // Single inserts and removes: a panic cannot leave the map half-updated.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
