@@ -4,7 +4,8 @@
 //!
 //! A token is `v1.<claims>.<signature>`: `claims` is base64url (no padding) of a JSON object
 //! `{"doc":"ID"}` or `{"all_docs":true}` plus `"role"` (`read`, `write` or `admin`), `"exp"`
-//! (Unix seconds) and optionally `"sub"` (the user, for notices to one person); `signature` is
+//! (Unix seconds), `"iat"` (when it was minted, Unix seconds; tokens minted before it existed
+//! count as minted at 0) and optionally `"sub"` (the user, for notices to one person); `signature` is
 //! base64url of HMAC-SHA256(secret, `v1.<claims>`), checked in constant time before the claims
 //! are parsed. Tokens are never logged: errors name what was wrong, not the token.
 //!
@@ -12,9 +13,10 @@
 //! every document (the binary warns loudly and refuses non-loopback addresses without
 //! `--allow-open`).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
@@ -117,6 +119,28 @@ struct WireClaims {
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sub: Option<String>,
+    #[serde(default)]
+    iat: u64,
+}
+
+/// A verified token's claims and when it was minted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// What it says.
+    pub claims: Claims,
+    /// When it was minted, Unix seconds (0 for tokens minted before `iat` existed, so that any
+    /// revocation covers them).
+    pub iat: u64,
+}
+
+/// The lifetime of the token a connection was admitted with: it is closed when `exp` passes,
+/// or when its document's tokens issued before some time after `iat` are revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// When it was minted, Unix seconds.
+    pub iat: u64,
+    /// When it expires, Unix seconds.
+    pub exp: u64,
 }
 
 /// The server's token secret. Its `Debug` never shows the bytes, so a logged config is safe.
@@ -173,6 +197,12 @@ pub enum AuthError {
         /// When it expired.
         exp: u64,
     },
+    /// The document's tokens issued before `before` were revoked, this one among them.
+    #[error("tokens for this document issued before {before} (Unix seconds) were revoked")]
+    Revoked {
+        /// The revocation's time.
+        before: u64,
+    },
     /// The token is for another document.
     #[error("the token is not valid for this document")]
     WrongDocument,
@@ -197,7 +227,8 @@ impl AuthError {
             AuthError::Missing
             | AuthError::Malformed(_)
             | AuthError::BadSignature
-            | AuthError::Expired { .. } => StatusCode::UNAUTHORIZED,
+            | AuthError::Expired { .. }
+            | AuthError::Revoked { .. } => StatusCode::UNAUTHORIZED,
             AuthError::WrongDocument | AuthError::InsufficientRole { .. } => StatusCode::FORBIDDEN,
             AuthError::WeakSecret => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -210,6 +241,7 @@ impl AuthError {
             AuthError::Malformed(_) => "token_malformed",
             AuthError::BadSignature => "token_bad_signature",
             AuthError::Expired { .. } => "token_expired",
+            AuthError::Revoked { .. } => "token_revoked",
             AuthError::WrongDocument => "token_wrong_document",
             AuthError::InsufficientRole { .. } => "token_insufficient_role",
             AuthError::WeakSecret => "weak_secret",
@@ -217,8 +249,13 @@ impl AuthError {
     }
 }
 
-/// Signs `claims` into a token.
+/// Signs `claims` into a token issued now (its `iat`).
 pub fn mint(secret: &AuthSecret, claims: &Claims) -> String {
+    mint_at(secret, claims, unix_now())
+}
+
+/// Signs `claims` into a token issued at `iat` (Unix seconds).
+pub fn mint_at(secret: &AuthSecret, claims: &Claims, iat: u64) -> String {
     let (doc, all_docs) = match &claims.scope {
         Scope::Doc(id) => (Some(id.clone()), false),
         Scope::AllDocs => (None, true),
@@ -229,6 +266,7 @@ pub fn mint(secret: &AuthSecret, claims: &Claims) -> String {
         role: claims.role,
         exp: claims.exp,
         sub: claims.sub.clone(),
+        iat,
     };
     // A struct of strings, integers and a bool always serializes.
     let json = serde_json::to_vec(&wire).unwrap_or_default();
@@ -244,6 +282,14 @@ pub fn mint(secret: &AuthSecret, claims: &Claims) -> String {
 /// # Errors
 /// [`AuthError::Malformed`], [`AuthError::BadSignature`] or [`AuthError::Expired`].
 pub fn verify(secret: &AuthSecret, token: &str, now: u64) -> Result<Claims, AuthError> {
+    verify_issued(secret, token, now).map(|v| v.claims)
+}
+
+/// [`verify`], also saying when the token was minted.
+///
+/// # Errors
+/// [`AuthError::Malformed`], [`AuthError::BadSignature`] or [`AuthError::Expired`].
+pub fn verify_issued(secret: &AuthSecret, token: &str, now: u64) -> Result<Verified, AuthError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(AuthError::Malformed("too long"));
     }
@@ -281,11 +327,15 @@ pub fn verify(secret: &AuthSecret, token: &str, now: u64) -> Result<Claims, Auth
     if now >= wire.exp {
         return Err(AuthError::Expired { exp: wire.exp });
     }
-    Ok(Claims {
+    let claims = Claims {
         scope,
         role: wire.role,
         exp: wire.exp,
         sub: wire.sub,
+    };
+    Ok(Verified {
+        claims,
+        iat: wire.iat,
     })
 }
 
@@ -294,6 +344,68 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Revoked tokens, by document: those issued before a document's time are refused. Kept in
+/// memory (loaded from the store at start, written through by the revoke request) so that
+/// authorizing never touches the disk.
+#[derive(Debug, Default)]
+pub(crate) struct Revocations {
+    /// Each document's revocation time, Unix seconds.
+    by_doc: RwLock<HashMap<String, u64>>,
+    /// A time before which every document's tokens are refused: set when the stored
+    /// revocations could not be read, so a failed read refuses old tokens instead of admitting
+    /// revoked ones.
+    floor: u64,
+}
+
+impl Revocations {
+    /// The revocations `stored` lists, as `(document, time)`.
+    pub(crate) fn new(stored: impl IntoIterator<Item = (String, u64)>) -> Self {
+        let mut by_doc = HashMap::new();
+        for (doc, before) in stored {
+            let at = by_doc.entry(doc).or_insert(0);
+            *at = before.max(*at);
+        }
+        Self {
+            by_doc: RwLock::new(by_doc),
+            floor: 0,
+        }
+    }
+
+    /// Revocations that refuse every token issued before `floor`, on every document.
+    pub(crate) fn everything_before(floor: u64) -> Self {
+        Self {
+            floor,
+            ..Self::default()
+        }
+    }
+
+    /// The time before which tokens for `doc` are refused (0: none are).
+    pub(crate) fn before(&self, doc: &str) -> u64 {
+        let map = self.by_doc.read().unwrap_or_else(|p| p.into_inner());
+        map.get(doc).copied().unwrap_or(0).max(self.floor)
+    }
+
+    /// Refuses tokens for `doc` issued before `before`, unless a later revocation already does.
+    pub(crate) fn record(&self, doc: &str, before: u64) {
+        let mut map = self.by_doc.write().unwrap_or_else(|p| p.into_inner());
+        let at = map.entry(doc.to_owned()).or_insert(0);
+        *at = before.max(*at);
+    }
+
+    /// Whether a token for `doc` issued at `iat` is still good: a token issued in the second
+    /// of a revocation is (the granularity is one second).
+    ///
+    /// # Errors
+    /// [`AuthError::Revoked`].
+    pub(crate) fn check(&self, doc: &str, iat: u64) -> Result<(), AuthError> {
+        let before = self.before(doc);
+        if iat < before {
+            return Err(AuthError::Revoked { before });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -373,6 +485,39 @@ mod tests {
             AuthSecret::from_str("short").map(|_| ()),
             Err(AuthError::WeakSecret)
         );
+    }
+
+    /// A minted token carries its `iat`; one without it (minted before `iat` existed) verifies
+    /// as issued at 0.
+    #[test]
+    fn issued_at() {
+        let c = claims(Scope::Doc("notes".into()), Access::Write, 1000);
+        let v = verify_issued(&secret(), &mint_at(&secret(), &c, 77), 1).expect("valid");
+        assert_eq!((v.claims, v.iat), (c.clone(), 77));
+        let old = r#"{"doc":"notes","role":"write","exp":1000,"sub":"alice"}"#;
+        let signed = format!("v1.{}", URL_SAFE_NO_PAD.encode(old));
+        let mut mac = secret().mac();
+        mac.update(signed.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let v = verify_issued(&secret(), &format!("{signed}.{sig}"), 1).expect("valid");
+        assert_eq!((v.claims, v.iat), (c, 0));
+        assert_eq!(AuthError::Revoked { before: 5 }.code(), "token_revoked");
+    }
+
+    /// A revocation refuses tokens issued before it, not those of its second or later; a
+    /// later one only moves forward; the floor covers every document.
+    #[test]
+    fn revocations() {
+        let r = Revocations::new([("a".to_owned(), 10), ("a".to_owned(), 5)]);
+        assert_eq!(r.check("a", 9), Err(AuthError::Revoked { before: 10 }));
+        assert_eq!(r.check("a", 10), Ok(()));
+        assert_eq!(r.check("b", 0), Ok(()));
+        r.record("a", 3);
+        assert_eq!(r.before("a"), 10);
+        r.record("b", 4);
+        assert!(r.check("b", 3).is_err());
+        let all = Revocations::everything_before(20);
+        assert!(all.check("x", 19).is_err() && all.check("x", 20).is_ok());
     }
 
     /// Roles are ordered read < write < admin; admin writes on a socket.

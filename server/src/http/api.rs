@@ -37,7 +37,7 @@ use crate::room::calls::{Committed, DocRoom, RoomCallError};
 use crate::room::registry::RoomContext;
 use crate::room::ApiOpError;
 use crate::store::{DocMeta, Store, StoreError};
-use crate::token::Access;
+use crate::token::{unix_now, Access};
 
 /// Largest page `GET /api/docs` returns, whatever `limit` asks for.
 const MAX_PAGE: usize = 1000;
@@ -84,6 +84,7 @@ pub(crate) fn routes(max_body: usize) -> Router<AppState> {
         .routes(routes!(append_text))
         .routes(routes!(get_update, post_update))
         .routes(routes!(send_notice))
+        .routes(routes!(revoke_tokens))
         .routes(routes!(super::backup::get_backup))
         .split_for_parts();
     // Serialized once: the description is fixed for the life of the binary.
@@ -493,6 +494,40 @@ async fn send_notice(
     Ok(Json(Delivered { delivered }))
 }
 
+/// Revokes every token for the document issued before now (Unix seconds, `revoked_before`):
+/// they are refused from now on (401 `token_revoked`, on a socket 4401) and the connections
+/// admitted with one are closed with 4401 `token_revoked`. All-docs tokens are revoked for this
+/// document too, the caller's own included. Tokens minted in the same second as the
+/// revocation stay valid. Recorded durably, so it survives a restart. Needs the admin role;
+/// the document need not exist.
+#[utoipa::path(
+    post, path = "/api/docs/{id}/revoke", tag = "documents", params(("id" = String, Path)),
+    responses(
+        (status = 200, body = Revoked),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    )
+)]
+async fn revoke_tokens(doc: DocAccess<Admin>) -> Result<Json<Revoked>, ApiError> {
+    let before = unix_now();
+    let (store, name) = (doc.context().store.clone(), doc.name().clone());
+    blocking(move || store.revoke_tokens(&name, before)).await?;
+    let closed = doc.context().revoked(doc.name(), before);
+    Ok(Json(Revoked {
+        revoked_before: before,
+        closed,
+    }))
+}
+
+/// A document's tokens were revoked.
+#[derive(Debug, Serialize, ToSchema)]
+struct Revoked {
+    /// Tokens issued before this time (Unix seconds) are refused.
+    revoked_before: u64,
+    /// Connections that were open with such a token and were closed (code 4401).
+    closed: u32,
+}
+
 /// The id a create names (a fresh UUID when none) and its room, once the id is valid and the
 /// token may write it. The id is in the body, not the path, so no path extractor checks it
 /// ([`SomeDoc`] has checked the token before the body was read); a token for one document may
@@ -506,7 +541,7 @@ fn new_doc(
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let room = parse_id(&ctx.config, &id)?;
     let scope = named.then_some(room.as_str());
-    authorize(&ctx.config, headers, scope, Access::Write)?;
+    authorize(&ctx, headers, scope, Access::Write)?;
     Ok((id, DocRoom::new(ctx, room)))
 }
 

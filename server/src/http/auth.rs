@@ -13,7 +13,9 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::token::{unix_now, verify, Access, AuthError, Scope};
+use crate::token::{
+    unix_now, verify, verify_issued, Access, AuthError, Lifetime, Revocations, Scope, Verified,
+};
 
 /// What a request was granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,10 +24,13 @@ pub(crate) struct Grant {
     pub(crate) access: Access,
     /// The token's user, if any.
     pub(crate) subject: Option<String>,
+    /// When the token was minted and when it expires (`None` in open mode: no token).
+    pub(crate) lifetime: Option<Lifetime>,
 }
 
-/// Decides a request: `doc` is the document it touches (`None` for requests about every
-/// document, such as listing), `need` the access it requires.
+/// Decides a request about every document or none in particular (a listing, a backup): `doc`
+/// is the document it touches, if any, `need` the access it requires. Revocations are not
+/// consulted: a request about one document goes through [`authorize_doc`].
 ///
 /// # Errors
 /// [`AuthError`] saying exactly why the request is refused.
@@ -35,18 +40,50 @@ pub(crate) fn authorize(
     doc: Option<&str>,
     need: Access,
 ) -> Result<Grant, AuthError> {
+    decide(config, None, token, doc, need)
+}
+
+/// [`authorize`] for a request that may touch document `doc`, also refusing a token issued
+/// before the document's revocation (an all-docs token too: it is checked against the document
+/// it touches).
+///
+/// # Errors
+/// [`AuthError`] saying exactly why the request is refused.
+pub(crate) fn authorize_doc(
+    config: &Config,
+    revocations: &Revocations,
+    token: Option<&str>,
+    doc: Option<&str>,
+    need: Access,
+) -> Result<Grant, AuthError> {
+    decide(config, Some(revocations), token, doc, need)
+}
+
+/// The token's signature and expiry, the document, the revocation (when `revocations` is
+/// given), then the role.
+fn decide(
+    config: &Config,
+    revocations: Option<&Revocations>,
+    token: Option<&str>,
+    doc: Option<&str>,
+    need: Access,
+) -> Result<Grant, AuthError> {
     let Some(secret) = &config.auth_secret else {
         return Ok(Grant {
             access: Access::Admin,
             subject: None,
+            lifetime: None,
         });
     };
     let token = token.ok_or(AuthError::Missing)?;
-    let claims = verify(secret, token, unix_now())?;
+    let Verified { claims, iat } = verify_issued(secret, token, unix_now())?;
     match (&claims.scope, doc) {
         (Scope::AllDocs, _) => {}
         (Scope::Doc(id), Some(doc)) if id == doc => {}
         _ => return Err(AuthError::WrongDocument),
+    }
+    if let (Some(revocations), Some(doc)) = (revocations, doc) {
+        revocations.check(doc, iat)?;
     }
     if claims.role < need {
         return Err(AuthError::InsufficientRole {
@@ -57,6 +94,10 @@ pub(crate) fn authorize(
     Ok(Grant {
         access: claims.role,
         subject: claims.sub,
+        lifetime: Some(Lifetime {
+            iat,
+            exp: claims.exp,
+        }),
     })
 }
 
@@ -158,12 +199,20 @@ pub(crate) fn ws_origin(config: &Config, headers: &HeaderMap) -> Result<(), ApiE
 /// The token's [`AuthError`], as an [`ApiError`].
 pub(crate) fn ws_token(
     config: &Config,
+    revocations: &Revocations,
     headers: &HeaderMap,
     params: &WsParams,
     room: &weft_protocol::RoomName,
 ) -> Result<Grant, ApiError> {
     let token = token_of(headers, params.token.as_deref());
-    Ok(authorize(config, token, Some(room.as_str()), Access::Read)?)
+    let doc = Some(room.as_str());
+    Ok(authorize_doc(
+        config,
+        revocations,
+        token,
+        doc,
+        Access::Read,
+    )?)
 }
 
 impl From<AuthError> for ApiError {

@@ -69,7 +69,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        authorize(&Arc::from_ref(state), &parts.headers, None, N::ACCESS)?;
+        let token = auth::token_of(&parts.headers, None);
+        auth::authorize(&Arc::from_ref(state), token, None, N::ACCESS)?;
         Ok(Self(PhantomData))
     }
 }
@@ -116,7 +117,7 @@ where
             .await
             .map_err(|e| ApiError::bad_request("invalid_doc_id", e.body_text()))?;
         let room = parse_id(&ctx.config, &id)?;
-        authorize(&ctx.config, &parts.headers, Some(room.as_str()), N::ACCESS)?;
+        authorize(&ctx, &parts.headers, Some(room.as_str()), N::ACCESS)?;
         Ok(Self {
             ctx,
             room,
@@ -126,6 +127,16 @@ where
 }
 
 impl<N> DocAccess<N> {
+    /// The document's id.
+    pub(crate) fn name(&self) -> &RoomName {
+        &self.room
+    }
+
+    /// What rooms share (the store, the revocations).
+    pub(crate) fn context(&self) -> &Arc<RoomContext> {
+        &self.ctx
+    }
+
     /// The document's metadata, or 404 `doc_not_found`, read from the store without loading it.
     pub(crate) async fn meta(&self) -> Result<DocMeta, ApiError> {
         let store = self.ctx.store.clone();
@@ -274,16 +285,16 @@ fn body_error(status: StatusCode, message: String) -> ApiError {
     ApiError::bad_request("invalid_body", message)
 }
 
-/// Checks the request's bearer token for `need` on `doc`, or on every document when `None`
-/// (granted everything in open mode).
+/// Checks the request's bearer token for `need` on `doc` (revocations included), or on every
+/// document when `None` (granted everything in open mode).
 pub(crate) fn authorize(
-    config: &Config,
+    ctx: &RoomContext,
     headers: &HeaderMap,
     doc: Option<&str>,
     need: Access,
 ) -> Result<(), ApiError> {
     let token = auth::token_of(headers, None);
-    auth::authorize(config, token, doc, need)?;
+    auth::authorize_doc(&ctx.config, &ctx.revocations, token, doc, need)?;
     Ok(())
 }
 

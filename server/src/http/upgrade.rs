@@ -110,7 +110,7 @@ fn admit(
     let room = RoomName::parse(room, &config.limits())
         .map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
     auth::ws_origin(config, headers)?;
-    let grant = match auth::ws_token(config, headers, params, &room) {
+    let grant = match auth::ws_token(config, &state.ctx.revocations, headers, params, &room) {
         Ok(grant) => grant,
         Err(e) => {
             return Err(match state.take_slots(client) {
@@ -207,6 +207,7 @@ impl AppState {
             room,
             role: grant.access.ws_role(),
             subject: grant.subject,
+            lifetime: grant.lifetime,
             budget: AddressBudget {
                 limiter: self.address_bytes.clone(),
                 ip: client.ip(),

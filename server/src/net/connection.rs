@@ -7,6 +7,10 @@
 //! [`CloseCode::InvalidData`]; a connection that has not sent sync step 1 within the handshake
 //! timeout is closed with [`CloseCode::Policy`] (stock clients send it at once, so a silent
 //! socket is only holding a slot).
+//!
+//! A connection admitted with a token is closed with [`CloseCode::Unauthorized`] (4401) and
+//! reason `token_expired` when the token expires, and `token_revoked` when its document's tokens
+//! are revoked (`RoomContext::revoked`); the client needs a fresh token to come back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +24,10 @@ use crate::metrics::Metrics;
 use crate::net::metered::ReadMeter;
 use crate::net::socket::{self, truncate_reason, AddressBudget, Handler, Progress};
 use crate::outbox::{Data, Ending, Outbox};
-use crate::room::registry::RoomContext;
+use crate::room::registry::{RoomContext, TokenHold};
 use crate::room::{Command, ConnId, JoinError, Joiner, RoomHandle};
+use crate::store::now_ms;
+use crate::token::Lifetime;
 
 /// Who is on the other end and what they asked for.
 pub(crate) struct Peer {
@@ -35,6 +41,8 @@ pub(crate) struct Peer {
     pub(crate) role: Role,
     /// The user its token names, if any.
     pub(crate) subject: Option<String>,
+    /// When its token was minted and expires (`None` in open mode).
+    pub(crate) lifetime: Option<Lifetime>,
     /// The byte budget it shares with the other connections from its address.
     pub(crate) budget: AddressBudget,
     /// What it has read of messages not yet whole, charged to the server's read budget.
@@ -51,6 +59,7 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<RoomContext>, peer: Peer) 
         peer,
         uuid,
         room: None,
+        token: None,
     };
     let meter = connection.peer.meter.take();
     let ending = socket::serve(socket, &mut connection, &ctx.config, &ctx.shutdown, meter)
@@ -73,10 +82,66 @@ struct Connection {
     limits: Limits,
     /// The room, once joined.
     room: Option<RoomHandle>,
+    /// What closes it when its token expires or is revoked, while it lasts.
+    token: Option<TokenWatch>,
+}
+
+/// A connection's token watch: its entry among the document's token holders (which a
+/// revocation closes) and the timer that closes it at expiry. Both end when it is dropped.
+struct TokenWatch {
+    _hold: TokenHold,
+    expiry: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TokenWatch {
+    fn drop(&mut self) {
+        self.expiry.abort();
+    }
+}
+
+impl Connection {
+    /// Starts watching the connection's token, if it has one: refused at once (4401
+    /// `token_revoked`) when a revocation recorded since it was authorized covers it.
+    fn watch_token(&mut self, outbox: &Outbox) -> Result<(), Ending> {
+        let Some(lifetime) = self.peer.lifetime else {
+            return Ok(());
+        };
+        let room = &self.peer.room;
+        let hold = self
+            .ctx
+            .tokens
+            .hold(room, self.peer.id, lifetime.iat, outbox.clone());
+        // Checked after entering the holders: a revocation either sees this entry or was
+        // recorded before this check.
+        if self
+            .ctx
+            .revocations
+            .check(room.as_str(), lifetime.iat)
+            .is_err()
+        {
+            return Err(Ending::Close(
+                CloseCode::Unauthorized,
+                "token_revoked".into(),
+            ));
+        }
+        let left =
+            Duration::from_millis(lifetime.exp.saturating_mul(1000).saturating_sub(now_ms()));
+        let outbox = outbox.clone();
+        let expiry = tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            outbox.close(CloseCode::Unauthorized, "token_expired");
+        });
+        self.token = Some(TokenWatch {
+            _hold: hold,
+            expiry,
+        });
+        Ok(())
+    }
 }
 
 impl Handler for Connection {
     async fn open(&mut self, outbox: Outbox) -> Result<(), Ending> {
+        self.watch_token(&outbox)?;
         let joiner = Joiner {
             id: self.peer.id,
             uuid: self.uuid.clone(),
@@ -136,6 +201,7 @@ impl Handler for Connection {
     }
 
     async fn closed(&mut self) {
+        self.token = None;
         if let Some(room) = &self.room {
             room.send(Command::Leave(self.peer.id)).await;
         }

@@ -11,6 +11,11 @@
 //! registry remembers it as stopping until its registration is dropped, and a new incarnation of
 //! the same name waits for that before it loads. Otherwise a delete served by the new one could
 //! be undone by the old one's compaction writing the snapshot back.
+//!
+//! The context also keeps the token revocations (loaded from the store once, so authorizing
+//! never reads the disk) and the connections admitted with a token, by document: a revocation
+//! closes those whose token it covers. Tokens are the connections' business, not the room's:
+//! the room never sees them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,15 +24,20 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use weft_protocol::RoomName;
 
+use tracing::error;
+use weft_protocol::CloseCode;
+
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::room::{ApiOp, ApiOpError, ApiReply, JoinError, Joiner, Room, RoomHandle};
+use crate::outbox::Outbox;
+use crate::room::{ApiOp, ApiOpError, ApiReply, ConnId, JoinError, Joiner, Room, RoomHandle};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 use crate::store::commit::GroupCommit;
 use crate::store::inflight::InFlight;
 use crate::store::log::{DurableLog, StoreLog};
 use crate::store::Store;
+use crate::token::{unix_now, Revocations};
 
 /// How many times a join retries a room that was unloading at that very moment.
 const JOIN_RETRIES: usize = 5;
@@ -48,8 +58,84 @@ pub(crate) struct RoomContext {
     pub(crate) metrics: Arc<Metrics>,
     /// In-flight marks around every yrs apply, and the hashes of updates that crashed it.
     pub(crate) inflight: Arc<InFlight>,
+    /// Which documents' tokens are revoked, and since when (a copy of the store's record).
+    pub(crate) revocations: Revocations,
+    /// The connections admitted with a token, by document.
+    pub(crate) tokens: Arc<LiveTokens>,
     rooms: Arc<Rooms>,
     generation: AtomicU64,
+}
+
+/// The connections admitted with a token, by document, with when their token was minted: what
+/// a revocation closes.
+#[derive(Default)]
+pub(crate) struct LiveTokens(Mutex<TokenHolders>);
+
+/// Per document, each connection admitted with a token: when it was minted, and the outbox that
+/// closes the connection.
+type TokenHolders = HashMap<RoomName, HashMap<ConnId, (u64, Outbox)>>;
+
+/// A connection's entry in [`LiveTokens`], removed when dropped.
+pub(crate) struct TokenHold {
+    tokens: Arc<LiveTokens>,
+    room: RoomName,
+    conn: ConnId,
+}
+
+impl LiveTokens {
+    /// Enters connection `conn` to `room`, admitted with a token minted at `iat`, closed through
+    /// `outbox` if revoked; it stays until the returned hold is dropped.
+    pub(crate) fn hold(
+        self: &Arc<Self>,
+        room: &RoomName,
+        conn: ConnId,
+        iat: u64,
+        outbox: Outbox,
+    ) -> TokenHold {
+        let mut map = self.lock();
+        map.entry(room.clone())
+            .or_default()
+            .insert(conn, (iat, outbox));
+        TokenHold {
+            tokens: self.clone(),
+            room: room.clone(),
+            conn,
+        }
+    }
+
+    /// Closes `room`'s connections whose token was minted before `before` with 4401
+    /// `token_revoked`; returns how many.
+    pub(crate) fn close_before(&self, room: &RoomName, before: u64) -> u32 {
+        let map = self.lock();
+        let Some(conns) = map.get(room) else {
+            return 0;
+        };
+        let mut closed = 0;
+        for (iat, outbox) in conns.values() {
+            if *iat < before {
+                outbox.close(CloseCode::Unauthorized, "token_revoked");
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TokenHolders> {
+        // Single inserts and removes: a panic cannot leave the map half-updated.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for TokenHold {
+    fn drop(&mut self) {
+        let mut map = self.tokens.lock();
+        if let Some(conns) = map.get_mut(&self.room) {
+            conns.remove(&self.conn);
+            if conns.is_empty() {
+                map.remove(&self.room);
+            }
+        }
+    }
 }
 
 /// The open rooms by name, and those that left the registry but have not stopped yet.
@@ -177,6 +263,8 @@ impl RoomContext {
     ) -> Self {
         let log = Arc::new(StoreLog::new(store.clone(), commit));
         Self {
+            revocations: load_revocations(store.as_ref()),
+            tokens: Arc::default(),
             store,
             log,
             config,
@@ -254,6 +342,14 @@ impl RoomContext {
         ))
     }
 
+    /// Refuses `room`'s tokens minted before `before` from now on (the store has recorded it)
+    /// and closes the connections admitted with one; returns how many were closed.
+    pub(crate) fn revoked(&self, room: &RoomName, before: u64) -> u32 {
+        // Recorded first: a connection that registers after the sweep checks the record.
+        self.revocations.record(room.as_str(), before);
+        self.tokens.close_before(room, before)
+    }
+
     /// Connections per open room, by room name.
     pub(crate) fn live_users(&self) -> HashMap<String, u32> {
         self.lock()
@@ -281,6 +377,18 @@ impl RoomContext {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         lock(&self.rooms)
+    }
+}
+
+/// The store's revocations; when they cannot be read, every token minted before now is
+/// refused (on every document) rather than a revoked one admitted.
+fn load_revocations(store: &dyn Store) -> Revocations {
+    match store.revocations() {
+        Ok(stored) => Revocations::new(stored),
+        Err(e) => {
+            error!(error = %e, "reading token revocations failed: refusing every token minted before now");
+            Revocations::everything_before(unix_now())
+        }
     }
 }
 

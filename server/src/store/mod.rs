@@ -68,7 +68,8 @@
 //! encodings, `pieces.rs` values in pieces, `sled_store.rs` [`SledStore`], `cache.rs` its
 //! metadata cache, `open.rs` opening a data directory, `flusher.rs` the flush thread and its
 //! deadline, `health.rs` the failed state, `fsync.rs` the syncs sled leaves out; `commit.rs`
-//! batches flushes across rooms and `inflight.rs` keeps the crash marks beside the database.
+//! batches flushes across rooms and `inflight.rs` keeps the crash marks beside the database;
+//! `revocations.rs` the token revocations, in a tree of their own.
 
 mod cache;
 mod flusher;
@@ -77,6 +78,7 @@ mod health;
 mod keys;
 mod open;
 mod pieces;
+mod revocations;
 mod sled_store;
 #[cfg(test)]
 mod tests;
@@ -235,6 +237,19 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::health`], then writes, removes and flushes a probe key: fails if the store cannot
     /// write to disk. Bounded by the flush deadline; immediate once the store has failed.
     fn check_writable(&self) -> Result<(), StoreError>;
+    /// Records durably (flushed before it returns) that tokens for `doc` issued before `before`
+    /// (Unix seconds) are refused; an earlier time than one recorded changes nothing. Stores
+    /// that keep no revocations refuse.
+    fn revoke_tokens(&self, doc: &RoomName, before: u64) -> Result<(), StoreError> {
+        let _ = (doc, before);
+        Err(StoreError::Failed(
+            "this store keeps no token revocations".into(),
+        ))
+    }
+    /// Every revocation recorded with [`Store::revoke_tokens`], as `(document, time)`.
+    fn revocations(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Now, in milliseconds since the Unix epoch (0 if the clock is before 1970).

@@ -513,6 +513,14 @@ impl Store for SledStore {
             .map_err(|e| self.health.fail_on(&e))?;
         self.flush()
     }
+
+    fn revoke_tokens(&self, doc: &RoomName, before: u64) -> Result<(), StoreError> {
+        self.write_revocation(doc, before)
+    }
+
+    fn revocations(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read_revocations()
+    }
 }
 
 impl Drop for SledStore {
