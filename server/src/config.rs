@@ -157,6 +157,17 @@ pub struct Config {
     )]
     pub relaxed_flush_ms: u64,
 
+    /// Seconds a flush may take before the store gives up on it: the store then fails (it
+    /// refuses writes, `/readyz` answers 503, the server exits non-zero on shutdown) instead of
+    /// leaving every writer waiting on a stalled disk.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_FLUSH_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub flush_timeout_secs: u64,
+
     /// Largest WebSocket message accepted, in bytes; larger ones close the socket with 1009.
     #[arg(long, global = true, env = "WEFT_MAX_MESSAGE", default_value_t = Limits::DEFAULT.max_message)]
     pub max_message: usize,
@@ -392,6 +403,11 @@ impl Config {
         Duration::from_secs(self.ping_secs.max(1))
     }
 
+    /// The longest a flush may take before the store fails (at least one second).
+    pub fn flush_deadline(&self) -> Duration {
+        Duration::from_secs(self.flush_timeout_secs.max(1))
+    }
+
     /// How long an empty room stays loaded.
     pub fn idle_unload(&self) -> Duration {
         Duration::from_secs(self.idle_unload_secs)
@@ -427,6 +443,7 @@ mod tests {
         assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(c.data, PathBuf::from("./data"));
         assert_eq!(c.durability, Durability::Strict);
+        assert_eq!(c.flush_deadline(), Duration::from_secs(10));
     }
 
     /// Open mode is refused on a network address unless allowed, and always fine on loopback.

@@ -107,8 +107,18 @@ impl Outbox {
 
     /// Closes the connection with a close frame.
     pub(crate) fn close(&self, code: CloseCode, reason: &str) {
-        self.closer.end(Ending::Close(code, reason.to_owned()));
+        self.closer
+            .end(Ending::Close(code, truncate_reason(reason)));
     }
+}
+
+/// `reason` cut to the 123 bytes a WebSocket close frame may carry, on a character boundary.
+pub(crate) fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
 }
 
 #[cfg(any(test, feature = "fuzzing"))]

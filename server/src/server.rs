@@ -60,7 +60,7 @@ impl Server {
         tracing::warn!(
             "built with fault injection: WEFT_FAULT_ABORT_ON_UPDATE_CONTAINING aborts the process"
         );
-        let store = SledStore::open(&config.data)?;
+        let store = SledStore::open_with(&config.data, config.flush_deadline())?;
         // Before any room loads: a mark left behind names bytes that must not be replayed.
         let (inflight, _left) = InFlight::open(&config.data, &store).map_err(|e| match e {
             inflight::OpenError::Store(e) => ServerError::Store(e),

@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use weft_protocol::Control;
 use weft_tests::{weft_binary, Client, Outcome, WeftProcess, WAIT};
 
 /// How long a stopping server may take once its store has failed: no flush is waited on for
@@ -367,5 +368,131 @@ async fn large_updates_and_snapshots_are_stored_in_pieces() -> anyhow::Result<()
     drop(reader);
     assert!(weft.terminate().await?.success(), "log:\n{}", weft.log());
     assert_eq!(blob_files(&data), 0);
+    Ok(())
+}
+
+/// Waits (at most `within`) for the server to close `client` because its edit was not saved:
+/// a control `not_saved` error naming the cause first, then close 1011 "not saved: …".
+async fn assert_not_saved(
+    client: &Client,
+    weft: &WeftProcess,
+    within: Duration,
+    cause: &str,
+) -> anyhow::Result<()> {
+    let (code, reason) = tokio::time::timeout(within, client.wait_close())
+        .await
+        .with_context(|| format!("not closed within {within:?}; log:\n{}", weft.log()))?
+        .with_context(|| format!("no close frame; log:\n{}", weft.log()))?;
+    assert_eq!(code, 1011, "closed with {code} {reason:?}");
+    assert!(
+        reason.starts_with("not saved: ") && reason.contains(cause) && reason.len() <= 123,
+        "close reason {reason:?}"
+    );
+    let told = client.controls().into_iter().any(|c| {
+        matches!(c, Control::Error { code, message } if code == "not_saved" && message.contains(cause))
+    });
+    assert!(
+        told,
+        "no not_saved error; controls: {:?}",
+        client.controls()
+    );
+    Ok(())
+}
+
+/// A join to `doc` after its unsaved edits were lost is refused with the store's reason (the
+/// data directory removed), and never shows `lost` (edits held only in memory).
+async fn assert_join_refused(weft: &WeftProcess, doc: &str, lost: &str) -> anyhow::Result<()> {
+    let late = Client::connect(&weft.room_url(doc)).await?;
+    let (code, reason) = late.wait_close().await.with_context(|| {
+        format!(
+            "join not refused; text {:?}; log:\n{}",
+            late.text(),
+            weft.log()
+        )
+    })?;
+    assert_eq!(code, 1011, "join answered {code} {reason:?}");
+    assert!(
+        reason.starts_with("document could not be loaded") && reason.contains("removed"),
+        "{reason}"
+    );
+    assert!(
+        !late.text().contains(lost),
+        "served unsaved edits: {:?}",
+        late.text()
+    );
+    Ok(())
+}
+
+/// `PUT text` on `doc`: refused with 503 `store_failed`.
+async fn assert_api_write_refused(weft: &WeftProcess, doc: &str) -> anyhow::Result<()> {
+    let put = reqwest::Client::new()
+        .put(format!("{}/api/docs/{doc}/text", weft.http_base()))
+        .body("replaced")
+        .timeout(WAIT)
+        .send()
+        .await
+        .context("PUT text did not answer")?;
+    let status = put.status().as_u16();
+    let body = put.text().await.unwrap_or_default();
+    assert_eq!(status, 503, "PUT text on {doc}: {body}");
+    assert!(body.contains("store_failed"), "{body}");
+    Ok(())
+}
+
+/// Once the store fails, a writer that opted in to control messages learns its edit was not
+/// saved and why; a new join to that document is refused instead of being served edits that
+/// never reached the disk; API writes answer 503 `store_failed`, on that document and on one
+/// whose edits were all saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_store_tells_writers_and_serves_no_unsaved_state() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let mut weft = WeftProcess::spawn(&data, &[]).await?;
+    let other = Client::connect_synced(&weft.room_url("other")).await?;
+    other.push("saved elsewhere")?;
+    other.wait_acked().await?;
+    let writer = Client::connect_synced(&weft.room_url("doc")).await?;
+    writer.hello().await?;
+    writer.push("saved first")?;
+    writer.wait_acked().await?;
+
+    std::fs::remove_dir_all(&data)?;
+    writer.push(" never saved")?;
+    assert_not_saved(&writer, &weft, WAIT, "removed").await?;
+    assert_join_refused(&weft, "doc", "never saved").await?;
+    assert_api_write_refused(&weft, "doc").await?;
+    assert_api_write_refused(&weft, "other").await?;
+
+    let status = weft.terminate_within(EXIT_WITHIN).await?;
+    assert!(!status.success(), "exited with {status}");
+    Ok(())
+}
+
+/// Relaxed durability broadcasts before the flush: when the flush then fails, the writer still
+/// learns, within a bounded time, that its edit was not saved, and the document is not served
+/// from memory afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_writer_learns_its_flush_failed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let mut weft = WeftProcess::spawn(&data, &["--durability", "relaxed"]).await?;
+    let writer = Client::connect_synced(&weft.room_url("doc")).await?;
+    writer.hello().await?;
+    writer.push("saved first")?;
+    weft_tests::wait_until("saved", WAIT, || {
+        writer
+            .controls()
+            .iter()
+            .any(|c| matches!(c, Control::Saved { .. }))
+    })
+    .await?;
+
+    std::fs::remove_dir_all(&data)?;
+    writer.push(" never saved")?;
+    assert_not_saved(&writer, &weft, Duration::from_secs(5), "removed").await?;
+    assert_join_refused(&weft, "doc", "never saved").await?;
+
+    let status = weft.terminate_within(EXIT_WITHIN).await?;
+    assert!(!status.success(), "exited with {status}");
     Ok(())
 }

@@ -136,6 +136,8 @@ struct DocSummary {
     update_count: u64,
     /// Connections open on the document now.
     users: u32,
+    /// Stored updates set aside because they did not apply when the document loaded.
+    quarantined: u64,
 }
 
 impl DocSummary {
@@ -148,6 +150,7 @@ impl DocSummary {
             updated_ms: m.updated_ms,
             size_bytes: m.size_bytes,
             update_count: m.update_count,
+            quarantined: m.quarantined,
         }
     }
 }
@@ -570,6 +573,9 @@ impl From<RoomCallError> for ApiError {
             }
             RoomCallError::Op(ApiOpError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "doc_unavailable")
+            }
+            RoomCallError::Op(ApiOpError::StoreFailed(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_failed")
             }
             RoomCallError::Op(ApiOpError::Storage(_)) | RoomCallError::Unexpected(_) => {
                 return ApiError::internal(message)

@@ -383,9 +383,10 @@ async fn send_close(
         })
         .await;
     }
+    // Whatever ended the connection, a reason past 123 bytes would make the frame invalid.
     let frame = CloseFrame {
         code: code.code(),
-        reason: reason.into(),
+        reason: truncate_reason(&reason).into(),
     };
     let _ = tokio::time::timeout(
         CLOSE_WRITE_TIMEOUT,
@@ -527,14 +528,8 @@ fn tungstenite_error(e: &axum::Error) -> Option<&tungstenite::Error> {
     None
 }
 
-/// Close reasons are limited to 123 bytes by RFC 6455.
-pub(crate) fn truncate_reason(reason: &str) -> String {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_owned()
-}
+/// Close reasons are cut where the outbox cuts them (shared with the room).
+pub(crate) use crate::outbox::truncate_reason;
 
 #[cfg(test)]
 mod tests {

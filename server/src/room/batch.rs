@@ -1,13 +1,13 @@
 //! The end of a batch: one request to the durable log makes every write of the batch durable
 //! (strict: awaited here; relaxed: the room says `saved` when the flush lands), then the API
 //! replies are answered and every queued frame fans out, in order. A batch that cannot be made
-//! durable acknowledges nothing: its members are closed, its replies fail and the document is
-//! rebuilt from the store.
+//! durable acknowledges nothing: its members are told `not_saved` and closed, its replies fail
+//! and the document is rebuilt from the store (see `failure.rs`).
 
 use std::sync::atomic::Ordering;
 
 use tracing::error;
-use weft_protocol::{CloseCode, Control};
+use weft_protocol::Control;
 
 use crate::config::Durability;
 use crate::room::fanout::Target;
@@ -35,6 +35,9 @@ impl Room {
             .store(self.stored_bytes, Ordering::Relaxed);
         let flushed = self.dirty;
         self.batch_bytes = 0;
+        if self.relaxed_flush_lost() {
+            return;
+        }
         if self.dirty {
             self.dirty = false;
             if let Err(e) = self.make_durable().await {
@@ -57,7 +60,7 @@ impl Room {
             // Leaving slow members queued awareness removals and `left` notices.
             Box::pin(self.finish_batch()).await;
         }
-        if self.compaction_due() {
+        if self.compaction_due() && self.failed.is_none() {
             self.compact().await;
         }
     }
@@ -78,29 +81,44 @@ impl Room {
 
     /// Relaxed durability: the flush covering the edits up to `version` is done (or failed for
     /// good); say `saved` to the members that listen.
+    /// A flush that failed takes the path of a strict one: every member told and closed.
     pub(super) async fn on_saved(&mut self, (result, version): (CommitResult, u64)) {
         self.unsaved = None;
-        if result.is_ok() {
-            self.queue_control(Target::ControlExcept(None), &Control::Saved { version });
-            self.finish_batch().await;
+        match result {
+            Ok(()) => {
+                self.queue_control(Target::ControlExcept(None), &Control::Saved { version });
+                self.finish_batch().await;
+            }
+            Err(e) => self.not_durable(&e),
         }
+    }
+
+    /// Relaxed durability: whether edits already broadcast wait for a flush the store can no
+    /// longer make (it failed since, perhaps through another room's flush); if so they are
+    /// treated as a failed flush. True when they were.
+    fn relaxed_flush_lost(&mut self) -> bool {
+        if self.unsaved.is_none() {
+            return false;
+        }
+        let Some(reason) = self.store_failure() else {
+            return false;
+        };
+        self.not_durable(&reason);
+        true
     }
 
     /// The batch could not be made durable: nothing of it is acknowledged.
     fn not_durable(&mut self, e: &str) {
         error!(room = %self.name, error = %e, "flush failed; nothing acknowledged");
-        self.close_all(CloseCode::Internal, "storage failure");
-        self.queued.clear();
-        self.send_replies(Some(e));
-        self.reload();
+        self.writes_lost(e);
     }
 
     /// Answers the API requests of a batch: with their results once the batch is durable, or
     /// with `error` when it could not be made durable.
-    fn send_replies(&mut self, error: Option<&str>) {
+    pub(super) fn send_replies(&mut self, error: Option<ApiOpError>) {
         for (reply, result) in self.replies.drain(..) {
-            let result = match error {
-                Some(e) => Err(ApiOpError::Storage(e.to_owned())),
+            let result = match &error {
+                Some(e) => Err(e.clone()),
                 None => result,
             };
             let _ = reply.send(result);

@@ -80,7 +80,12 @@ impl Room {
     /// Merges the log into one snapshot, atomically. A deleted document is never compacted:
     /// the snapshot would write it back.
     pub(super) async fn compact(&mut self) {
-        if self.log_len == 0 || self.deleted {
+        if self.log_len == 0 || self.deleted || self.failed.is_some() {
+            return;
+        }
+        // A failed store refuses the snapshot at once; a wedged sled is best left alone.
+        if let Some(reason) = self.store_failure() {
+            debug!(room = %self.name, %reason, "store failed; not compacting");
             return;
         }
         let (doc, ctx, name, upto) = (

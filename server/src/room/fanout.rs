@@ -119,14 +119,6 @@ impl Room {
         self.leave(conn);
     }
 
-    /// Closes every member with `code`.
-    pub(super) fn close_all(&mut self, code: CloseCode, reason: &str) {
-        let ids: Vec<ConnId> = self.members.keys().copied().collect();
-        for id in ids {
-            self.close_member(id, code, reason);
-        }
-    }
-
     /// Sends every queued frame to its members, then drops the members that were too slow to
     /// take theirs (which may queue more: awareness removals, `left` notices).
     pub(super) fn fan_out(&mut self) {

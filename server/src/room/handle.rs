@@ -127,6 +127,10 @@ pub(crate) enum ApiOpError {
     /// Storage failed; nothing was applied.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The store has failed (disk full, a flush that failed or timed out, the data directory
+    /// removed): nothing was saved, and no write will be until the server restarts.
+    #[error("the document store failed: {0}")]
+    StoreFailed(String),
     /// The room could not be reached or loaded.
     #[error("document unavailable: {0}")]
     Unavailable(String),

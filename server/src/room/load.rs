@@ -4,12 +4,14 @@
 //! entry it was replaying suspect; the next load replays it under a proving mark (see
 //! `store::inflight`), so an unrelated kill never costs acknowledged data. The room loads this
 //! way when it starts, and reloads whenever the document in memory can no longer be trusted
-//! (yrs panicked, an append or a flush failed): the store is the truth.
+//! (yrs panicked, an append or a flush failed): the store is the truth. A store that failed
+//! refuses to load a document with writes that never reached the disk.
 
 use tracing::error;
-use weft_protocol::{CloseCode, RoomName};
+use weft_protocol::RoomName;
 use yrs::{Doc, GetString, ReadTxn, Transact};
 
+use crate::room::failure::store_reason;
 use crate::room::registry::RoomContext;
 use crate::room::yrs_guards::{contain, decode_update_with_parents, out_of_order, parents_known};
 use crate::room::{new_doc, Room};
@@ -35,7 +37,7 @@ pub(crate) struct Loaded {
 /// bytes crashed the process before, is moved to quarantine and the rest still loads; a snapshot
 /// that fails refuses the whole document, so an empty one can never overwrite it.
 pub(crate) fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, String> {
-    let stored = ctx.store.load(name).map_err(|e| e.to_string())?;
+    let stored = ctx.store.load(name).map_err(|e| store_reason(&e))?;
     let exists = stored.snapshot.is_some()
         || !stored.updates.is_empty()
         || matches!(ctx.store.meta(name), Ok(Some(_)));
@@ -116,7 +118,8 @@ pub(super) fn text_of(doc: &Doc) -> String {
 }
 
 impl Room {
-    /// Rebuilds the document from the store, or closes every member when that fails.
+    /// Rebuilds the document from the store; when that fails, drops it and unloads the room
+    /// (see [`Room::give_up`]).
     pub(super) fn reload(&mut self) {
         // Replies already queued may describe the discarded state; the reloaded document is the
         // durable truth, so members resync from it.
@@ -130,10 +133,8 @@ impl Room {
                 self.stored_bytes = loaded.stored_bytes;
                 self.exists = loaded.exists;
             }
-            Err(e) => {
-                error!(room = %self.name, error = %e, "reload failed; closing every member");
-                self.close_all(CloseCode::Internal, "document unavailable");
-            }
+            // Keeping the document in memory would serve edits the store does not have.
+            Err(e) => self.give_up(e),
         }
     }
 }

@@ -23,6 +23,8 @@
 //! - `diff.rs`: the edits that turn one text into another, planned in bounded time (`PUT text`
 //!   plans them on a blocking thread, the room applies them).
 //! - `batch.rs`: the end of a batch: durable, then replies, then fan-out.
+//! - `failure.rs`: writes that could not be saved: members told `not_saved` and closed, the
+//!   document rebuilt from the store or the room unloaded.
 //! - `fanout.rs`: members as the room sees them, queued frames and their delivery.
 //! - `load.rs`: rebuilding the document from the store (at start and after a failure).
 //! - `compact.rs`: compaction and titles.
@@ -50,6 +52,7 @@ mod batch;
 pub(crate) mod calls;
 mod compact;
 pub(crate) mod diff;
+mod failure;
 mod fanout;
 mod handle;
 mod inbox;
@@ -70,7 +73,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 use weft_protocol::RoomName;
 use yrs::Doc;
 
@@ -155,6 +158,9 @@ pub(crate) struct Room {
     /// Sync step 2 carrying the whole document, shared by every joiner that has nothing yet
     /// (an empty state vector: every fresh tab); dropped whenever the document may change.
     full_state: Option<Bytes>,
+    /// Set when the document in memory could not be rebuilt from the store (it held writes
+    /// that were never saved): the room refuses everything and stops after this batch.
+    failed: Option<String>,
 }
 
 impl Room {
@@ -186,8 +192,15 @@ impl Room {
                     room.run(rx).await;
                     stats.room_closed();
                 }
-                Ok(Err(e)) => refuse_all(rx, registration, e).await,
-                Err(e) => refuse_all(rx, registration, e.to_string()).await,
+                Ok(Err(e)) => {
+                    let store_failed = ctx.store.health().is_err();
+                    let api = failure::failed_or_unavailable(store_failed, &e);
+                    refuse_all(rx, registration, e, api).await;
+                }
+                Err(e) => {
+                    let api = ApiOpError::Unavailable(e.to_string());
+                    refuse_all(rx, registration, e.to_string(), api).await;
+                }
             }
         };
         (handle, task)
@@ -224,6 +237,7 @@ impl Room {
             replies: Vec::new(),
             deleted: false,
             full_state: None,
+            failed: None,
         }
     }
 
@@ -269,6 +283,10 @@ impl Room {
                 }
                 _ = shutdown.triggered() => break,
             }
+            if let Some(reason) = self.failed.take() {
+                self.stop_failed(rx, reason).await;
+                return;
+            }
         }
         self.stop_for_shutdown(rx).await;
     }
@@ -278,7 +296,11 @@ impl Room {
     async fn batch(&mut self, first: Command, rx: &mut mpsc::Receiver<Command>) {
         self.handle(first);
         let mut n = 1;
-        while n < MAX_BATCH && self.batch_bytes < MAX_BATCH_BYTES && !self.deleted {
+        while n < MAX_BATCH
+            && self.batch_bytes < MAX_BATCH_BYTES
+            && !self.deleted
+            && self.failed.is_none()
+        {
             match rx.try_recv() {
                 Ok(cmd) => self.handle(cmd),
                 Err(_) => break,
@@ -353,8 +375,17 @@ impl Room {
 
     /// The last work before the room stops with its document kept: end the batch, compact,
     /// and make sure everything is durable.
+    /// Nothing is compacted or flushed once the store has failed: both would fail at once, and
+    /// a wedged store is best left alone.
     async fn wind_up(&mut self, failed: &str) {
         self.finish_batch().await;
+        if self.failed.is_some() {
+            return;
+        }
+        if let Some(reason) = self.store_failure() {
+            warn!(room = %self.name, %reason, "store failed; not compacting or flushing");
+            return;
+        }
         self.compact().await;
         if let Err(e) = self.ctx.log.durable(Durability::Strict).await {
             error!(room = %self.name, error = %e, "{failed}");
@@ -363,6 +394,11 @@ impl Room {
 
     /// Handles one command; its replies and broadcasts wait for [`Room::finish_batch`].
     pub(crate) fn handle(&mut self, cmd: Command) {
+        if let Some(reason) = &self.failed {
+            let join = JoinError::LoadFailed(reason.clone());
+            refuse(cmd, &join, &self.refusal_for(reason));
+            return;
+        }
         match cmd {
             Command::Join(joiner, reply) => {
                 let result = self.join(joiner);
@@ -426,11 +462,15 @@ fn refuse(cmd: Command, join: &JoinError, api: &ApiOpError) {
 }
 
 /// A room that failed to load leaves the registry, answers every join with the reason, then
-/// stops.
-async fn refuse_all(mut rx: mpsc::Receiver<Command>, registration: Registration, reason: String) {
+/// stops. Requests get `api`.
+async fn refuse_all(
+    mut rx: mpsc::Receiver<Command>,
+    registration: Registration,
+    reason: String,
+    api: ApiOpError,
+) {
     error!(room = %registration.name(), error = %reason, "document failed to load");
     registration.release();
-    let join = JoinError::LoadFailed(reason.clone());
-    let api = ApiOpError::Unavailable(reason);
+    let join = JoinError::LoadFailed(reason);
     drain(&mut rx, |cmd| refuse(cmd, &join, &api)).await;
 }

@@ -12,11 +12,13 @@ use weft_protocol::{CloseCode, Control, NoticeLevel};
 use yrs::{ReadTxn, StateVector, Text, Transact};
 
 use crate::room::compact::MAX_TITLE_CHARS;
+use crate::room::failure::store_reason;
 use crate::room::fanout::Target;
 use crate::room::inbox::Incoming;
 use crate::room::load::text_of;
 use crate::room::yrs_guards::{contain, decode_state_vector};
 use crate::room::{title_of, ApiOp, ApiOpError, ApiReply, Room};
+use crate::store::StoreError;
 
 impl Room {
     /// Runs one API request; writes are queued for broadcast like a member's.
@@ -104,7 +106,7 @@ impl Room {
                 self.ctx.store.set_title(&self.name, &title).map(|()| title)
             }
         };
-        let title = written.map_err(|e| ApiOpError::Storage(e.to_string()))?;
+        let title = written.map_err(|e| api_store_error(&e))?;
         self.title = Some(title);
         self.exists = true;
         self.dirty = true;
@@ -125,7 +127,7 @@ impl Room {
         self.ctx
             .store
             .delete(&self.name)
-            .map_err(|e| ApiOpError::Storage(e.to_string()))?;
+            .map_err(|e| api_store_error(&e))?;
         let closed = self.members.len() as u32;
         for m in self.members.values() {
             m.outbox.close(CloseCode::Deleted, "document deleted");
@@ -147,5 +149,13 @@ impl Room {
     /// The text of `content`.
     pub(super) fn text(&self) -> String {
         text_of(&self.doc)
+    }
+}
+
+/// A store error as the API reports it: `StoreFailed` once the store has failed.
+fn api_store_error(e: &StoreError) -> ApiOpError {
+    match e {
+        StoreError::Failed(_) => ApiOpError::StoreFailed(store_reason(e)),
+        _ => ApiOpError::Storage(e.to_string()),
     }
 }

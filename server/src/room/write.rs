@@ -10,12 +10,14 @@ use tracing::{error, warn};
 use weft_protocol::{encode_sync, CloseCode, Control, Message, Role, SYNC_UPDATE};
 use yrs::{Doc, ReadTxn, Transact};
 
+use crate::room::failure::store_reason;
 use crate::room::fanout::Target;
 use crate::room::yrs_guards::{
     contain, decode_update, decode_update_with_parents, out_of_order, parents_known, Panicked,
 };
 use crate::room::{ApiOpError, ConnId, Room};
 use crate::store::inflight::{self, Applying};
+use crate::store::StoreError;
 
 /// Why a write into the document failed.
 #[derive(Debug)]
@@ -26,8 +28,10 @@ pub(super) enum WriteError {
     Invalid(String),
     /// yrs panicked; the document was rebuilt from the store.
     Poisoned,
-    /// The store refused the append; the document was rebuilt from the store.
+    /// The store refused the append (this reason); the document was rebuilt from the store.
     Storage(String),
+    /// The store has failed (this reason) and refuses every write.
+    StoreFailed(String),
     /// The same bytes crashed the process before (see `inflight`); this is their hash, in hex.
     Refused(String),
 }
@@ -41,6 +45,7 @@ impl From<WriteError> for ApiOpError {
                 ApiOpError::Invalid("the update crashed the document engine".into())
             }
             WriteError::Storage(e) => ApiOpError::Storage(e),
+            WriteError::StoreFailed(e) => ApiOpError::StoreFailed(e),
             WriteError::Refused(hash) => ApiOpError::Invalid(format!(
                 "this update crashed the server before and is refused (sha256 {hash})"
             )),
@@ -111,8 +116,8 @@ impl Room {
                 CloseCode::Internal,
                 "update crashed the document engine",
             ),
-            WriteError::Storage(_) => {
-                self.close_member(conn, CloseCode::Internal, "storage failure")
+            WriteError::Storage(reason) | WriteError::StoreFailed(reason) => {
+                self.not_saved(conn, &reason)
             }
             WriteError::Refused(hash) => {
                 warn!(room = %self.name, conn, sha256 = %hash,
@@ -187,10 +192,15 @@ impl Room {
                 self.exists = true;
             }
             Err(e) => {
-                // Not durable, so it must not be acknowledged: drop the in-memory copy too.
+                // Not durable, so it must not be acknowledged: drop the in-memory copy too (and
+                // the room, when the store no longer has what it acknowledged before).
                 error!(room = %self.name, error = %e, "store append failed");
                 self.reload();
-                return Err(WriteError::Storage(e.to_string()));
+                let reason = store_reason(&e);
+                return Err(match e {
+                    StoreError::Failed(_) => WriteError::StoreFailed(reason),
+                    _ => WriteError::Storage(reason),
+                });
             }
         }
         self.queued
