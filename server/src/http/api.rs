@@ -400,7 +400,8 @@ async fn get_text(doc: Existing<Read>) -> Result<Response, ApiError> {
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-/// Replaces the text with the request body (UTF-8) by a minimal diff, applied in the room:
+/// Replaces the text with the request body (UTF-8) by a diff planned in bounded time off the
+/// room (minimal for small changes, line by line or the changed span whole for large rewrites):
 /// live editors see only the changed spans, and their cursors elsewhere stay put.
 #[utoipa::path(
     put, path = "/api/docs/{id}/text", tag = "content", params(("id" = String, Path)),
