@@ -500,3 +500,40 @@ async fn readiness_is_cached() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A client that speaks another protocol at `/ws/{doc}` and reconnects at once after every
+/// 1007 leaves one "disconnected" line per interval in the log, not one (or three) per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_protocol_errors_are_logged_once_per_interval() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut weft = WeftProcess::spawn(dir.path(), &["--max-connects-per-sec", "0"]).await?;
+    let url = weft.room_url("other-protocol");
+    for _ in 0..20 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+        // A Hocuspocus message: the document name first, which is not a y-websocket message.
+        ws.send(WsMessage::binary(vec![
+            5, b'h', b'e', b'l', b'l', b'o', 0, 0,
+        ]))
+        .await?;
+        let mut closed_with = None;
+        while let Some(Ok(msg)) = ws.next().await {
+            if let WsMessage::Close(Some(frame)) = msg {
+                closed_with = Some(u16::from(frame.code));
+            }
+        }
+        assert_eq!(closed_with, Some(CloseCode::InvalidData.code()));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = weft.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("disconnected") && l.contains("1007"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        !log.contains("undecodable frame"),
+        "per-attempt warnings are gone"
+    );
+    weft.terminate().await?;
+    Ok(())
+}

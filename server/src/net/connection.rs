@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
-use tracing::{info, info_span, warn, Instrument as _};
+use tracing::{debug, info, info_span, warn, Instrument as _};
 use weft_protocol::{decode_frame, CloseCode, Limits, Message, Role, RoomName};
 
 use crate::metrics::Metrics;
 use crate::net::metered::ReadMeter;
+use crate::net::quiet;
 use crate::net::socket::{self, truncate_reason, AddressBudget, Handler, Progress};
 use crate::outbox::{Data, Ending, Outbox};
 use crate::room::registry::{RoomContext, TokenHold};
@@ -65,12 +66,35 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<RoomContext>, peer: Peer) 
     let ending = socket::serve(socket, &mut connection, &ctx.config, &ctx.shutdown, meter)
         .instrument(span.clone())
         .await;
+    let ip = connection.peer.addr.ip();
+    span.in_scope(|| log_ending(ending, ip));
+}
+
+/// Logs how a connection ended. Endings a client can repeat at will by reconnecting (data of
+/// another protocol, text frames, a missed handshake) go through [`quiet`]: once per interval
+/// and client address, with how many were not logged.
+fn log_ending(ending: Option<Ending>, ip: std::net::IpAddr) {
     let why = match ending {
-        Some(Ending::Close(code, reason)) => format!("server closed with {code}: {reason}"),
+        Some(Ending::Close(code, reason)) => {
+            let repeatable = matches!(
+                code,
+                CloseCode::InvalidData | CloseCode::Unsupported | CloseCode::Policy
+            );
+            if repeatable {
+                match quiet::should_log(code, ip) {
+                    Some(more) => {
+                        warn!(%code, reason, more_since_last = more, "disconnected");
+                    }
+                    None => debug!(%code, reason, "disconnected"),
+                }
+                return;
+            }
+            format!("server closed with {code}: {reason}")
+        }
         Some(Ending::Terminate(why)) => format!("terminated: {why}"),
         None => "peer closed".to_owned(),
     };
-    span.in_scope(|| info!(why, "disconnected"));
+    info!(why, "disconnected");
 }
 
 /// One connection's membership of its room (the room keeps its own view of it as a member).
@@ -151,7 +175,7 @@ impl Handler for Connection {
         };
         match self.ctx.join(&self.peer.room, joiner).await {
             Ok(room) => {
-                info!(role = ?self.peer.role, "connected");
+                debug!(role = ?self.peer.role, "connected");
                 self.room = Some(room);
                 Ok(())
             }
@@ -180,7 +204,8 @@ impl Handler for Connection {
             }
         };
         let msgs = decode_frame(&frame, &self.limits).map_err(|e| {
-            warn!(error = %e, "undecodable frame");
+            // Logged with the ending (once per interval for a client that repeats it).
+            debug!(error = %e, "undecodable frame");
             Ending::Close(CloseCode::InvalidData, truncate_reason(&e.to_string()))
         })?;
         self.ctx.metrics.messages_in.inc_by(msgs.len() as u64);

@@ -7,4 +7,5 @@ pub(crate) mod accept;
 pub(crate) mod connection;
 pub(crate) mod echo;
 pub(crate) mod metered;
+pub(crate) mod quiet;
 pub(crate) mod socket;
