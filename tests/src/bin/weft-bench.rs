@@ -40,6 +40,9 @@
 //!   abusive clients flood, spam and stall (see `weft-bench/overload.rs`). Run it against a
 //!   server with its default limits: that is what it tests. `--attack-cpu N` runs the abusers in
 //!   a child process (`--scenario attack`) pinned to CPU N, apart from the measured typists.
+//! - `put-text` (Weft only): two 30,000-character documents rewritten whole through
+//!   `PUT /api/docs/{id}/text` again and again, with `/healthz` timed every 20 ms meanwhile
+//!   (see `weft-bench/put_text.rs`).
 //!
 //! With `--server-pid`, the server's CPU (utime + stime from `/proc/PID/stat`, assuming
 //! `CLK_TCK` = 100) over the measured phase and its RSS (`VmRSS` of `/proc/PID/status`) before and
@@ -53,6 +56,8 @@
 
 #[path = "weft-bench/overload.rs"]
 mod overload;
+#[path = "weft-bench/put_text.rs"]
+mod put_text;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -149,6 +154,9 @@ enum ScenarioName {
     /// The `overload` abusers alone, until stdin closes or `--seconds` pass (what
     /// `--attack-cpu` runs in a child process).
     Attack,
+    /// Weft only: two large documents rewritten through `PUT text` over and over, with
+    /// `/healthz` timed meanwhile.
+    PutText,
 }
 
 /// Command-line flags.
@@ -1110,6 +1118,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
             overload::overload(&target, s, &args.attacks, args.attack_cpu).await
         }
         ScenarioName::Attack => overload::attack(&target, s, &args.attacks).await,
+        ScenarioName::PutText => vec![put_text::put_text(&target, s).await],
     })
 }
 
