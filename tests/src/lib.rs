@@ -909,24 +909,7 @@ impl WeftProcess {
     /// # Errors
     /// When it does not exit within [`WAIT`].
     pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
-        let pid = self.child.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .context("sending SIGTERM")?;
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
-                    "weft did not exit within {WAIT:?} of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.terminate_within(WAIT).await
     }
 }
 

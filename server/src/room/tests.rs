@@ -148,17 +148,21 @@ async fn updates_received(frames: &mut mpsc::Receiver<crate::outbox::Data>, want
         let frame = next
             .expect("the reader got every update within 30 s")
             .expect("the room is running");
-        let crate::outbox::Data::Binary(frame) = frame else {
-            continue;
-        };
-        let msgs =
-            weft_protocol::decode_frame(&frame, &weft_protocol::Limits::DEFAULT).expect("decodes");
-        updates += msgs
-            .iter()
-            .filter(|m| matches!(m, Message::Update(_)))
-            .count();
+        updates += updates_in_frame(&frame);
     }
     updates
+}
+
+/// How many update messages one queued frame carries.
+fn updates_in_frame(frame: &crate::outbox::Data) -> usize {
+    let crate::outbox::Data::Binary(frame) = frame else {
+        return 0;
+    };
+    weft_protocol::decode_frame(frame, &weft_protocol::Limits::DEFAULT)
+        .expect("decodes")
+        .iter()
+        .filter(|m| matches!(m, Message::Update(_)))
+        .count()
 }
 
 /// The sync step 2 a member gets for an empty state vector, decoded as a fresh joiner
@@ -260,13 +264,8 @@ fn the_inbox_writes_like_a_member_without_one() {
 /// How many update messages wait in `frames`.
 fn updates_in(frames: &mut mpsc::Receiver<crate::outbox::Data>) -> usize {
     let mut updates = 0;
-    while let Ok(crate::outbox::Data::Binary(frame)) = frames.try_recv() {
-        let msgs =
-            weft_protocol::decode_frame(&frame, &weft_protocol::Limits::DEFAULT).expect("decodes");
-        updates += msgs
-            .iter()
-            .filter(|m| matches!(m, Message::Update(_)))
-            .count();
+    while let Ok(frame) = frames.try_recv() {
+        updates += updates_in_frame(&frame);
     }
     updates
 }
