@@ -705,19 +705,21 @@ pub async fn within<T>(
         .map_err(|_| anyhow!("timed out after {timeout:?}: {what}"))?
 }
 
-/// The path of the `weft` binary built in the same profile as this test, building it first.
-///
-/// Cargo gives `CARGO_BIN_EXE_*` only to the binary's own package, so the test asks cargo to
-/// build it (a no-op when it is fresh).
+/// The path of the `weft` binary as this package builds it (`weft-under-test`, the same entry
+/// point): `cargo test` builds it before any integration test of this package runs.
 ///
 /// # Errors
-/// When cargo cannot build it.
+/// When it is missing: the test binary was run without cargo building this package's binaries.
 pub fn weft_binary() -> anyhow::Result<PathBuf> {
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| build_weft("weft", None).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    let bin = profile_dir()?.join(format!("weft-under-test{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        bail!(
+            "{} is missing: it is built by `cargo test -p weft-tests` (or `cargo build -p \
+             weft-tests --bin weft-under-test`); run the tests through cargo",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 /// The path of `weft-fault-injection`: the `weft` binary built with weft-server's
@@ -738,14 +740,19 @@ pub fn weft_fault_injection_binary() -> anyhow::Result<PathBuf> {
         .map_err(|e| anyhow!(e))
 }
 
-fn build_weft(bin: &str, feature: Option<&str>) -> anyhow::Result<PathBuf> {
+/// `target/<profile>`, where cargo puts this test's binaries.
+fn profile_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> → target/<profile>
-    let profile_dir = exe
+    Ok(exe
         .parent()
         .and_then(Path::parent)
         .context("test binary is not under target/<profile>/deps")?
-        .to_path_buf();
+        .to_path_buf())
+}
+
+fn build_weft(bin: &str, feature: Option<&str>) -> anyhow::Result<PathBuf> {
+    let profile_dir = profile_dir()?;
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
@@ -756,11 +763,20 @@ fn build_weft(bin: &str, feature: Option<&str>) -> anyhow::Result<PathBuf> {
     if release {
         cmd.arg("--release");
     }
-    let status = cmd
-        .status()
+    eprintln!("building the {bin} binary with cargo (once per test run)");
+    let output = cmd
+        .output()
         .context("running cargo to build the weft binary")?;
-    if !status.success() {
-        bail!("cargo build of the {bin} binary failed: {status}");
+    if !output.status.success() {
+        // The end of cargo's report says why (a compile error, an internal compiler error, a
+        // full disk); without it a CI log shows only the exit status.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        bail!(
+            "cargo build of the {bin} binary failed: {}\n{tail}",
+            output.status
+        );
     }
     let bin = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
