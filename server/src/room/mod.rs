@@ -55,6 +55,7 @@ pub(crate) mod diff;
 mod failure;
 mod fanout;
 mod handle;
+mod hocuspocus;
 mod inbox;
 mod load;
 mod members;
@@ -80,6 +81,7 @@ use yrs::Doc;
 use crate::config::Durability;
 use crate::room::batch::{saved, Unsaved};
 use crate::room::fanout::{Member, Target};
+use crate::room::hocuspocus::Acks;
 use crate::room::presence::Presence;
 use crate::room::registry::{Registration, RoomContext, Stopped};
 
@@ -161,6 +163,8 @@ pub(crate) struct Room {
     /// Set when the document in memory could not be rebuilt from the store (it held writes
     /// that were never saved): the room refuses everything and stops after this batch.
     failed: Option<String>,
+    /// SyncStatus acknowledgements owed to Hocuspocus members.
+    acks: Acks,
 }
 
 impl Room {
@@ -238,6 +242,7 @@ impl Room {
             deleted: false,
             full_state: None,
             failed: None,
+            acks: Acks::default(),
         }
     }
 
@@ -406,6 +411,7 @@ impl Room {
             }
             Command::Messages(conn, msgs) => self.messages(conn, msgs),
             Command::Leave(conn) => self.leave(conn),
+            Command::Stateless(conn, payload) => self.stateless(conn, &payload),
             Command::Api(op, reply) => self.request(reply, |room| room.api(op)),
             Command::Inbox(incoming, reply) => self.request(reply, |room| room.receive(incoming)),
         }
@@ -457,7 +463,7 @@ fn refuse(cmd: Command, join: &JoinError, api: &ApiOpError) {
         Command::Api(_, reply) | Command::Inbox(_, reply) => {
             let _ = reply.send(Err(api.clone()));
         }
-        Command::Messages(..) | Command::Leave(_) => {}
+        Command::Messages(..) | Command::Leave(_) | Command::Stateless(..) => {}
     }
 }
 

@@ -68,6 +68,7 @@ impl Room {
     /// `Notice`: queued for every opted-in member, or those whose token names `to`.
     fn notice(&mut self, level: NoticeLevel, text: String, to: Option<String>) -> ApiReply {
         let notice = Control::Notice { level, text };
+        let stateless = self.queue_stateless_notice(&notice, to.clone());
         let delivered = self
             .members
             .values()
@@ -78,7 +79,7 @@ impl Room {
             None => Target::ControlExcept(None),
         };
         self.queue_control(target, &notice);
-        ApiReply::Delivered(delivered)
+        ApiReply::Delivered(delivered + stateless)
     }
 
     /// `Create`: seeds the text in the room that owns the document, so it happens once. A
