@@ -99,3 +99,6 @@ impl Room {
         reached
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -26,6 +26,9 @@ pub(super) enum Document {
     Pending(Vec<(Body, usize)>),
     /// A member of its room.
     Open(Membership),
+    /// Its token was refused: its messages are dropped until the provider sends another
+    /// token (a provider keeps sending awareness and edits after `authenticationFailed`).
+    Denied,
 }
 
 /// An open document's membership of its room.
@@ -55,11 +58,16 @@ impl Document {
         matches!(self, Self::Open(_))
     }
 
+    /// Whether it waits for its token's answer.
+    pub(super) fn is_pending(&self) -> bool {
+        matches!(self, Self::Pending(_))
+    }
+
     /// Messages waiting for its token.
     pub(super) fn queued(&self) -> usize {
         match self {
             Self::Pending(q) => q.len(),
-            Self::Open(_) => 0,
+            Self::Open(_) | Self::Denied => 0,
         }
     }
 
@@ -67,7 +75,7 @@ impl Document {
     pub(super) fn queued_bytes(&self) -> usize {
         match self {
             Self::Pending(q) => q.iter().map(|(_, len)| len).sum(),
-            Self::Open(_) => 0,
+            Self::Open(_) | Self::Denied => 0,
         }
     }
 
@@ -83,6 +91,7 @@ impl Document {
                 queue.push((body, len));
                 return Ok(());
             }
+            Self::Denied => return Ok(()),
             Self::Open(m) => m,
         };
         let command = match body {
@@ -205,14 +214,14 @@ impl Hocuspocus {
     }
 
     /// Refuses the document at `address`: `PermissionDenied` with the reason's code, and the
-    /// socket closed (4401/4403) when it serves no other document.
+    /// socket closed (4401/4403) when it serves or awaits no other document.
     fn deny(&mut self, address: String, denial: &Denial) -> Result<super::Progress, Ending> {
         let (code, reason) = denial.close();
         self.ctx.metrics.refused(reason);
         info!(address, reason, detail = %denial.detail(), "document refused");
         self.reply(&address, &Body::PermissionDenied(reason.into()))?;
-        self.docs.remove(&address);
-        if self.open_documents() == 0 && !self.docs.values().any(|d| !d.is_open()) {
+        self.docs.insert(address, Document::Denied);
+        if !self.docs.values().any(|d| d.is_open() || d.is_pending()) {
             return Err(Ending::Close(code, reason.into()));
         }
         Ok(super::Progress::Continue)

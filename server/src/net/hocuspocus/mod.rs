@@ -54,6 +54,10 @@ const MAX_PENDING_MESSAGES: usize = 256;
 /// would take the place of any number of connections.
 const MAX_DOCUMENTS: usize = 64;
 
+/// Addresses one socket may have named (open, waiting or refused documents): a refused one is
+/// remembered so that what its provider keeps sending is dropped, and this bounds that memory.
+const MAX_ADDRESSES: usize = MAX_DOCUMENTS + 2 * MAX_PENDING_DOCUMENTS;
+
 /// How often a 4.x provider is pinged. Providers reconnect after 30 s without a message; the
 /// rooms' keepalive awareness covers quiet documents too, this covers a socket whose documents
 /// all closed.
@@ -205,6 +209,9 @@ impl Hocuspocus {
                     debug!(address, "token for a document already open; ignored");
                     return Ok(Progress::Continue);
                 }
+                if !self.docs.contains_key(&address) && self.docs.len() >= MAX_ADDRESSES {
+                    return Err(too_much_unauthenticated("documents"));
+                }
                 if provider_version.is_some() {
                     self.start_pinging()?;
                 }
@@ -229,18 +236,19 @@ impl Hocuspocus {
 
     /// Hands `body` to its open document, or queues it until the document's token is checked.
     async fn deliver(&mut self, address: String, body: Body, len: usize) -> Result<(), Ending> {
-        let waiting = self.docs.values().filter(|d| !d.is_open()).count();
+        let waiting = self.docs.values().filter(|d| d.is_pending()).count();
         let queued: usize = self.docs.values().map(Document::queued).sum();
         let bytes: usize = self.docs.values().map(Document::queued_bytes).sum();
         let max_bytes = self.ctx.config.max_message;
+        let named = self.docs.len();
         let doc = match self.docs.get_mut(&address) {
             Some(doc) => doc,
-            None if waiting >= MAX_PENDING_DOCUMENTS => {
+            None if waiting >= MAX_PENDING_DOCUMENTS || named >= MAX_ADDRESSES => {
                 return Err(too_much_unauthenticated("documents"))
             }
             None => self.docs.entry(address).or_insert_with(Document::pending),
         };
-        if !doc.is_open() && (queued >= MAX_PENDING_MESSAGES || bytes + len > max_bytes) {
+        if doc.is_pending() && (queued >= MAX_PENDING_MESSAGES || bytes + len > max_bytes) {
             return Err(too_much_unauthenticated("messages"));
         }
         doc.deliver(body, len, &self.limits).await
@@ -251,17 +259,7 @@ impl Hocuspocus {
         if self.ping.is_some() {
             return Ok(());
         }
-        let outbox = self.outbox()?.clone();
-        self.ping = Some(tokio::spawn(async move {
-            let mut every = tokio::time::interval(PING_EVERY);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                if !outbox.send(Bytes::from_static(hocuspocus::PING)) {
-                    return;
-                }
-            }
-        }));
+        self.ping = Some(ping(self.outbox()?.clone(), PING_EVERY));
         Ok(())
     }
 
@@ -269,6 +267,20 @@ impl Hocuspocus {
     fn open_documents(&self) -> usize {
         self.docs.values().filter(|d| d.is_open()).count()
     }
+}
+
+/// Sends the connection-level Ping to `outbox` every `every`, until its queue refuses one.
+fn ping(outbox: Outbox, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if !outbox.send(Bytes::from_static(hocuspocus::PING)) {
+                return;
+            }
+        }
+    })
 }
 
 /// The close for a socket that sends more than may wait for authentication.

@@ -7,6 +7,7 @@ use weft_protocol::hocuspocus::{self, Body};
 use weft_protocol::{Limits, Message};
 
 use super::document::member_outbox;
+use super::ping;
 use crate::config::Config;
 use crate::outbox::{Data, Outbox};
 
@@ -58,4 +59,24 @@ async fn room_frames_arrive_under_the_address() {
         member.queued.now.load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+}
+
+/// A 4.x provider's socket is pinged with a lone `09` every interval, not at once.
+#[tokio::test]
+async fn pings_every_interval() {
+    let (tx, mut rx) = mpsc::channel(16);
+    let every = std::time::Duration::from_millis(200);
+    let task = ping(Outbox::detached(tx), every);
+    assert!(rx.try_recv().is_err(), "no ping before the first interval");
+    for _ in 0..2 {
+        let data = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a ping within 5 s")
+            .expect("the queue is open");
+        let Data::Binary(frame) = data else {
+            panic!("a text ping")
+        };
+        assert_eq!(frame.as_ref(), hocuspocus::PING);
+    }
+    task.abort();
 }
