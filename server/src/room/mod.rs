@@ -30,6 +30,8 @@
 //! - `compact.rs`: compaction and titles.
 //! - `yrs_guards.rs`: every workaround for a yrs 0.28 behaviour, each with what pins it and
 //!   when it can go.
+//! - `hocuspocus.rs`: what members speaking the Hocuspocus framing get besides the y-websocket
+//!   frames: a SyncStatus per write once durable, stateless relays, notices as stateless.
 //! - `presence.rs` (awareness), `registry.rs` (get-or-load by name, what rooms share).
 //!
 //! # Seams
