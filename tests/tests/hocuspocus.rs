@@ -32,8 +32,17 @@ impl Hocus {
     }
 
     async fn token(&mut self, address: &str, version: Option<&str>) -> anyhow::Result<()> {
+        self.token_of(address, "", version).await
+    }
+
+    async fn token_of(
+        &mut self,
+        address: &str,
+        token: &str,
+        version: Option<&str>,
+    ) -> anyhow::Result<()> {
         let body = Body::Token {
-            token: String::new(),
+            token: token.to_owned(),
             provider_version: version.map(str::to_owned),
         };
         self.send(address, &body).await
@@ -274,5 +283,59 @@ async fn a_refused_document_does_not_close_a_shared_socket() -> anyhow::Result<(
         .text()
         .await?;
     assert_eq!(text, "ok");
+    Ok(())
+}
+
+/// With tokens on, a document's token is watched like a y-websocket one: revoking the
+/// document's tokens closes the socket with 4401 `token_revoked`, and an expired token closes
+/// it with 4401 `token_expired`; a v3 provider (no version) and a v4 one alike.
+#[tokio::test]
+async fn revoked_and_expired_tokens_close_the_socket() -> anyhow::Result<()> {
+    use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope as TokenScope};
+
+    let secret: AuthSecret = "hocuspocus-secret-0123456789".parse()?;
+    let for_server = secret.clone();
+    let server = TestServer::start_with(move |c| c.auth_secret = Some(for_server)).await?;
+    let token = |doc: Option<&str>, role, ttl| {
+        let scope = doc.map_or(TokenScope::AllDocs, |d| TokenScope::Doc(d.to_owned()));
+        let claims = Claims {
+            scope,
+            role,
+            exp: unix_now() + ttl,
+            sub: None,
+        };
+        mint(&secret, &claims)
+    };
+    let mut h = Hocus::connect(&server).await?;
+    h.token_of("watched", &token(Some("watched"), Access::Write, 600), None)
+        .await?;
+    h.until("watched", |b| *b == Body::Authenticated(Scope::ReadWrite))
+        .await?;
+    h.send("watched", &sync(Message::Update(insert("x"))))
+        .await?;
+    h.until("watched", |b| *b == Body::SyncStatus(true)).await?;
+    // A revocation covers tokens issued before its second.
+    let start = unix_now();
+    weft_tests::wait_until("the next second", WAIT, || unix_now() > start).await?;
+    let revoked = reqwest::Client::new()
+        .post(format!("{}/api/docs/watched/revoke", server.http_base()))
+        .bearer_auth(token(None, Access::Admin, 600))
+        .send()
+        .await?;
+    assert_eq!(revoked.status().as_u16(), 200);
+    assert_eq!(h.expect_close().await?, (4401, "token_revoked".into()));
+
+    let mut short = Hocus::connect(&server).await?;
+    short
+        .token_of(
+            "brief",
+            &token(Some("brief"), Access::Read, 2),
+            Some("4.8.0"),
+        )
+        .await?;
+    short
+        .until("brief", |b| *b == Body::Authenticated(Scope::ReadOnly))
+        .await?;
+    assert_eq!(short.expect_close().await?, (4401, "token_expired".into()));
     Ok(())
 }
