@@ -9,12 +9,14 @@
 //!   checked (bounded: [`MAX_PENDING_DOCUMENTS`], [`MAX_PENDING_MESSAGES`], and one maximal
 //!   message's bytes); then the document is answered `Authenticated` (`read-write` or
 //!   `readonly`) and joins its room, or `PermissionDenied` with the token error's code.
-//! - **Closes**: a socket whose first documents are all refused is closed with 4401 (the token is
-//!   missing, invalid, expired or revoked) or 4403 (it does not cover the document); a socket
-//!   that serves other documents stays open. What the room closes a member for (an invalid
-//!   update, a full queue, a token revoked or expired, a deleted document) closes the socket:
-//!   the provider reconnects and resyncs its documents. Undecodable messages close with 1007,
-//!   text with 1003, BroadcastStateless (server-internal) with 1008.
+//! - **Closes**: a socket left with no open or waiting document by a refusal is closed with
+//!   4401 (the token is missing, invalid, expired or revoked) or 4403 (it does not cover the
+//!   document); a socket that serves other documents stays open, and what the refused
+//!   document's provider keeps sending is dropped until it sends another token (the addresses
+//!   a socket may name are bounded: [`MAX_ADDRESSES`]). What the room closes a member for (an
+//!   invalid update, a full queue, a token revoked or expired, a deleted document) closes the
+//!   socket: the provider reconnects and resyncs its documents. Undecodable messages close with
+//!   1007, text with 1003, BroadcastStateless (server-internal) with 1008.
 //! - **Ping**: a 4.x provider (one that sent its version with a token) gets the
 //!   connection-level Ping every [`PING_EVERY`]; 3.x providers cannot parse it and rely on the
 //!   room's keepalive awareness.
