@@ -65,7 +65,8 @@ impl Room {
         }
     }
 
-    /// `Notice`: queued for every opted-in member, or those whose token names `to`.
+    /// `Notice`: queued for every opted-in member and Hocuspocus member (as a stateless
+    /// message), or those whose token names `to`.
     fn notice(&mut self, level: NoticeLevel, text: String, to: Option<String>) -> ApiReply {
         let notice = Control::Notice { level, text };
         let stateless = self.queue_stateless_notice(&notice, to.clone());
