@@ -215,6 +215,31 @@ for (const [version, P] of VERSIONS) {
   })
 }
 
+test('4.x: session-aware providers of one document share a socket (documentName\\0sessionId)', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const name = fresh('sessions')
+  const ws = socket(V4)
+  const session = (label) => {
+    const doc = new Y.Doc()
+    const provider = new V4.HocuspocusProvider({ websocketProvider: ws, name, document: doc, token: 'open-mode', sessionAwareness: true })
+    provider.attach()
+    cleanups.push(() => { provider.destroy(); doc.destroy() })
+    provider.setAwarenessField('user', { name: label })
+    return { provider, text: doc.getText('content') }
+  }
+  const [one, two] = [session('one'), session('two')]
+  assert.notEqual(one.provider.effectiveName, two.provider.effectiveName)
+  await waitFor('both sessions to sync', () => one.provider.synced && two.provider.synced)
+  one.text.insert(0, 'first ')
+  two.text.insert(two.text.length, 'second')
+  await waitFor('both sessions to converge', () => one.text.toString() === two.text.toString() &&
+    one.text.toString().includes('first') && one.text.toString().includes('second'),
+  () => `${one.text} | ${two.text}`)
+  await waitFor('each session to see the other', () => users(one.provider.awareness).includes('two') &&
+    users(two.provider.awareness).includes('one'))
+  await waitFor('both sessions saved', () => one.provider.unsyncedChanges === 0 && two.provider.unsyncedChanges === 0)
+  assert.equal(await apiText(name), one.text.toString())
+})
+
 test('both providers reconnect after a server restart and keep the text', { timeout: 2 * RESTART_WAIT_MS }, async () => {
   const name = fresh('restart')
   const peers = VERSIONS.map(([, P]) => hocus(P, name))

@@ -339,3 +339,23 @@ async fn revoked_and_expired_tokens_close_the_socket() -> anyhow::Result<()> {
     assert_eq!(short.expect_close().await?, (4401, "token_expired".into()));
     Ok(())
 }
+
+/// Relaxed durability: the update is broadcast at once and its SyncStatus follows once the
+/// flush lands, so `unsyncedChanges` still reaches 0.
+#[tokio::test]
+async fn relaxed_durability_still_acknowledges() -> anyhow::Result<()> {
+    let server =
+        TestServer::start_with(|c| c.durability = weft_server::Durability::Relaxed).await?;
+    let mut h = Hocus::connect(&server).await?;
+    h.token("relaxed", None).await?;
+    h.next().await?;
+    let update = insert("r");
+    h.send("relaxed", &sync(Message::Update(update.clone())))
+        .await?;
+    let before = h.until("relaxed", |b| *b == Body::SyncStatus(true)).await?;
+    assert!(
+        before.contains(&sync(Message::Update(update))),
+        "the broadcast comes before the acknowledgement: {before:?}"
+    );
+    Ok(())
+}
