@@ -70,6 +70,10 @@ pub enum ProtocolError {
     /// The auth sub-type is not permission-denied.
     #[error("unknown auth message type {0}")]
     UnknownAuthType(u64),
+    /// A Hocuspocus `Authenticated` message named a scope other than `read-write` or
+    /// `readonly`.
+    #[error("unknown Hocuspocus auth scope")]
+    InvalidAuthScope,
     /// A Weft control message was not valid JSON of the documented schema.
     #[error("invalid control message: {0}")]
     InvalidControl(String),

@@ -1,7 +1,8 @@
-//! The `decode_frame` fuzz harness, shared by the cargo-fuzz target (`shared/fuzz`) and the
-//! regression tests that replay its corpus on stable. Compiled with the `fuzzing` feature only.
+//! The fuzz harnesses of `decode_frame` and the Hocuspocus decoder, shared by the cargo-fuzz
+//! targets (`shared/fuzz`) and the regression tests that replay their corpora on stable.
+//! Compiled with the `fuzzing` feature (and in this crate's own tests).
 
-use crate::{decode_frame, Limits, Message};
+use crate::{decode_frame, hocuspocus, Limits, Message};
 
 /// Limits small enough that random inputs reach every size check.
 const TINY: Limits = Limits {
@@ -39,5 +40,54 @@ pub fn check_frame(frame: &[u8]) {
             "message round trip"
         );
         assert_eq!(decoded[0].encode(), bytes, "encoding is canonical");
+    }
+}
+
+/// Decodes `frame` as a Hocuspocus message with tiny and default limits. Never panics unless an
+/// invariant breaks: whatever decodes must re-encode byte for byte (the codec is canonical for
+/// every message a decoder accepts) and decode again to the same message.
+///
+/// # Panics
+/// When an invariant breaks.
+pub fn check_hocuspocus(frame: &[u8]) {
+    let _ = hocuspocus::decode(frame, &TINY);
+    let Ok(envelope) = hocuspocus::decode(frame, &Limits::DEFAULT) else {
+        return;
+    };
+    let _ = envelope.document_name();
+    let bytes = hocuspocus::encode(&envelope.address, &envelope.body);
+    let again = hocuspocus::decode(&bytes, &Limits::DEFAULT).expect("re-encoded message decodes");
+    assert_eq!(again, envelope, "message round trip");
+    assert_eq!(
+        hocuspocus::encode(&again.address, &again.body),
+        bytes,
+        "encoding is canonical"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// Every committed seed of the `decode_hocuspocus` target passes the harness, and most of
+    /// them decode (the seeds are real provider messages, plus a few hostile ones).
+    #[test]
+    fn hocuspocus_corpus_replays() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode_hocuspocus");
+        let mut seeds = 0;
+        let mut decoded = 0;
+        for entry in std::fs::read_dir(&dir).expect("the corpus directory exists") {
+            let bytes = std::fs::read(entry.expect("a directory entry").path()).expect("a seed");
+            super::check_hocuspocus(&bytes);
+            seeds += 1;
+            if crate::hocuspocus::decode(&bytes, &crate::Limits::DEFAULT).is_ok() {
+                decoded += 1;
+            }
+        }
+        assert!(seeds >= 8, "only {seeds} seeds in {}", dir.display());
+        assert!(
+            decoded * 2 > seeds,
+            "only {decoded} of {seeds} seeds decode"
+        );
     }
 }

@@ -12,6 +12,8 @@
 //! - `awareness`: [`AwarenessUpdate`], the cursor/presence payload, parsed so the server can track
 //!   which client ids each connection owns.
 //! - `control`: [`Control`], Weft's JSON side channel.
+//! - [`hocuspocus`]: the Hocuspocus framing (`@hocuspocus/provider`): a document address before
+//!   every message, so one socket carries several documents.
 //! - `room`: [`RoomName`] validation.
 //! - `close`: [`CloseCode`], the WebSocket close codes Weft sends, named.
 //! - `error`: [`ProtocolError`]; decoding never panics.
@@ -56,8 +58,9 @@
 //! Example: `{"type":"welcome","connection":"6f1c…","role":"write","room":"notes","users":2}`.
 
 pub mod encoding;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod hocuspocus;
 
 mod awareness;
 mod close;

@@ -32,8 +32,22 @@ const REPORTERS: &[&str] = &[
     "--test-reporter-destination=stdout",
 ];
 
-/// Packages that must be installed in `tests/interop/node_modules`.
-const PACKAGES: &[&str] = &["yjs", "y-websocket", "ws"];
+/// The Node test file of the Hocuspocus providers against an open server, given
+/// `WEFT_HOCUS_URL`, `WEFT_API_URL` and `WEFT_RESTART_DIR` (see [`hocuspocus_providers`]).
+const HOCUS_TEST_FILES: &[&str] = &["hocuspocus.test.mjs"];
+
+/// The Node test file of the Hocuspocus providers against a server with an auth secret.
+const HOCUS_AUTH_TEST_FILES: &[&str] = &["hocuspocus-auth.test.mjs"];
+
+/// Packages that must be installed in `tests/interop/node_modules` (the 3.x Hocuspocus
+/// provider under an npm alias, next to 4.x).
+const PACKAGES: &[&str] = &[
+    "yjs",
+    "y-websocket",
+    "ws",
+    "@hocuspocus/provider",
+    "hocuspocus-provider-v3",
+];
 
 /// The whole Node run must end within this (it takes a few seconds).
 const NODE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -100,6 +114,96 @@ async fn stock_yjs_client_with_tokens() -> anyhow::Result<()> {
         ("WEFT_TOKEN_READ", token(Access::Read)),
     ];
     run_and_check(&dir, &server.ws_base(), AUTH_TEST_FILES, &env).await
+}
+
+/// The real Hocuspocus providers (3.4.4 and 4.x) next to y-websocket: converging edits,
+/// awareness across protocols, two documents over one socket, `unsyncedChanges` back to 0 once
+/// saved, API notices as stateless messages, and reconnecting after a restart with the text
+/// kept. The Node side asks for the restart by writing `restart` in `WEFT_RESTART_DIR`; the
+/// server is then stopped and started again on the same port and data directory, and
+/// `restarted` is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hocuspocus_providers() -> anyhow::Result<()> {
+    let dir = interop_dir();
+    if let Some(missing) = missing_prerequisite(&dir).await {
+        if in_ci() {
+            bail!("the Hocuspocus interop tests cannot run: {missing}");
+        }
+        println!("skipped: {missing}; run `npm ci` in tests/interop");
+        return Ok(());
+    }
+    let server = TestServer::start().await?;
+    let signals = tempfile::tempdir()?;
+    let env = [
+        ("WEFT_HOCUS_URL", format!("ws://{}/hocuspocus", server.addr)),
+        ("WEFT_API_URL", server.http_base()),
+        ("WEFT_RESTART_DIR", signals.path().display().to_string()),
+    ];
+    let ws_base = server.ws_base();
+    let restarter = tokio::spawn(restart_on_request(server, signals.path().to_owned()));
+    let result = run_and_check(&dir, &ws_base, HOCUS_TEST_FILES, &env).await;
+    restarter.abort();
+    result
+}
+
+/// Waits (up to [`NODE_TIMEOUT`]) for `restart` in `signals`, then restarts `server` on its
+/// port and data directory and writes `restarted`; keeps the server running until aborted.
+async fn restart_on_request(server: TestServer, signals: PathBuf) -> anyhow::Result<()> {
+    let requested = weft_tests::wait_until("the restart request", NODE_TIMEOUT, || {
+        signals.join("restart").exists()
+    })
+    .await;
+    if requested.is_err() {
+        // No restart asked for (a failing run): keep serving until the run ends.
+        std::future::pending::<()>().await;
+    }
+    let addr = server.addr;
+    let (data, guard) = server.stop().await?;
+    let restarted = TestServer::start_on(addr, &data, |_| {}).await?;
+    std::fs::write(signals.join("restarted"), b"")?;
+    let _keep = (restarted, guard);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Hocuspocus providers with Weft tokens: `read-write` edits, `readonly` reads and its edits are
+/// neither relayed nor saved, a token for another document is denied (`PermissionDenied`, then
+/// 4403 on a socket with nothing else), and a malformed one closes with 4401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hocuspocus_providers_with_tokens() -> anyhow::Result<()> {
+    use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
+
+    let dir = interop_dir();
+    if let Some(missing) = missing_prerequisite(&dir).await {
+        if in_ci() {
+            bail!("the Hocuspocus interop tests cannot run: {missing}");
+        }
+        println!("skipped: {missing}; run `npm ci` in tests/interop");
+        return Ok(());
+    }
+    let secret: AuthSecret = "interop-secret-0123456789".parse()?;
+    let for_server = secret.clone();
+    let server = TestServer::start_with(move |c| c.auth_secret = Some(for_server)).await?;
+    let room = "hocus-auth";
+    let token = |doc: &str, role| {
+        mint(
+            &secret,
+            &Claims {
+                scope: Scope::Doc(doc.into()),
+                role,
+                exp: unix_now() + 600,
+                sub: None,
+            },
+        )
+    };
+    let env = [
+        ("WEFT_HOCUS_URL", format!("ws://{}/hocuspocus", server.addr)),
+        ("WEFT_AUTH_ROOM", room.to_owned()),
+        ("WEFT_TOKEN_WRITE", token(room, Access::Write)),
+        ("WEFT_TOKEN_READ", token(room, Access::Read)),
+        ("WEFT_TOKEN_OTHER", token("another-doc", Access::Write)),
+    ];
+    run_and_check(&dir, &server.ws_base(), HOCUS_AUTH_TEST_FILES, &env).await
 }
 
 /// Runs `files` with `node --test` against `ws_base`, prints the output, and fails unless the

@@ -1,5 +1,5 @@
 //! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}` (`upgrade`, with
-//! its limits in `admission`), the `/api` routes, health checks (`readiness`), the operator
+//! its limits in `admission`), the Hocuspocus endpoint `/hocuspocus` (`hocuspocus`), the `/api` routes, health checks (`readiness`), the operator
 //! endpoints (`dashboard`: `/metrics`, `/dashboard`), and the browser editor's pages and assets
 //! (`pages`). Every request first passes the host and write-origin checks of `policy`; every
 //! refusal is logged through `refusals`, and the client's address comes from `forwarded` behind
@@ -24,6 +24,7 @@ pub(crate) mod backup;
 pub(crate) mod dashboard;
 pub(crate) mod extract;
 pub(crate) mod forwarded;
+pub(crate) mod hocuspocus;
 pub(crate) mod pages;
 pub(crate) mod policy;
 pub(crate) mod readiness;
@@ -119,6 +120,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let policy = middleware::from_fn_with_state(state.clone(), policy::enforce);
     Router::new()
         .route("/ws/{room}", get(upgrade::ws_upgrade))
+        .route("/hocuspocus", get(hocuspocus::hocuspocus_upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(api::routes(state.ctx.config.max_message))

@@ -72,7 +72,7 @@ pub(super) async fn ws_upgrade(
 }
 
 /// A refused upgrade and how its client is told.
-enum Refusal {
+pub(super) enum Refusal {
     /// With the HTTP status; `retry_after` when the client may try again that soon.
     Http {
         error: ApiError,
@@ -124,7 +124,7 @@ fn admit(
 }
 
 /// 429 `too_many_connects`: the address opens sockets faster than `--max-connects-per-sec`.
-fn connecting_too_fast(config: &Config) -> ApiError {
+pub(super) fn connecting_too_fast(config: &Config) -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_connects",
@@ -136,7 +136,7 @@ fn connecting_too_fast(config: &Config) -> ApiError {
 }
 
 /// Counts, logs and answers a refusal: token refusals at INFO (a stale tab), the rest at WARN.
-fn refuse(
+pub(super) fn refuse(
     ws: WebSocketUpgrade,
     state: &AppState,
     client: ClientAddr,
@@ -173,7 +173,7 @@ fn refuse(
 impl AppState {
     /// Takes a connection slot for `client`: 429 when its address has as many open as it may,
     /// 503 when the server does.
-    fn take_slots(&self, client: ClientAddr) -> Result<Slots, ApiError> {
+    pub(super) fn take_slots(&self, client: ClientAddr) -> Result<Slots, ApiError> {
         let config = &self.ctx.config;
         let max_per_ip = config.max_connections_per_ip;
         let ip = self
@@ -235,7 +235,7 @@ fn serve_upgraded(ws: WebSocketUpgrade, state: &AppState, peer: Peer, slots: Slo
 
 /// The WebSocket settings every upgrade uses, production's `/ws/{room}` and the echo endpoint
 /// the conformance run tests alike, so that run checks what production runs.
-fn upgrade_settings(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
+pub(super) fn upgrade_settings(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
     ws
         // tungstenite reserves its whole read buffer per socket (128 KiB by default), which was
         // most of an idle connection's memory; y-websocket frames are small and the buffer

@@ -73,7 +73,7 @@ pub(crate) async fn serve(socket: WebSocket, ctx: Arc<RoomContext>, peer: Peer) 
 /// Logs how a connection ended. Endings a client can repeat at will by reconnecting (data of
 /// another protocol, text frames, a missed handshake) go through [`quiet`]: once per interval
 /// and client address, with how many were not logged.
-fn log_ending(ending: Option<Ending>, ip: std::net::IpAddr) {
+pub(crate) fn log_ending(ending: Option<Ending>, ip: std::net::IpAddr) {
     let why = match ending {
         Some(Ending::Close(code, reason)) => {
             let repeatable = matches!(
@@ -112,7 +112,7 @@ struct Connection {
 
 /// A connection's token watch: its entry among the document's token holders (which a
 /// revocation closes) and the timer that closes it at expiry. Both end when it is dropped.
-struct TokenWatch {
+pub(crate) struct TokenWatch {
     _hold: TokenHold,
     expiry: tokio::task::JoinHandle<()>,
 }
@@ -123,55 +123,52 @@ impl Drop for TokenWatch {
     }
 }
 
-impl Connection {
-    /// Starts watching the connection's token, if it has one: refused at once (4401
-    /// `token_revoked`) when a revocation recorded since it was authorized covers it.
-    fn watch_token(&mut self, outbox: &Outbox) -> Result<(), Ending> {
-        let Some(lifetime) = self.peer.lifetime else {
-            return Ok(());
-        };
-        let room = &self.peer.room;
-        let hold = self
-            .ctx
-            .tokens
-            .hold(room, self.peer.id, lifetime.iat, outbox.clone());
-        // Checked after entering the holders: a revocation either sees this entry or was
-        // recorded before this check.
-        if self
-            .ctx
-            .revocations
-            .check(room.as_str(), lifetime.iat)
-            .is_err()
-        {
-            return Err(Ending::Close(
-                CloseCode::Unauthorized,
-                "token_revoked".into(),
-            ));
-        }
-        let left =
-            Duration::from_millis(lifetime.exp.saturating_mul(1000).saturating_sub(now_ms()));
-        let outbox = outbox.clone();
-        let expiry = tokio::spawn(async move {
-            tokio::time::sleep(left).await;
-            outbox.close(CloseCode::Unauthorized, "token_expired");
-        });
-        self.token = Some(TokenWatch {
-            _hold: hold,
-            expiry,
-        });
-        Ok(())
+/// Starts watching the token of connection `id` to `room`, if it has one (`lifetime`): `outbox`
+/// is closed with 4401 `token_expired` when it expires and `token_revoked` when the document's
+/// tokens are revoked. Refused at once (4401 `token_revoked`) when a revocation recorded since it
+/// was authorized covers it.
+pub(crate) fn watch_token(
+    ctx: &RoomContext,
+    room: &RoomName,
+    id: ConnId,
+    lifetime: Option<Lifetime>,
+    outbox: &Outbox,
+) -> Result<Option<TokenWatch>, Ending> {
+    let Some(lifetime) = lifetime else {
+        return Ok(None);
+    };
+    let hold = ctx.tokens.hold(room, id, lifetime.iat, outbox.clone());
+    // Checked after entering the holders: a revocation either sees this entry or was
+    // recorded before this check.
+    if ctx.revocations.check(room.as_str(), lifetime.iat).is_err() {
+        return Err(Ending::Close(
+            CloseCode::Unauthorized,
+            "token_revoked".into(),
+        ));
     }
+    let left = Duration::from_millis(lifetime.exp.saturating_mul(1000).saturating_sub(now_ms()));
+    let outbox = outbox.clone();
+    let expiry = tokio::spawn(async move {
+        tokio::time::sleep(left).await;
+        outbox.close(CloseCode::Unauthorized, "token_expired");
+    });
+    Ok(Some(TokenWatch {
+        _hold: hold,
+        expiry,
+    }))
 }
 
 impl Handler for Connection {
     async fn open(&mut self, outbox: Outbox) -> Result<(), Ending> {
-        self.watch_token(&outbox)?;
+        let peer = &self.peer;
+        self.token = watch_token(&self.ctx, &peer.room, peer.id, peer.lifetime, &outbox)?;
         let joiner = Joiner {
             id: self.peer.id,
             uuid: self.uuid.clone(),
             outbox,
             role: self.peer.role,
             subject: self.peer.subject.clone(),
+            hocuspocus: false,
         };
         match self.ctx.join(&self.peer.room, joiner).await {
             Ok(room) => {

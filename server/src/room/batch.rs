@@ -46,6 +46,7 @@ impl Room {
             }
         }
         self.send_replies(None);
+        self.release_acks();
         if flushed && self.ctx.config.durability == Durability::Strict {
             let saved = Control::Saved {
                 version: self.last_seq,
@@ -110,6 +111,7 @@ impl Room {
     /// The batch could not be made durable: nothing of it is acknowledged.
     fn not_durable(&mut self, e: &str) {
         error!(room = %self.name, error = %e, "flush failed; nothing acknowledged");
+        self.drop_acks();
         self.writes_lost(e);
     }
 

@@ -47,6 +47,8 @@ pub(super) struct Member {
     pub(super) told_full: bool,
     /// Its control messages the room acts on (see [`CONTROLS_PER_SEC`]).
     pub(super) controls: DefaultDirectRateLimiter,
+    /// It speaks the Hocuspocus framing (see `room::hocuspocus`).
+    pub(super) hocuspocus: bool,
     /// Bytes queued in this batch for it alone (sync step 2, awareness snapshots): copies that
     /// are not in its outbox yet but will be.
     pub(super) pending: usize,
@@ -54,8 +56,15 @@ pub(super) struct Member {
 
 impl Member {
     /// A member that joins now.
-    pub(super) fn new(uuid: String, outbox: Outbox, role: Role, subject: Option<String>) -> Self {
+    pub(super) fn new(
+        uuid: String,
+        outbox: Outbox,
+        role: Role,
+        subject: Option<String>,
+        hocuspocus: bool,
+    ) -> Self {
         Member {
+            hocuspocus,
             uuid,
             outbox,
             role,
@@ -93,6 +102,14 @@ pub(super) enum Target {
     /// A hint (typing) from this member: like `ControlExcept`, but skipping members whose
     /// outbox is more than half full.
     Hint(ConnId),
+    /// Every Hocuspocus member, except one, and only those whose token names `subject` when
+    /// given (stateless messages).
+    Hocuspocus {
+        /// The member not to send it to (its sender).
+        except: Option<ConnId>,
+        /// The user whose members get it, or all.
+        subject: Option<String>,
+    },
 }
 
 impl Room {
@@ -152,6 +169,14 @@ impl Room {
                 Target::ControlSubject(user) => {
                     for (&id, m) in &self.members {
                         if m.control && m.subject.as_deref() == Some(user.as_str()) {
+                            send(id, m, frame.clone());
+                        }
+                    }
+                }
+                Target::Hocuspocus { except, subject } => {
+                    for (&id, m) in &self.members {
+                        let addressed = subject.is_none() || m.subject == subject;
+                        if m.hocuspocus && Some(id) != except && addressed {
                             send(id, m, frame.clone());
                         }
                     }

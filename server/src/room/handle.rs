@@ -43,6 +43,9 @@ pub(crate) struct Joiner {
     pub(crate) role: Role,
     /// The user its token names, if any: notices can address one user's connections.
     pub(crate) subject: Option<String>,
+    /// It speaks the Hocuspocus framing: it is owed a SyncStatus per write and receives
+    /// stateless messages (see `room::hocuspocus`).
+    pub(crate) hocuspocus: bool,
 }
 
 /// What the HTTP API asks of a document.
@@ -147,6 +150,8 @@ pub(crate) enum Command {
     Messages(ConnId, Vec<Message>),
     /// A member's socket is gone.
     Leave(ConnId),
+    /// A Hocuspocus member's stateless message, for the room's other Hocuspocus members.
+    Stateless(ConnId, String),
     /// A request of the HTTP API, answered once its effect is durable.
     Api(ApiOp, ApiReplyTx),
     /// An update from no member (see [`Incoming`]), answered once it is durable.

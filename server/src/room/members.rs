@@ -34,8 +34,10 @@ impl Room {
                 Bytes::from(Message::Awareness(snapshot).encode()),
             ));
         }
-        self.members
-            .insert(j.id, Member::new(j.uuid, j.outbox, j.role, j.subject));
+        self.members.insert(
+            j.id,
+            Member::new(j.uuid, j.outbox, j.role, j.subject, j.hocuspocus),
+        );
         self.live
             .users
             .store(self.members.len() as u32, Ordering::Relaxed);

@@ -30,6 +30,8 @@
 //! - `compact.rs`: compaction and titles.
 //! - `yrs_guards.rs`: every workaround for a yrs 0.28 behaviour, each with what pins it and
 //!   when it can go.
+//! - `hocuspocus.rs`: what members speaking the Hocuspocus framing get besides the y-websocket
+//!   frames: a SyncStatus per write once durable, stateless relays, notices as stateless.
 //! - `presence.rs` (awareness), `registry.rs` (get-or-load by name, what rooms share).
 //!
 //! # Seams
@@ -55,6 +57,7 @@ pub(crate) mod diff;
 mod failure;
 mod fanout;
 mod handle;
+mod hocuspocus;
 mod inbox;
 mod load;
 mod members;
@@ -80,6 +83,7 @@ use yrs::Doc;
 use crate::config::Durability;
 use crate::room::batch::{saved, Unsaved};
 use crate::room::fanout::{Member, Target};
+use crate::room::hocuspocus::Acks;
 use crate::room::presence::Presence;
 use crate::room::registry::{Registration, RoomContext, Stopped};
 
@@ -161,6 +165,8 @@ pub(crate) struct Room {
     /// Set when the document in memory could not be rebuilt from the store (it held writes
     /// that were never saved): the room refuses everything and stops after this batch.
     failed: Option<String>,
+    /// SyncStatus acknowledgements owed to Hocuspocus members.
+    acks: Acks,
 }
 
 impl Room {
@@ -238,6 +244,7 @@ impl Room {
             deleted: false,
             full_state: None,
             failed: None,
+            acks: Acks::default(),
         }
     }
 
@@ -406,6 +413,7 @@ impl Room {
             }
             Command::Messages(conn, msgs) => self.messages(conn, msgs),
             Command::Leave(conn) => self.leave(conn),
+            Command::Stateless(conn, payload) => self.stateless(conn, &payload),
             Command::Api(op, reply) => self.request(reply, |room| room.api(op)),
             Command::Inbox(incoming, reply) => self.request(reply, |room| room.receive(incoming)),
         }
@@ -457,7 +465,7 @@ fn refuse(cmd: Command, join: &JoinError, api: &ApiOpError) {
         Command::Api(_, reply) | Command::Inbox(_, reply) => {
             let _ = reply.send(Err(api.clone()));
         }
-        Command::Messages(..) | Command::Leave(_) => {}
+        Command::Messages(..) | Command::Leave(_) | Command::Stateless(..) => {}
     }
 }
 

@@ -65,9 +65,11 @@ impl Room {
         }
     }
 
-    /// `Notice`: queued for every opted-in member, or those whose token names `to`.
+    /// `Notice`: queued for every opted-in member and Hocuspocus member (as a stateless
+    /// message), or those whose token names `to`.
     fn notice(&mut self, level: NoticeLevel, text: String, to: Option<String>) -> ApiReply {
         let notice = Control::Notice { level, text };
+        let stateless = self.queue_stateless_notice(&notice, to.clone());
         let delivered = self
             .members
             .values()
@@ -78,7 +80,7 @@ impl Room {
             None => Target::ControlExcept(None),
         };
         self.queue_control(target, &notice);
-        ApiReply::Delivered(delivered)
+        ApiReply::Delivered(delivered + stateless)
     }
 
     /// `Create`: seeds the text in the room that owns the document, so it happens once. A

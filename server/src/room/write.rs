@@ -64,8 +64,14 @@ impl Room {
             return;
         }
         let control = m.control;
-        if let Err(e) = self.integrate(update) {
-            self.write_failed(conn, control, e);
+        match self.integrate(update) {
+            Ok(_) => self.owe_ack(conn, true),
+            Err(e) => {
+                if matches!(e, WriteError::TooLarge(_)) {
+                    self.owe_ack(conn, false);
+                }
+                self.write_failed(conn, control, e);
+            }
         }
     }
 
@@ -75,9 +81,14 @@ impl Room {
         // edits of its own: only a real edit earns the (one) refusal.
         let is_edit = contain(|| decode_update(update).map(|u| !u.is_empty()))
             .is_ok_and(|r| r.unwrap_or(true));
+        // A Hocuspocus member learns it from the acknowledgement, as from `@hocuspocus/server`.
+        self.owe_ack(conn, !is_edit);
         let Some(m) = self.members.get_mut(&conn) else {
             return;
         };
+        if m.hocuspocus {
+            return;
+        }
         if is_edit && !std::mem::replace(&mut m.told_read_only, true) {
             let frame = refusal(
                 m.control,

@@ -227,6 +227,7 @@ pub(crate) fn detached_joiner(
         outbox: Outbox::detached(tx),
         role,
         subject: None,
+        hocuspocus: false,
     };
     (joiner, rx)
 }
