@@ -30,6 +30,7 @@
 //! - `compact.rs`: compaction and titles.
 //! - `yrs_guards.rs`: every workaround for a yrs 0.28 behaviour, each with what pins it and
 //!   when it can go.
+//! - `authors.rs`: who wrote since the last version or change-feed event.
 //! - `presence.rs` (awareness), `registry.rs` (get-or-load by name, what rooms share).
 //!
 //! # Seams
@@ -48,6 +49,7 @@
 //!   [`registry::Registration`] and the room gives it up when it stops, so the room never calls
 //!   the registry.
 
+pub(crate) mod authors;
 mod batch;
 pub(crate) mod calls;
 mod compact;
@@ -78,6 +80,7 @@ use weft_protocol::RoomName;
 use yrs::Doc;
 
 use crate::config::Durability;
+use crate::room::authors::Authors;
 use crate::room::batch::{saved, Unsaved};
 use crate::room::fanout::{Member, Target};
 use crate::room::presence::Presence;
@@ -158,6 +161,8 @@ pub(crate) struct Room {
     /// Sync step 2 carrying the whole document, shared by every joiner that has nothing yet
     /// (an empty state vector: every fresh tab); dropped whenever the document may change.
     full_state: Option<Bytes>,
+    /// Who wrote since each reader of the changes (history, feed) last asked.
+    authors: Authors,
     /// Set when the document in memory could not be rebuilt from the store (it held writes
     /// that were never saved): the room refuses everything and stops after this batch.
     failed: Option<String>,
@@ -238,6 +243,7 @@ impl Room {
             deleted: false,
             full_state: None,
             failed: None,
+            authors: Authors::default(),
         }
     }
 
