@@ -31,6 +31,7 @@
 //! - `yrs_guards.rs`: every workaround for a yrs 0.28 behaviour, each with what pins it and
 //!   when it can go.
 //! - `authors.rs`: who wrote since the last version or change-feed event.
+//! - `feed.rs`: what the room tells the change feed (marks, the debounced report).
 //! - `presence.rs` (awareness), `registry.rs` (get-or-load by name, what rooms share).
 //!
 //! # Seams
@@ -56,6 +57,7 @@ mod compact;
 pub(crate) mod diff;
 mod failure;
 mod fanout;
+mod feed;
 mod handle;
 mod inbox;
 mod load;
@@ -83,6 +85,7 @@ use crate::config::Durability;
 use crate::room::authors::Authors;
 use crate::room::batch::{saved, Unsaved};
 use crate::room::fanout::{Member, Target};
+use crate::room::feed::{window_closed, FeedState};
 use crate::room::presence::Presence;
 use crate::room::registry::{Registration, RoomContext, Stopped};
 
@@ -163,6 +166,8 @@ pub(crate) struct Room {
     full_state: Option<Bytes>,
     /// Who wrote since each reader of the changes (history, feed) last asked.
     authors: Authors,
+    /// What the changes since the last change-feed event owe it, and when it is told.
+    feed: FeedState,
     /// Set when the document in memory could not be rebuilt from the store (it held writes
     /// that were never saved): the room refuses everything and stops after this batch.
     failed: Option<String>,
@@ -217,7 +222,12 @@ impl Room {
         loaded: Loaded,
         live: Arc<Live>,
     ) -> Self {
+        let feed = match ctx.feed.take_owed(registration.name().as_str()) {
+            Some((owed, marks)) => FeedState::owed(owed, marks),
+            None => FeedState::default(),
+        };
         Room {
+            feed,
             name: registration.name().clone(),
             ctx,
             registration,
@@ -286,6 +296,9 @@ impl Room {
                     if self.on_tick(&mut rx).await {
                         return;
                     }
+                }
+                _ = window_closed(self.feed.due), if self.feed.due.is_some() => {
+                    self.report_feed();
                 }
                 _ = shutdown.triggered() => break,
             }
@@ -385,6 +398,7 @@ impl Room {
     /// a wedged store is best left alone.
     async fn wind_up(&mut self, failed: &str) {
         self.finish_batch().await;
+        self.report_feed();
         if self.failed.is_some() {
             return;
         }
