@@ -137,11 +137,7 @@ impl Server {
         )
         .await;
         info!("no longer accepting; closing sockets and flushing rooms");
-        shutdown.wait_for_tasks().await;
-        // What rooms reported while closing; the final flush below makes it durable.
-        if let Err(e) = self.feed.write_pending().await {
-            error!(error = %e, "shutdown: recording the last change-feed events failed");
-        }
+        self.wind_down(&shutdown).await;
         let store = self.store.clone();
         let flushed = tokio::task::spawn_blocking(move || store.flush())
             .await
@@ -163,8 +159,17 @@ impl Server {
 }
 
 impl Server {
-    /// Starts the change feed's writer and pruner and the webhook deliveries, and has the
-    /// documents the last run owed events load and report them.
+    /// Waits for every task to stop, then records what rooms reported to the change feed while
+    /// closing (the final flush makes it durable).
+    async fn wind_down(&self, shutdown: &Shutdown) {
+        shutdown.wait_for_tasks().await;
+        if let Err(e) = self.feed.write_pending().await {
+            error!(error = %e, "shutdown: recording the last change-feed events failed");
+        }
+    }
+
+    /// Records what the last run owed the change feed, then starts its writer and pruner and
+    /// the webhook deliveries.
     fn start_feed(&self, ctx: &Arc<RoomContext>, shutdown: &Shutdown) -> Result<(), ServerError> {
         let feed = &self.feed;
         shutdown.spawn(feed.clone().run(ctx.log.clone(), shutdown.clone()));
@@ -176,14 +181,11 @@ impl Server {
             max_room_name: usize::MAX,
             ..self.config.limits()
         };
-        for doc in feed.recover()? {
-            match RoomName::parse(&doc, &limits) {
-                Ok(name) => {
-                    ctx.get_or_spawn(&name);
-                }
-                Err(e) => error!(doc, error = %e, "change feed: a mark names no document"),
-            }
-        }
+        let store = self.store.clone();
+        feed.recover(|doc| {
+            let name = RoomName::parse(doc, &limits).ok()?;
+            Some(store.meta(&name).ok()??.size_bytes)
+        })?;
         self.webhooks
             .start(&self.config, &ctx.metrics, shutdown)
             .map_err(|e| ServerError::Io(std::io::Error::other(e)))

@@ -37,6 +37,10 @@ pub(crate) struct Mark {
     pub(crate) doc: String,
     /// What it owes ([`flags`]).
     pub(crate) flags: u8,
+    /// The text's length (UTF-16 units) with the changes it covers.
+    pub(crate) text_length: u64,
+    /// The text's first line when the window's first change was made.
+    pub(crate) title: String,
 }
 
 /// The feed's tree.
@@ -188,9 +192,20 @@ impl EventLog {
         Ok(removed)
     }
 
-    /// Writes a mark: `doc` owes the events `flags` names, under id `id`.
-    pub(crate) fn mark(&self, id: u64, doc: &str, flags: u8) -> Result<(), StoreError> {
-        self.tree.insert(mark_key(id, doc), &[flags])?;
+    /// Writes (or rewrites) mark `id`: `doc` owes the events `flags` names, its text now
+    /// `text_length` long and titled `title`.
+    pub(crate) fn mark(
+        &self,
+        id: u64,
+        doc: &str,
+        flags: u8,
+        (text_length, title): (u64, &str),
+    ) -> Result<(), StoreError> {
+        let mut value = Vec::with_capacity(9 + title.len());
+        value.push(flags);
+        value.extend_from_slice(&text_length.to_be_bytes());
+        value.extend_from_slice(title.as_bytes());
+        self.tree.insert(mark_key(id, doc), value)?;
         Ok(())
     }
 
@@ -202,7 +217,15 @@ impl EventLog {
             let id = read_u64(&key[1..]).ok_or_else(|| corrupt("short mark key"))?;
             let doc = String::from_utf8(key[9..].to_vec()).map_err(|_| corrupt("mark doc"))?;
             let flags = value.first().copied().unwrap_or(0);
-            out.push(Mark { id, doc, flags });
+            let text_length = value.get(1..).and_then(read_u64).unwrap_or(0);
+            let title = String::from_utf8_lossy(value.get(9..).unwrap_or_default()).into_owned();
+            out.push(Mark {
+                id,
+                doc,
+                flags,
+                text_length,
+                title,
+            });
         }
         Ok(out)
     }

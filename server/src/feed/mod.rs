@@ -7,10 +7,11 @@
 //! after the change it describes was acknowledged. What bridges the gap is a *mark*: with the
 //! first change of a window the room writes a small key (`m` + id + doc, see [`log`]) into the
 //! feed's tree, in the same sled database and before the same flush as the change itself, so
-//! the mark is durable whenever the change is. The event's batch removes the mark. A mark found
-//! at startup means the process died between the two: the feed owes that document its events
-//! and the document's room, loaded at startup, reports them (see [`Feed::recover`]). Delivery is
-//! at least once: a crash between writing an event and its flush can repeat one.
+//! the mark is durable whenever the change is; the room rewrites it with the text's length
+//! before each flush of the window. The event's batch removes the mark. A mark found at startup
+//! means the process died between the two: the feed records what it owes from the mark and the
+//! document's metadata, without loading the document (see [`Feed::recover`]). Delivery is at
+//! least once: a crash between writing an event and its flush can repeat one.
 //!
 //! # Order
 //! One writer task numbers and writes events in the order rooms handed them over; a room hands
@@ -44,9 +45,6 @@ use crate::store::{now_ms, StoreError};
 /// How long the writer waits before retrying after the store refused a write or a flush.
 const RETRY: Duration = Duration::from_millis(500);
 
-/// Events owed to a document found at startup: the flags of its marks and their ids.
-pub(crate) type Owed = (u8, Vec<u64>);
-
 /// The change feed of one server.
 pub(crate) struct Feed {
     log: EventLog,
@@ -57,8 +55,6 @@ pub(crate) struct Feed {
     /// The seq the next event gets; locked while a batch is written, so batches never interleave.
     next: tokio::sync::Mutex<u64>,
     next_mark: AtomicU64,
-    /// Events owed to documents, found at startup and taken by their rooms when they load.
-    owed: Mutex<HashMap<String, Owed>>,
 }
 
 /// Events handed over and not written yet, in order.
@@ -92,7 +88,6 @@ impl Feed {
             head: watch::channel(next - 1).0,
             next: tokio::sync::Mutex::new(next),
             next_mark: AtomicU64::new(next_mark),
-            owed: Mutex::default(),
         }))
     }
 
@@ -127,15 +122,19 @@ impl Feed {
         self.report(vec![event], Vec::new());
     }
 
-    /// Writes a mark: `doc` owes the events `owed` ([`flags`]) for changes about to be
-    /// acknowledged; returns its id for [`Feed::report`]. The mark rides on the store's next
-    /// flush, with the changes. A store that refuses it is failing, and the changes with it.
-    pub(crate) fn mark(&self, doc: &str, owed: u8) -> u64 {
-        let id = self.next_mark.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.log.mark(id, doc, owed) {
+    /// A new mark's id.
+    pub(crate) fn new_mark(&self) -> u64 {
+        self.next_mark.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Writes (or rewrites) mark `id`: `doc` owes the events `owed` ([`flags`]) for changes
+    /// about to be acknowledged, its text now `(text_length, title)`; the id goes back with the
+    /// events to [`Feed::report`]. The mark rides on the store's next flush, with the changes.
+    /// A store that refuses it is failing, and the changes with it.
+    pub(crate) fn mark(&self, id: u64, doc: &str, owed: u8, text: (u64, &str)) {
+        if let Err(e) = self.log.mark(id, doc, owed, text) {
             error!(doc, error = %e, "could not write a change-feed mark");
         }
-        id
     }
 
     /// Hands over a document's `events`, in order, settling the marks `settles` (ids of
@@ -178,48 +177,44 @@ impl Feed {
         self.wake.notify_one();
     }
 
-    /// The events owed to `doc` found at startup, taken by its room when it loads.
-    pub(crate) fn take_owed(&self, doc: &str) -> Option<Owed> {
-        lock(&self.owed).remove(doc)
-    }
-
-    /// Settles what the marks left by the previous run owe, before any room loads: deletions
-    /// are recorded here; documents owed a creation or an update are returned, for their
-    /// rooms to load and report (they take their marks with [`Feed::take_owed`]).
+    /// Records what the marks left by the previous run owe, before any room loads, in the
+    /// order of the marks: a deletion as it was, a creation and the document's last state as
+    /// `document.updated` (its text length and title from the newest mark, its size from
+    /// `meta`, which answers `None` for a document that no longer exists). Their authors are
+    /// not known any more: the list is empty.
     ///
     /// # Errors
     /// When the marks cannot be read.
-    pub(crate) fn recover(&self) -> Result<Vec<String>, StoreError> {
-        let mut owed: HashMap<String, Owed> = HashMap::new();
-        for mark in self.log.marks()? {
-            let entry = owed.entry(mark.doc.clone()).or_default();
-            entry.1.push(mark.id);
-            if mark.flags & flags::DELETED == 0 {
-                entry.0 |= mark.flags;
-                continue;
-            }
-            let (before, ids) = owed.remove(&mark.doc).unwrap_or_default();
-            let mut events = Vec::new();
-            if (before | mark.flags) & flags::CREATED != 0 {
-                events.push(Event::DocumentCreated {
-                    doc: mark.doc.clone(),
-                });
-            }
-            events.push(Event::DocumentDeleted {
-                doc: mark.doc.clone(),
+    pub(crate) fn recover(&self, size: impl Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
+        let marks = self.log.marks()?;
+        let mut owed: HashMap<String, (u8, (u64, String), Vec<(u64, String)>)> = HashMap::new();
+        let mut order = Vec::new();
+        for mark in &marks {
+            let entry = owed.entry(mark.doc.clone()).or_insert_with(|| {
+                order.push(mark.doc.clone());
+                Default::default()
             });
-            let settles = ids.into_iter().map(|id| (id, mark.doc.clone())).collect();
-            self.report(events, settles);
+            entry.0 |= mark.flags;
+            entry.1 = (mark.text_length, mark.title.clone());
+            entry.2.push((mark.id, mark.doc.clone()));
+            if mark.flags & flags::DELETED != 0 {
+                let (flags, _, settles) = owed.remove(&mark.doc).unwrap_or_default();
+                self.report(recovered(&mark.doc, flags, None), settles);
+            }
         }
-        let docs: Vec<String> = owed.keys().cloned().collect();
-        if !docs.is_empty() {
+        for doc in order {
+            if let Some((flags, (text_length, title), settles)) = owed.remove(&doc) {
+                let state = size(&doc).map(|size| (size, text_length, title));
+                self.report(recovered(&doc, flags, state), settles);
+            }
+        }
+        if !marks.is_empty() {
             info!(
-                documents = docs.len(),
-                "change feed: reporting changes the last run acknowledged but did not record"
+                marks = marks.len(),
+                "change feed: recording changes the last run acknowledged but did not record"
             );
         }
-        *lock(&self.owed) = owed;
-        Ok(docs)
+        Ok(marks.len())
     }
 
     /// Writes whatever was handed over, numbering it; returns the seq of the last event
@@ -315,6 +310,28 @@ impl Feed {
             }
         }
     }
+}
+
+/// The events marks with `owed` flags stand for: its creation, its state (`(size,
+/// text_length, title)`, if it still exists) and its deletion, as the flags say.
+fn recovered(doc: &str, owed: u8, state: Option<(u64, u64, String)>) -> Vec<Event> {
+    let mut events = Vec::new();
+    if owed & flags::CREATED != 0 {
+        events.push(Event::DocumentCreated { doc: doc.into() });
+    }
+    if let (true, Some((size, text_length, title))) = (owed & flags::UPDATED != 0, state) {
+        events.push(Event::DocumentUpdated {
+            doc: doc.into(),
+            size,
+            text_length,
+            authors: Vec::new(),
+            title,
+        });
+    }
+    if owed & flags::DELETED != 0 {
+        events.push(Event::DocumentDeleted { doc: doc.into() });
+    }
+    events
 }
 
 /// Folds a newer `document.updated` of the same document into `into`: the newest state, the

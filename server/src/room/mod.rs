@@ -222,12 +222,8 @@ impl Room {
         loaded: Loaded,
         live: Arc<Live>,
     ) -> Self {
-        let feed = match ctx.feed.take_owed(registration.name().as_str()) {
-            Some((owed, marks)) => FeedState::owed(owed, marks),
-            None => FeedState::default(),
-        };
         Room {
-            feed,
+            feed: FeedState::default(),
             name: registration.name().clone(),
             ctx,
             registration,

@@ -255,6 +255,8 @@ fn lock(rooms: &Rooms) -> std::sync::MutexGuard<'_, Entries> {
 impl RoomContext {
     /// A context with no room open, whose rooms log their updates to `store` and make them
     /// durable through `commit`.
+    // Each argument is one of the parts rooms share, made by the server's wiring.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<dyn Store>,
         commit: GroupCommit,
