@@ -45,6 +45,10 @@ use crate::store::{now_ms, StoreError};
 /// How long the writer waits before retrying after the store refused a write or a flush.
 const RETRY: Duration = Duration::from_millis(500);
 
+/// What a document's marks owe, gathered at startup: their flags, the newest text length and
+/// title, and the marks to settle.
+type OwedBy = (u8, (u64, String), Vec<(u64, String)>);
+
 /// The change feed of one server.
 pub(crate) struct Feed {
     log: EventLog,
@@ -187,7 +191,7 @@ impl Feed {
     /// When the marks cannot be read.
     pub(crate) fn recover(&self, size: impl Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
         let marks = self.log.marks()?;
-        let mut owed: HashMap<String, (u8, (u64, String), Vec<(u64, String)>)> = HashMap::new();
+        let mut owed: HashMap<String, OwedBy> = HashMap::new();
         let mut order = Vec::new();
         for mark in &marks {
             let entry = owed.entry(mark.doc.clone()).or_insert_with(|| {
