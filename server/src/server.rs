@@ -116,7 +116,7 @@ impl Server {
             self.feed.clone(),
         ));
         self.start_feed(&ctx, &shutdown)?;
-        let dashboard = Arc::new(Dashboard::new(ctx.clone()));
+        let dashboard = self.dashboard(&ctx);
         let address_bytes = Arc::new(socket::address_limiter(&self.config));
         shutdown.spawn(forget_quiet_addresses(
             address_bytes.clone(),
@@ -159,6 +159,11 @@ impl Server {
 }
 
 impl Server {
+    /// The dashboard of the rooms of `ctx` and of the webhook endpoints.
+    fn dashboard(&self, ctx: &Arc<RoomContext>) -> Arc<Dashboard> {
+        Arc::new(Dashboard::new(ctx.clone()).with_webhooks(self.webhooks.clone()))
+    }
+
     /// Waits for every task to stop, then records what rooms reported to the change feed while
     /// closing (the final flush makes it durable).
     async fn wind_down(&self, shutdown: &Shutdown) {
