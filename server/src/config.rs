@@ -651,6 +651,37 @@ mod tests {
 
     /// `weft serve --bind ...` and `weft --bind ...` mean the same.
     #[test]
+    fn webhook_flags_are_checked() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("weft").chain(args.iter().copied()))
+                .map(Cli::into_config)
+        };
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let ok = parse(&[
+            "--webhook-url",
+            "http://a/h,http://b/h",
+            "--webhook-secret",
+            secret,
+        ])
+        .expect("valid");
+        assert_eq!(ok.webhook_urls, ["http://a/h", "http://b/h"]);
+        assert_eq!(ok.webhook_secret.as_ref().map(|s| s.0.len()), Some(24));
+        assert!(ok.check_exposure().is_ok());
+        let unsigned = parse(&["--webhook-url", "http://a/h"]).expect("parses");
+        assert!(matches!(
+            unsigned.check_exposure(),
+            Err(ConfigError::WebhookWithoutSecret)
+        ));
+        assert!(parse(&["--webhook-url", "https://a/h"]).is_err());
+        assert!(parse(&["--webhook-url", "not a url"]).is_err());
+        assert!(parse(&["--webhook-secret", "whsec_c2hvcnQ="]).is_err());
+        assert!(parse(&["--webhook-events", "document.renamed"]).is_err());
+        assert!(parse(&["--feed-keep-days", "-1"]).is_err());
+        let kept = parse(&["--feed-keep-days", "0.5"]).expect("fraction");
+        assert_eq!(kept.feed_keep(), Duration::from_secs(12 * 3600));
+    }
+
+    #[test]
     fn serve_subcommand_is_optional() {
         let a = Cli::parse_from(["weft", "serve", "--bind", "127.0.0.1:9"]).into_config();
         let b = Cli::parse_from(["weft", "--bind", "127.0.0.1:9"]).into_config();

@@ -446,3 +446,25 @@ async fn a_notice_to_a_user_reaches_all_of_their_connections_and_only_those() ->
     .await?;
     Ok(())
 }
+
+/// The feed's and the webhooks' routes are in the OpenAPI description.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_routes_are_described() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let spec: Value = reqwest::get(format!("{}/api/openapi.json", server.http_base()))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    for (path, method) in [
+        ("/api/changes", "get"),
+        ("/api/webhooks", "get"),
+        ("/api/webhooks/redeliver", "post"),
+    ] {
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+    }
+    Ok(())
+}
