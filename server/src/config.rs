@@ -379,7 +379,7 @@ pub struct Config {
     /// Days the change feed keeps its events (fractions allowed: 0.5 is twelve hours). A
     /// `since` older than that is answered 410 with the oldest seq kept.
     #[arg(long, global = true, env = "WEFT_FEED_KEEP_DAYS", default_value_t = 7.0,
-          value_parser = parse_days)]
+          value_parser = parse_non_negative)]
     pub feed_keep_days: f64,
 
     /// URL every change-feed event is POSTed to (Standard Webhooks); repeat the flag, or
@@ -390,7 +390,7 @@ pub struct Config {
     pub webhook_urls: Vec<String>,
 
     /// The secret webhooks are signed with, as the Standard Webhooks specification defines it:
-    /// `whsec_` followed by base64 of 24 to 64 random bytes. Needed with --webhook-url.
+    /// `whsec_` followed by base64 of at least 24 random bytes. Needed with --webhook-url.
     #[arg(long, global = true, env = "WEFT_WEBHOOK_SECRET", hide_env_values = true,
           value_parser = parse_webhook_secret)]
     pub webhook_secret: Option<WebhookSecret>,
@@ -414,7 +414,7 @@ pub struct Config {
     /// Hours an undeliverable webhook event is retried (backoff from 1 s doubling to 1 h, with
     /// jitter) before it is recorded as failed and the endpoint moves on.
     #[arg(long, global = true, env = "WEFT_WEBHOOK_RETRY_HOURS", default_value_t = 24.0,
-          value_parser = parse_days)]
+          value_parser = parse_non_negative)]
     pub webhook_retry_hours: f64,
 
     /// The first webhook retry delay in milliseconds (it doubles up to an hour). Hidden: only
@@ -477,7 +477,7 @@ fn parse_webhook_url(s: &str) -> Result<String, String> {
 }
 
 /// Parses a non-negative, finite number (days or hours).
-fn parse_days(s: &str) -> Result<f64, String> {
+fn parse_non_negative(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("`{s}` is not a non-negative number")),
