@@ -270,27 +270,37 @@ impl Feed {
                     _ = shutdown.triggered() => return,
                 }
             }
-            match self.write_pending().await {
-                Ok(Some(last)) => unflushed = Some(last),
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(error = %e, "change feed: writing events failed; retrying");
-                    tokio::time::sleep(RETRY).await;
-                    continue;
+            let failed = match self.write_pending().await {
+                Ok(written) => {
+                    unflushed = written.or(unflushed);
+                    match unflushed {
+                        Some(last) => self.announce(&log, last).await.err(),
+                        None => None,
+                    }
                 }
-            }
-            let Some(last) = unflushed else { continue };
-            match log.durable(Durability::Strict).await {
-                Ok(()) => {
-                    self.head.send_replace(last);
-                    unflushed = None;
-                }
-                Err(e) => {
-                    warn!(error = %e, "change feed: flushing events failed; retrying");
-                    tokio::time::sleep(RETRY).await;
+                Err(e) => Some(format!("writing events failed: {e}")),
+            };
+            match failed {
+                None => unflushed = None,
+                Some(error) => {
+                    warn!(%error, "change feed: retrying");
+                    // A failed store fails every retry: the loop must still let shutdown through.
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY) => {}
+                        _ = shutdown.triggered() => return,
+                    }
                 }
             }
         }
+    }
+
+    /// Makes everything up to `last` durable, then lets readers see it.
+    async fn announce(&self, log: &Arc<dyn DurableLog>, last: u64) -> Result<(), String> {
+        log.durable(Durability::Strict)
+            .await
+            .map_err(|e| format!("flushing events failed: {e}"))?;
+        self.head.send_replace(last);
+        Ok(())
     }
 
     /// Removes events older than `keep`, every so often, until shutdown.

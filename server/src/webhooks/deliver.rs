@@ -132,7 +132,11 @@ impl Delivery {
         let window = self.config.webhook_retry();
         let mut delay = base;
         loop {
-            let error = match self.attempt(record.seq, &body).await {
+            let attempt = tokio::select! {
+                result = self.attempt(record.seq, &body) => result,
+                _ = self.shutdown.triggered() => return Outcome::Stopping,
+            };
+            let error = match attempt {
                 Ok(()) => {
                     self.succeeded();
                     return Outcome::Done;
