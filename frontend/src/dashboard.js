@@ -4,7 +4,8 @@
 // socket never opens, or keeps dropping) the page polls /dashboard/snapshots instead, says
 // "live (polling)", and keeps trying the socket in the background to return to push.
 // `?transport=poll` forces polling. With tokens on, `?token=` (an admin token) is passed on.
-// Both transports carry the same message: { server, totals, rooms, rooms_open, snapshots }.
+// Both transports carry the same message: { server, totals, rooms, rooms_open, webhooks,
+// snapshots }.
 
 import './diagnostics.js'
 import { byId, fullTime, h, timeAgo } from './common.js'
@@ -106,6 +107,38 @@ const renderRooms = (rooms, open) => {
   )
 }
 
+/** The state of a webhook endpoint in words: ok, retrying since when, or failing. */
+const webhookState = (w) => {
+  if (w.state === 'retrying') {
+    const since = Date.parse(w.retrying_since)
+    return { text: `retrying since ${timeAgo(since)}`, title: fullTime(since) }
+  }
+  if (w.state === 'failing') {
+    return { text: `failing (${num(w.failed.length)} given up)` }
+  }
+  return { text: 'ok' }
+}
+
+const renderWebhooks = (webhooks = []) => {
+  const body = byId('webhooks').querySelector('tbody')
+  setText('webhooks-summary', `(${webhooks.length})`)
+  if (!webhooks.length) {
+    body.replaceChildren(h('tr', {}, [h('td', { colspan: '5', class: 'empty', text: 'No webhook endpoint is configured (--webhook-url).' })]))
+    return
+  }
+  body.replaceChildren(
+    ...webhooks.map((w) =>
+      h('tr', { dataset: { webhook: w.url } }, [
+        h('td', { text: w.url }),
+        h('td', webhookState(w)),
+        h('td', { class: 'num', text: num(w.pending) }),
+        h('td', { class: 'num', text: `${num(w.delivered)} / ${num(w.failed_attempts)}` }),
+        h('td', w.last_error ? { text: w.last_error } : { text: 'none', class: 'muted' })
+      ])
+    )
+  )
+}
+
 const render = (msg) => {
   const s = snapshots[snapshots.length - 1]
   const { server, totals } = msg
@@ -137,6 +170,7 @@ const render = (msg) => {
   setTally('total-refused', totals.refused)
   setTally('total-disconnects', totals.disconnects)
   renderRooms(msg.rooms, msg.rooms_open)
+  renderWebhooks(msg.webhooks)
 }
 
 /** Shows a tally (`{label: count}`) as its total with each label's count below it. */

@@ -110,6 +110,9 @@ pub enum ConfigError {
          address, or pass --allow-open if this network is trusted"
     )]
     OpenOnNetwork(SocketAddr),
+    /// Webhook URLs without the secret that signs what is sent to them.
+    #[error("--webhook-url needs --webhook-secret (WEFT_WEBHOOK_SECRET): a `whsec_` secret the receivers verify signatures with")]
+    WebhookWithoutSecret,
 }
 
 impl Cli {
@@ -362,6 +365,123 @@ pub struct Config {
         default_value_t = 20
     )]
     pub max_connects_per_sec: u32,
+
+    /// Milliseconds the change feed gathers a document's edits into one `document.updated`
+    /// event (the first edit opens the window). Lower means fresher events, more of them.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_FEED_DEBOUNCE_MS",
+        default_value_t = 250
+    )]
+    pub feed_debounce_ms: u64,
+
+    /// Days the change feed keeps its events (fractions allowed: 0.5 is twelve hours). A
+    /// `since` older than that is answered 410 with the oldest seq kept.
+    #[arg(long, global = true, env = "WEFT_FEED_KEEP_DAYS", default_value_t = 7.0,
+          value_parser = parse_non_negative)]
+    pub feed_keep_days: f64,
+
+    /// URL every change-feed event is POSTed to (Standard Webhooks); repeat the flag, or
+    /// separate URLs with commas in WEFT_WEBHOOK_URLS. Plain `http://` only in this build: put
+    /// a TLS-terminating proxy in front of an `https://` receiver.
+    #[arg(long = "webhook-url", global = true, env = "WEFT_WEBHOOK_URLS",
+          value_delimiter = ',', value_parser = parse_webhook_url)]
+    pub webhook_urls: Vec<String>,
+
+    /// The secret webhooks are signed with, as the Standard Webhooks specification defines it:
+    /// `whsec_` followed by base64 of at least 24 random bytes. Needed with --webhook-url.
+    #[arg(long, global = true, env = "WEFT_WEBHOOK_SECRET", hide_env_values = true,
+          value_parser = parse_webhook_secret)]
+    pub webhook_secret: Option<WebhookSecret>,
+
+    /// Only these event types are sent to webhooks (e.g. `document.updated`); repeat or
+    /// separate with commas. All when absent.
+    #[arg(long, global = true, env = "WEFT_WEBHOOK_EVENTS", value_delimiter = ',',
+          value_parser = clap::builder::PossibleValuesParser::new(EVENT_TYPES))]
+    pub webhook_events: Vec<String>,
+
+    /// Milliseconds a webhook receiver has to answer before the delivery counts as failed and
+    /// is retried.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub webhook_timeout_ms: u64,
+
+    /// Hours an undeliverable webhook event is retried (backoff from 1 s doubling to 1 h, with
+    /// jitter) before it is recorded as failed and the endpoint moves on.
+    #[arg(long, global = true, env = "WEFT_WEBHOOK_RETRY_HOURS", default_value_t = 24.0,
+          value_parser = parse_non_negative)]
+    pub webhook_retry_hours: f64,
+
+    /// The first webhook retry delay in milliseconds (it doubles up to an hour). Hidden: only
+    /// the tests shorten it, so they can watch a retry schedule without waiting seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_WEBHOOK_RETRY_BASE_MS",
+        default_value_t = 1000,
+        hide = true
+    )]
+    pub webhook_retry_base_ms: u64,
+}
+
+/// Every change-feed event type (`--webhook-events` accepts these).
+pub const EVENT_TYPES: [&str; 4] = [
+    "document.created",
+    "document.updated",
+    "document.deleted",
+    "version.created",
+];
+
+/// A webhook signing key (the bytes of a `whsec_` secret); never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(..)")
+    }
+}
+
+/// Parses a `whsec_<base64>` secret (the prefix is optional, as Standard Webhooks libraries
+/// accept it); at least 24 bytes.
+fn parse_webhook_secret(s: &str) -> Result<WebhookSecret, String> {
+    use base64::Engine as _;
+    let b64 = s.trim().strip_prefix("whsec_").unwrap_or(s.trim());
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("not `whsec_` followed by base64: {e}"))?;
+    if key.len() < 24 {
+        return Err(format!(
+            "the secret is {} bytes; at least 24 random bytes are needed",
+            key.len()
+        ));
+    }
+    Ok(WebhookSecret(key))
+}
+
+/// Checks a webhook URL: absolute, `http`.
+fn parse_webhook_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let url = reqwest::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    match url.scheme() {
+        "http" => Ok(url.to_string()),
+        other => Err(format!(
+            "`{s}`: scheme `{other}` is not supported (plain http only; terminate TLS in a proxy)"
+        )),
+    }
+}
+
+/// Parses a non-negative, finite number (days or hours).
+fn parse_non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a non-negative number")),
+    }
 }
 
 /// Parses a CIDR range, or a single address as the range holding only it.
@@ -413,6 +533,16 @@ impl Config {
         Duration::from_secs(self.idle_unload_secs)
     }
 
+    /// How long the change feed keeps events.
+    pub fn feed_keep(&self) -> Duration {
+        Duration::from_secs_f64((self.feed_keep_days * 86_400.0).min(1e12))
+    }
+
+    /// How long an undeliverable webhook event is retried.
+    pub fn webhook_retry(&self) -> Duration {
+        Duration::from_secs_f64((self.webhook_retry_hours * 3600.0).min(1e12))
+    }
+
     /// Whether no secret is configured: every request is allowed.
     pub fn is_open(&self) -> bool {
         self.auth_secret.is_none()
@@ -425,6 +555,9 @@ impl Config {
     pub fn check_exposure(&self) -> Result<(), ConfigError> {
         if self.is_open() && !self.bind.ip().is_loopback() && !self.allow_open {
             return Err(ConfigError::OpenOnNetwork(self.bind));
+        }
+        if !self.webhook_urls.is_empty() && self.webhook_secret.is_none() {
+            return Err(ConfigError::WebhookWithoutSecret);
         }
         Ok(())
     }
@@ -517,6 +650,37 @@ mod tests {
     }
 
     /// `weft serve --bind ...` and `weft --bind ...` mean the same.
+    #[test]
+    fn webhook_flags_are_checked() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("weft").chain(args.iter().copied()))
+                .map(Cli::into_config)
+        };
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let ok = parse(&[
+            "--webhook-url",
+            "http://a/h,http://b/h",
+            "--webhook-secret",
+            secret,
+        ])
+        .expect("valid");
+        assert_eq!(ok.webhook_urls, ["http://a/h", "http://b/h"]);
+        assert_eq!(ok.webhook_secret.as_ref().map(|s| s.0.len()), Some(24));
+        assert!(ok.check_exposure().is_ok());
+        let unsigned = parse(&["--webhook-url", "http://a/h"]).expect("parses");
+        assert!(matches!(
+            unsigned.check_exposure(),
+            Err(ConfigError::WebhookWithoutSecret)
+        ));
+        assert!(parse(&["--webhook-url", "https://a/h"]).is_err());
+        assert!(parse(&["--webhook-url", "not a url"]).is_err());
+        assert!(parse(&["--webhook-secret", "whsec_c2hvcnQ="]).is_err());
+        assert!(parse(&["--webhook-events", "document.renamed"]).is_err());
+        assert!(parse(&["--feed-keep-days", "-1"]).is_err());
+        let kept = parse(&["--feed-keep-days", "0.5"]).expect("fraction");
+        assert_eq!(kept.feed_keep(), Duration::from_secs(12 * 3600));
+    }
+
     #[test]
     fn serve_subcommand_is_optional() {
         let a = Cli::parse_from(["weft", "serve", "--bind", "127.0.0.1:9"]).into_config();

@@ -11,6 +11,8 @@
 //! - `store/`: where bytes hit disk. The [`Store`] trait and its sled backend, group commit (one
 //!   flush for every write that arrived meanwhile) and the in-flight marks that let a restart
 //!   refuse bytes that crashed the process.
+//! - `feed/`: the change feed: events with a durable global seq, recorded from what rooms
+//!   report (between `store/` and `room/`); `webhooks/`: their signed, retried delivery.
 //! - `room/`: one actor per open document, sole owner of the yrs `Doc` and the awareness table:
 //!   validate → apply → make durable → fan out; compaction; the registry of open rooms.
 //! - `net/`: the TCP accept loop (HTTP connection cap, deadlines, the read budget for
@@ -34,6 +36,7 @@ pub mod token;
 
 mod backup;
 mod error;
+mod feed;
 mod http;
 mod metrics;
 mod net;
@@ -43,6 +46,7 @@ mod server;
 mod stats;
 mod store;
 mod testing;
+mod webhooks;
 
 #[cfg(feature = "bench-internals")]
 pub use testing::bench;

@@ -133,6 +133,12 @@ pub(crate) struct Metrics {
     pub(crate) queue_full: Counter,
     /// Store write probes `/readyz` ran (its answer is cached, so at most about one a second).
     pub(crate) readiness_probes: Counter,
+    /// Change-feed events POSTed to a webhook and answered 2xx.
+    pub(crate) webhook_deliveries: Counter,
+    /// Webhook delivery attempts that failed (non-2xx, timeout, refused connection).
+    pub(crate) webhook_failures: Counter,
+    /// Events recorded but not yet delivered, summed over webhook endpoints.
+    pub(crate) webhook_outbox: Gauge,
     flush_seconds: Histogram,
     flushes: Counter,
     refused: Tally<Reason>,
@@ -174,6 +180,7 @@ impl Metrics {
         m.register_gauges(&mut registry);
         m.register_traffic(&mut registry);
         m.register_durability(&mut registry);
+        m.register_webhooks(&mut registry);
         Self { registry, ..m }
     }
 
@@ -193,6 +200,9 @@ impl Metrics {
             fanout: Counter::default(),
             queue_full: Counter::default(),
             readiness_probes: Counter::default(),
+            webhook_deliveries: Counter::default(),
+            webhook_failures: Counter::default(),
+            webhook_outbox: Gauge::default(),
             // 50 µs to ~1.6 s: an fdatasync on a quiet SSD is ~0.3 ms, a stalled disk seconds.
             flush_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             flushes: Counter::default(),
@@ -201,6 +211,25 @@ impl Metrics {
             flush_window: Mutex::new(new_window()),
             registry: Registry::default(),
         }
+    }
+
+    /// Webhook deliveries and what waits for them.
+    fn register_webhooks(&self, registry: &mut Registry) {
+        registry.register(
+            "webhook_deliveries",
+            "Change-feed events delivered to a webhook endpoint (answered 2xx)",
+            self.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_failures",
+            "Webhook delivery attempts that failed (non-2xx, timeout, connection refused)",
+            self.webhook_failures.clone(),
+        );
+        registry.register(
+            "webhook_outbox",
+            "Change-feed events not yet delivered, summed over webhook endpoints",
+            self.webhook_outbox.clone(),
+        );
     }
 
     /// What is open and how much memory it takes.

@@ -10,7 +10,10 @@ use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{error, info};
 
+use weft_protocol::RoomName;
+
 use crate::config::Config;
+use crate::feed::Feed;
 use crate::http::{self, dashboard::Dashboard};
 use crate::metrics::Metrics;
 use crate::net::metered::ReadBudget;
@@ -21,6 +24,7 @@ use crate::stats::Stats;
 use crate::store::commit::GroupCommit;
 use crate::store::inflight::{self, InFlight};
 use crate::store::{SledStore, Store, StoreError};
+use crate::webhooks::Webhooks;
 
 /// Errors that stop the server from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,8 @@ pub enum ServerError {
 pub struct Server {
     config: Arc<Config>,
     store: Arc<dyn Store>,
+    feed: Arc<Feed>,
+    webhooks: Arc<Webhooks>,
     stats: Stats,
     inflight: Arc<InFlight>,
 }
@@ -66,9 +72,13 @@ impl Server {
             inflight::OpenError::Store(e) => ServerError::Store(e),
             inflight::OpenError::Io(e) => ServerError::InFlight(e.to_string()),
         })?;
+        let feed = Feed::open(store.tree("feed")?)?;
+        let webhooks = Webhooks::open(&config, feed.clone(), store.tree("webhooks")?)?;
         Ok(Self {
             config: Arc::new(config),
             store: Arc::new(store),
+            feed,
+            webhooks: Arc::new(webhooks),
             stats: Stats::default(),
             inflight: Arc::new(inflight),
         })
@@ -103,15 +113,18 @@ impl Server {
             self.stats.clone(),
             metrics,
             self.inflight.clone(),
+            self.feed.clone(),
         ));
-        let dashboard = Arc::new(Dashboard::new(ctx.clone()));
+        self.start_feed(&ctx, &shutdown)?;
+        let dashboard = self.dashboard(&ctx);
         let address_bytes = Arc::new(socket::address_limiter(&self.config));
         shutdown.spawn(forget_quiet_addresses(
             address_bytes.clone(),
             shutdown.clone(),
         ));
         shutdown.spawn(dashboard.clone().run());
-        let state = http::AppState::new(ctx.clone(), dashboard, address_bytes.clone());
+        let state = http::AppState::new(ctx.clone(), dashboard, address_bytes.clone())
+            .with_webhooks(self.webhooks.clone());
         let app = http::router(state).layer(request_deadline(&self.config));
         info!(%addr, data = %self.config.data.display(), durability = ?self.config.durability, "serving");
         let budget = read_budget(&self.config, ctx.metrics.unfinished.clone());
@@ -124,7 +137,7 @@ impl Server {
         )
         .await;
         info!("no longer accepting; closing sockets and flushing rooms");
-        shutdown.wait_for_tasks().await;
+        self.wind_down(&shutdown).await;
         let store = self.store.clone();
         let flushed = tokio::task::spawn_blocking(move || store.flush())
             .await
@@ -142,6 +155,45 @@ impl Server {
                 Err(ServerError::StoreFailed(e))
             }
         }
+    }
+}
+
+impl Server {
+    /// The dashboard of the rooms of `ctx` and of the webhook endpoints.
+    fn dashboard(&self, ctx: &Arc<RoomContext>) -> Arc<Dashboard> {
+        Arc::new(Dashboard::new(ctx.clone()).with_webhooks(self.webhooks.clone()))
+    }
+
+    /// Waits for every task to stop, then records what rooms reported to the change feed while
+    /// closing (the final flush makes it durable).
+    async fn wind_down(&self, shutdown: &Shutdown) {
+        shutdown.wait_for_tasks().await;
+        if let Err(e) = self.feed.write_pending().await {
+            error!(error = %e, "shutdown: recording the last change-feed events failed");
+        }
+    }
+
+    /// Records what the last run owed the change feed, then starts its writer and pruner and
+    /// the webhook deliveries.
+    fn start_feed(&self, ctx: &Arc<RoomContext>, shutdown: &Shutdown) -> Result<(), ServerError> {
+        let feed = &self.feed;
+        shutdown.spawn(feed.clone().run(ctx.log.clone(), shutdown.clone()));
+        shutdown.spawn(
+            feed.clone()
+                .prune(self.config.feed_keep(), shutdown.clone()),
+        );
+        let limits = weft_protocol::Limits {
+            max_room_name: usize::MAX,
+            ..self.config.limits()
+        };
+        let store = self.store.clone();
+        feed.recover(|doc| {
+            let name = RoomName::parse(doc, &limits).ok()?;
+            Some(store.meta(&name).ok()??.size_bytes)
+        })?;
+        self.webhooks
+            .start(&self.config, &ctx.metrics, shutdown)
+            .map_err(|e| ServerError::Io(std::io::Error::other(e)))
     }
 }
 

@@ -219,7 +219,14 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 fn assert_documented(msg: &Value) {
     assert_eq!(
         keys(msg),
-        set(&["server", "totals", "rooms", "rooms_open", "snapshots"]),
+        set(&[
+            "server",
+            "totals",
+            "rooms",
+            "rooms_open",
+            "webhooks",
+            "snapshots"
+        ]),
         "{msg}"
     );
     assert_eq!(

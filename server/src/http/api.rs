@@ -86,6 +86,9 @@ pub(crate) fn routes(max_body: usize) -> Router<AppState> {
         .routes(routes!(send_notice))
         .routes(routes!(revoke_tokens))
         .routes(routes!(super::backup::get_backup))
+        .routes(routes!(super::feed::changes))
+        .routes(routes!(super::webhooks::list_webhooks))
+        .routes(routes!(super::webhooks::redeliver))
         .split_for_parts();
     // Serialized once: the description is fixed for the life of the binary.
     let json = spec

@@ -17,6 +17,8 @@
 //!                "disconnects": { "<close code>|dropped|peer": n } },
 //!   "rooms":   [ { "id", "title", "users", "size_bytes", "active_ms" } ],   // busiest 100
 //!   "rooms_open": n,
+//!   "webhooks": [ { "url", "state": "ok"|"retrying"|"failing", "retrying_since", "pending",
+//!                   "cursor", "last_error", "delivered", "failed_attempts", "failed": [..] } ],
 //!   "snapshots": [ { "t", "connections", "rooms", "documents", "memory_bytes",
 //!                    "messages_in_per_sec", "messages_out_per_sec", "bytes_in_per_sec",
 //!                    "bytes_out_per_sec", "updates_per_sec", "fanout_per_sec",
@@ -51,6 +53,7 @@ use crate::http::AppState;
 use crate::room::registry::RoomContext;
 use crate::store::now_ms;
 use crate::token::Access;
+use crate::webhooks::Webhooks;
 
 /// How often a snapshot is taken and pushed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -134,6 +137,8 @@ struct History {
     snapshots: VecDeque<(u64, Arc<str>)>,
     rooms: Arc<str>,
     rooms_open: usize,
+    /// Each webhook endpoint's status, as JSON.
+    webhooks: Arc<str>,
 }
 
 /// The sampler's state and the dashboards' shared feed.
@@ -144,6 +149,7 @@ pub(crate) struct Dashboard {
     history: Mutex<History>,
     push: broadcast::Sender<Arc<str>>,
     sockets: Arc<Semaphore>,
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl Dashboard {
@@ -156,11 +162,19 @@ impl Dashboard {
             started_ms: now_ms(),
             history: Mutex::new(History {
                 rooms: Arc::from("[]"),
+                webhooks: Arc::from("[]"),
                 ..History::default()
             }),
             push,
             sockets: Arc::new(Semaphore::new(MAX_SOCKETS)),
+            webhooks: None,
         }
+    }
+
+    /// The dashboard, also showing `webhooks`' endpoints.
+    pub(crate) fn with_webhooks(mut self, webhooks: Arc<Webhooks>) -> Self {
+        self.webhooks = Some(webhooks);
+        self
     }
 
     /// Samples once a second until shutdown, pushing each snapshot to open dashboards.
@@ -217,6 +231,11 @@ impl Dashboard {
             flush_p99_ms: round2(flush.p99_ms),
         };
         let (rows, open) = self.room_rows();
+        let webhooks = self.webhooks.as_ref().map(|w| {
+            m.webhook_outbox
+                .set(i64::try_from(w.outbox_depth()).unwrap_or(i64::MAX));
+            w.status()
+        });
         let snapshot_json: Arc<str> = Arc::from(to_json(&snapshot));
         let message = {
             let mut h = lock(&self.history);
@@ -226,6 +245,7 @@ impl Dashboard {
             h.snapshots.push_back((snapshot.t, snapshot_json.clone()));
             h.rooms = Arc::from(to_json(&rows));
             h.rooms_open = open;
+            h.webhooks = Arc::from(to_json(&webhooks.unwrap_or_default()));
             self.compose(&h, &totals, std::iter::once(&snapshot_json))
         };
         // No receiver (no dashboard open) is the common case, not an error.
@@ -309,11 +329,12 @@ impl Dashboard {
         };
         let snapshots: Vec<&str> = snapshots.map(|s| &**s).collect();
         format!(
-            r#"{{"server":{},"totals":{},"rooms":{},"rooms_open":{},"snapshots":[{}]}}"#,
+            r#"{{"server":{},"totals":{},"rooms":{},"rooms_open":{},"webhooks":{},"snapshots":[{}]}}"#,
             to_json(&info),
             to_json(totals),
             h.rooms,
             h.rooms_open,
+            h.webhooks,
             snapshots.join(",")
         )
     }

@@ -23,6 +23,7 @@ pub(crate) mod auth;
 pub(crate) mod backup;
 pub(crate) mod dashboard;
 pub(crate) mod extract;
+pub(crate) mod feed;
 pub(crate) mod forwarded;
 pub(crate) mod hocuspocus;
 pub(crate) mod pages;
@@ -30,6 +31,7 @@ pub(crate) mod policy;
 pub(crate) mod readiness;
 pub(crate) mod refusals;
 pub(crate) mod upgrade;
+pub(crate) mod webhooks;
 
 pub(crate) use upgrade::echo_router;
 
@@ -37,6 +39,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::net::socket::AddressLimiter;
 use crate::room::registry::RoomContext;
+use crate::webhooks::Webhooks;
 use admission::{ConnectRate, PerIp};
 use dashboard::Dashboard;
 use readiness::Readiness;
@@ -66,6 +69,8 @@ pub(crate) struct AppState {
     pub(crate) readiness: Arc<Readiness>,
     /// Refusals logged so far, so a flood of identical ones is logged once per interval.
     pub(crate) refusals: Arc<RefusalLog>,
+    /// The webhook endpoints (none configured: an empty list).
+    pub(crate) webhooks: Option<Arc<Webhooks>>,
 }
 
 impl AppState {
@@ -86,8 +91,15 @@ impl AppState {
             dashboard,
             readiness: Arc::default(),
             refusals: Arc::default(),
+            webhooks: None,
             ctx,
         }
+    }
+
+    /// The state with the server's webhook endpoints.
+    pub(crate) fn with_webhooks(mut self, webhooks: Arc<Webhooks>) -> Self {
+        self.webhooks = Some(webhooks);
+        self
     }
 }
 

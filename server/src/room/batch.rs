@@ -38,6 +38,7 @@ impl Room {
         if self.relaxed_flush_lost() {
             return;
         }
+        self.feed_mark();
         if self.dirty {
             self.dirty = false;
             if let Err(e) = self.make_durable().await {

@@ -32,6 +32,8 @@
 //!   when it can go.
 //! - `hocuspocus.rs`: what members speaking the Hocuspocus framing get besides the y-websocket
 //!   frames: a SyncStatus per write once durable, stateless relays, notices as stateless.
+//! - `authors.rs`: who wrote since the last version or change-feed event.
+//! - `feed.rs`: what the room tells the change feed (marks, the debounced report).
 //! - `presence.rs` (awareness), `registry.rs` (get-or-load by name, what rooms share).
 //!
 //! # Seams
@@ -50,12 +52,14 @@
 //!   [`registry::Registration`] and the room gives it up when it stops, so the room never calls
 //!   the registry.
 
+pub(crate) mod authors;
 mod batch;
 pub(crate) mod calls;
 mod compact;
 pub(crate) mod diff;
 mod failure;
 mod fanout;
+mod feed;
 mod handle;
 mod hocuspocus;
 mod inbox;
@@ -81,8 +85,10 @@ use weft_protocol::RoomName;
 use yrs::Doc;
 
 use crate::config::Durability;
+use crate::room::authors::Authors;
 use crate::room::batch::{saved, Unsaved};
 use crate::room::fanout::{Member, Target};
+use crate::room::feed::{window_closed, FeedState};
 use crate::room::hocuspocus::Acks;
 use crate::room::presence::Presence;
 use crate::room::registry::{Registration, RoomContext, Stopped};
@@ -162,6 +168,10 @@ pub(crate) struct Room {
     /// Sync step 2 carrying the whole document, shared by every joiner that has nothing yet
     /// (an empty state vector: every fresh tab); dropped whenever the document may change.
     full_state: Option<Bytes>,
+    /// Who wrote since each reader of the changes (history, feed) last asked.
+    authors: Authors,
+    /// What the changes since the last change-feed event owe it, and when it is told.
+    feed: FeedState,
     /// Set when the document in memory could not be rebuilt from the store (it held writes
     /// that were never saved): the room refuses everything and stops after this batch.
     failed: Option<String>,
@@ -219,6 +229,7 @@ impl Room {
         live: Arc<Live>,
     ) -> Self {
         Room {
+            feed: FeedState::default(),
             name: registration.name().clone(),
             ctx,
             registration,
@@ -245,6 +256,7 @@ impl Room {
             full_state: None,
             failed: None,
             acks: Acks::default(),
+            authors: Authors::default(),
         }
     }
 
@@ -287,6 +299,9 @@ impl Room {
                     if self.on_tick(&mut rx).await {
                         return;
                     }
+                }
+                _ = window_closed(self.feed.due), if self.feed.due.is_some() => {
+                    self.report_feed();
                 }
                 _ = shutdown.triggered() => break,
             }
@@ -386,6 +401,7 @@ impl Room {
     /// a wedged store is best left alone.
     async fn wind_up(&mut self, failed: &str) {
         self.finish_batch().await;
+        self.report_feed();
         if self.failed.is_some() {
             return;
         }

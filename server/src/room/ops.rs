@@ -11,6 +11,7 @@ use tracing::{error, info};
 use weft_protocol::{CloseCode, Control, NoticeLevel};
 use yrs::{ReadTxn, StateVector, Text, Transact};
 
+use crate::feed::log::flags;
 use crate::room::compact::MAX_TITLE_CHARS;
 use crate::room::failure::store_reason;
 use crate::room::fanout::Target;
@@ -110,6 +111,7 @@ impl Room {
         };
         let title = written.map_err(|e| api_store_error(&e))?;
         self.title = Some(title);
+        self.feed_changed(flags::CREATED);
         self.exists = true;
         self.dirty = true;
         if text.is_empty() {
@@ -135,6 +137,7 @@ impl Room {
             m.outbox.close(CloseCode::Deleted, "document deleted");
         }
         self.members.clear();
+        self.feed_deleted();
         self.live.users.store(0, Ordering::Relaxed);
         self.queued.clear();
         self.exists = false;

@@ -28,6 +28,7 @@ use tracing::error;
 use weft_protocol::CloseCode;
 
 use crate::config::Config;
+use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::room::{ApiOp, ApiOpError, ApiReply, ConnId, JoinError, Joiner, Room, RoomHandle};
@@ -62,6 +63,8 @@ pub(crate) struct RoomContext {
     pub(crate) revocations: Revocations,
     /// The connections admitted with a token, by document.
     pub(crate) tokens: Arc<LiveTokens>,
+    /// The change feed rooms report their changes to.
+    pub(crate) feed: Arc<Feed>,
     rooms: Arc<Rooms>,
     generation: AtomicU64,
 }
@@ -252,6 +255,8 @@ fn lock(rooms: &Rooms) -> std::sync::MutexGuard<'_, Entries> {
 impl RoomContext {
     /// A context with no room open, whose rooms log their updates to `store` and make them
     /// durable through `commit`.
+    // Each argument is one of the parts rooms share, made by the server's wiring.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<dyn Store>,
         commit: GroupCommit,
@@ -260,6 +265,7 @@ impl RoomContext {
         stats: Stats,
         metrics: Arc<Metrics>,
         inflight: Arc<InFlight>,
+        feed: Arc<Feed>,
     ) -> Self {
         let log = Arc::new(StoreLog::new(store.clone(), commit));
         Self {
@@ -272,6 +278,7 @@ impl RoomContext {
             stats,
             metrics,
             inflight,
+            feed,
             rooms: Arc::default(),
             generation: AtomicU64::new(1),
         }

@@ -372,6 +372,7 @@ fn registry_over(store: Arc<dyn crate::store::Store>, dir: &std::path::Path) -> 
         Stats::default(),
         Arc::new(Metrics::new()),
         Arc::new(InFlight::disabled()),
+        crate::feed::Feed::in_memory(),
     ))
 }
 

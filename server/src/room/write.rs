@@ -10,6 +10,7 @@ use tracing::{error, warn};
 use weft_protocol::{encode_sync, CloseCode, Control, Message, Role, SYNC_UPDATE};
 use yrs::{Doc, ReadTxn, Transact};
 
+use crate::feed::log::flags;
 use crate::room::failure::store_reason;
 use crate::room::fanout::Target;
 use crate::room::yrs_guards::{
@@ -65,7 +66,13 @@ impl Room {
         }
         let control = m.control;
         match self.integrate(update) {
-            Ok(_) => self.owe_ack(conn, true),
+            Ok(changed) => {
+                if changed {
+                    let author = self.author_of(conn);
+                    self.authors.record(&author);
+                }
+                self.owe_ack(conn, true);
+            }
             Err(e) => {
                 if matches!(e, WriteError::TooLarge(_)) {
                     self.owe_ack(conn, false);
@@ -192,6 +199,8 @@ impl Room {
     pub(super) fn store_and_broadcast(&mut self, update: Vec<u8>) -> Result<(), WriteError> {
         match self.ctx.log.append(&self.name, &update) {
             Ok(seq) => {
+                let created = if self.exists { 0 } else { flags::CREATED };
+                self.feed_changed(flags::UPDATED | created);
                 self.ctx.metrics.updates_applied.inc();
                 self.last_seq = seq;
                 self.log_len += 1;

@@ -93,6 +93,15 @@ impl SledStore {
         })
     }
 
+    /// A tree of its own in the store's database (the change feed, the webhook outboxes): its
+    /// writes are made durable by the store's flushes, in order with the documents'.
+    ///
+    /// # Errors
+    /// When sled cannot open the tree.
+    pub(crate) fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// The data directory this store was opened on.
     pub fn path(&self) -> &Path {
         &self.path

@@ -179,6 +179,7 @@ fn context_with(
         Stats::default(),
         metrics,
         Arc::new(inflight),
+        crate::feed::Feed::in_memory(),
     ))
 }
 
