@@ -4,10 +4,13 @@
 //! changed since the last version, and when a document loads that changed after its last
 //! version (the server was killed before it could record one).
 //!
-//! On the room's task a version costs only its capture (the text, the authors, the time). A
-//! recorder task per room takes the captures in order and does the rest on a blocking thread
-//! (delta, compression, the write), then makes the version durable through the group commit
-//! before anyone sees it: [`record_version`] is the one place a version comes into being.
+//! Reading the text of a big document takes milliseconds (every item of the document is
+//! walked), so the room never does it: a recorder task per room keeps a replica of the
+//! document, fed a copy of every update the room stores, in order. A version costs the room's
+//! task only a marker in that same queue (the authors and the time); the recorder brings its
+//! replica up to date, reads the text, computes the delta, compresses and writes on a blocking
+//! thread, then makes the version durable through the group commit before anyone sees it:
+//! [`record_version`] is the one place a version comes into being.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,13 +19,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 use weft_protocol::RoomName;
-use yrs::{GetString, Transact};
+use yrs::updates::decoder::Decode;
+use yrs::{GetString, ReadTxn, StateVector, Transact, Update};
 
 use crate::config::Durability;
 use crate::room::authors::Since;
 use crate::room::history::{Capture, Cursor, History};
 use crate::room::registry::RoomContext;
-use crate::room::{ApiOpError, ApiReply, ApiReplyTx, Room};
+use crate::room::yrs_guards::contain;
+use crate::room::{new_doc, ApiOpError, ApiReply, ApiReplyTx, Room};
 use crate::store::history::VersionMeta;
 use crate::store::now_ms;
 
@@ -32,10 +37,18 @@ pub(crate) const MAX_NAME_CHARS: usize = 200;
 /// How often a room applies retention to its document's history (and once when it starts).
 const THIN_EVERY: Duration = Duration::from_secs(3600);
 
-/// A capture waiting for the recorder, and who waits for its version.
-struct Job {
-    capture: Capture,
-    reply: Option<ApiReplyTx>,
+/// Updates the recorder's replica has not applied yet beyond which it applies them at once
+/// rather than at the next version, so a long burst does not pile up in memory.
+const MAX_PENDING: usize = 1024;
+
+/// What the room hands its recorder, in order.
+enum Job {
+    /// An update the room stored: the replica applies it.
+    Update(Vec<u8>),
+    /// The room's document was rebuilt from the store: the replica is replaced by this state.
+    Reset(Vec<u8>),
+    /// Record a version of the text as of this point, and answer `reply` if any.
+    Version(Capture, Option<ApiReplyTx>),
 }
 
 /// A room's versioning state.
@@ -62,12 +75,19 @@ impl Room {
             return;
         };
         let name = self.name.clone();
-        let cursor = {
-            let (history, name) = (history.clone(), name.clone());
-            tokio::task::spawn_blocking(move || history.cursor(&name)).await
+        let started = {
+            let (history, name, doc) = (history.clone(), name.clone(), self.doc.clone());
+            // The room does not touch its document while it waits here.
+            tokio::task::spawn_blocking(move || {
+                let state = doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                history.cursor(&name).map(|cursor| (cursor, state))
+            })
+            .await
         };
-        let cursor = match cursor {
-            Ok(Ok(cursor)) => cursor,
+        let (cursor, state) = match started {
+            Ok(Ok(started)) => started,
             Ok(Err(e)) => {
                 error!(room = %self.name, error = %e, "cannot read the version history");
                 return;
@@ -80,7 +100,14 @@ impl Room {
         self.versions.covered = cursor.last.as_ref().map_or(0, |m| m.seq);
         self.versions.seen = self.last_seq;
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(recorder(self.ctx.clone(), history, name, cursor, rx));
+        let replica = Replica::from_state(&state);
+        let task = tokio::spawn(recorder(
+            self.ctx.clone(),
+            history,
+            name,
+            (cursor, replica),
+            rx,
+        ));
         self.versions.tx = Some(tx);
         self.versions.task = Some(task);
         if self.exists && self.last_seq > self.versions.covered {
@@ -121,26 +148,44 @@ impl Room {
         }
     }
 
-    /// Captures the document as a version and hands it to the recorder.
+    /// Asks the recorder for a version of the text as of now (it reads the text from its
+    /// replica, which has every update stored so far).
     fn capture_version(&mut self, name: Option<String>, reply: Option<ApiReplyTx>) {
         let Some(tx) = &self.versions.tx else {
             return;
         };
-        let text = capture_text(&self.doc);
         let capture = Capture {
             at_ms: now_ms(),
             name,
             authors: self.authors.take(Since::Version),
             seq: self.last_seq,
-            text,
+            text: String::new(),
         };
         self.versions.covered = self.last_seq;
         self.versions.first_edit = None;
-        if let Err(mpsc::error::SendError(job)) = tx.send(Job { capture, reply }) {
+        if let Err(mpsc::error::SendError(Job::Version(_, Some(reply)))) =
+            tx.send(Job::Version(capture, reply))
+        {
             warn!(room = %self.name, "version recorder gone; version not recorded");
-            if let Some(reply) = job.reply {
-                let _ = reply.send(Err(ApiOpError::Unavailable("recorder stopped".into())));
-            }
+            let _ = reply.send(Err(ApiOpError::Unavailable("recorder stopped".into())));
+        }
+    }
+
+    /// Hands the recorder's replica a copy of an update the room just stored.
+    pub(super) fn versions_saw(&self, update: &[u8]) {
+        if let Some(tx) = &self.versions.tx {
+            let _ = tx.send(Job::Update(update.to_vec()));
+        }
+    }
+
+    /// The room's document was rebuilt from the store: so is the replica.
+    pub(super) fn versions_reset(&self) {
+        if let Some(tx) = &self.versions.tx {
+            let state = self
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            let _ = tx.send(Job::Reset(state));
         }
     }
 
@@ -173,25 +218,97 @@ impl Room {
     }
 }
 
-/// The text a version captures, read on the room's task (the only part of recording a room
-/// waits for).
+/// The text of a document (what a version records).
 pub(crate) fn capture_text(doc: &yrs::Doc) -> String {
     let content = doc.get_or_insert_text("content");
     let txn = doc.transact();
     content.get_string(&txn)
 }
 
-/// A room's recorder: records each capture in order, answers whoever waits for it, and applies
-/// retention now and then.
+/// The recorder's copy of the room's document and the updates it has yet to apply.
+pub(crate) struct Replica {
+    doc: yrs::Doc,
+    pending: Vec<Vec<u8>>,
+}
+
+impl Replica {
+    /// A replica of the document whose whole state is `state` (a Yjs v1 update).
+    pub(crate) fn from_state(state: &[u8]) -> Self {
+        let replica = Self {
+            doc: new_doc(),
+            pending: vec![state.to_vec()],
+        };
+        replica.caught_up()
+    }
+
+    /// Queues an update the room stored.
+    pub(crate) fn push(&mut self, update: Vec<u8>) {
+        self.pending.push(update);
+    }
+
+    /// Applies every queued update (blocking work: run it off the async threads). An update
+    /// the room took always applies here too; one that does not is logged and skipped.
+    pub(crate) fn caught_up(mut self) -> Self {
+        for update in std::mem::take(&mut self.pending) {
+            let applied = contain(|| {
+                let decoded = Update::decode_v1(&update).map_err(|e| e.to_string())?;
+                self.doc
+                    .transact_mut()
+                    .apply_update(decoded)
+                    .map_err(|e| e.to_string())
+            });
+            if !matches!(applied, Ok(Ok(()))) {
+                warn!("the version replica could not apply an update the room stored");
+            }
+        }
+        self
+    }
+
+    /// The replica's text, once caught up.
+    pub(crate) fn text(self) -> (Self, String) {
+        let replica = self.caught_up();
+        let text = capture_text(&replica.doc);
+        (replica, text)
+    }
+}
+
+/// A room's recorder: keeps the replica, records each version in order, answers whoever waits
+/// for it, and applies retention now and then.
 async fn recorder(
     ctx: Arc<RoomContext>,
     history: History,
     name: RoomName,
-    mut cursor: Cursor,
+    (mut cursor, mut replica): (Cursor, Replica),
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut thinned: Option<Instant> = None;
-    while let Some(Job { capture, reply }) = rx.recv().await {
+    while let Some(job) = rx.recv().await {
+        let (capture, reply) = match job {
+            Job::Update(update) => {
+                replica.push(update);
+                if replica.pending.len() < MAX_PENDING {
+                    continue;
+                }
+                let Some(caught_up) = off_thread(replica, Replica::caught_up).await else {
+                    break;
+                };
+                replica = caught_up;
+                continue;
+            }
+            Job::Reset(state) => {
+                let Some(fresh) = off_thread(state, |s| Replica::from_state(&s)).await else {
+                    break;
+                };
+                replica = fresh;
+                continue;
+            }
+            Job::Version(capture, reply) => (capture, reply),
+        };
+        let Some((caught_up, text)) = off_thread(replica, Replica::text).await else {
+            break;
+        };
+        replica = caught_up;
+        let capture = Capture { text, ..capture };
         let (result, back) = record_version(&ctx, &history, &name, cursor, capture).await;
         cursor = back;
         match (result, reply) {
@@ -209,6 +326,15 @@ async fn recorder(
             thin(&ctx, &history, &name, &mut cursor).await;
         }
     }
+    if !rx.is_closed() {
+        error!(room = %name, "the version recorder failed; no more versions until the document reloads");
+    }
+}
+
+/// Runs `f(value)` on a blocking thread; `None` if it panicked (yrs calls inside are
+/// contained, so this is not expected).
+async fn off_thread<T: Send + 'static, R: Send + 'static>(value: T, f: fn(T) -> R) -> Option<R> {
+    tokio::task::spawn_blocking(move || f(value)).await.ok()
 }
 
 /// Records `capture` as `name`'s next version after `cursor` and makes it durable; returns

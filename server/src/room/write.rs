@@ -195,6 +195,7 @@ impl Room {
                 self.dirty = true;
                 self.title_stale = true;
                 self.exists = true;
+                self.versions_saw(&update);
             }
             Err(e) => {
                 // Not durable, so it must not be acknowledged: drop the in-memory copy too (and

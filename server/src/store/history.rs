@@ -234,6 +234,7 @@ impl HistoryStore {
     }
 
     /// Bytes of every value stored for `doc`'s history (what the storage ratio counts).
+    #[cfg(any(test, feature = "bench-internals"))]
     pub(crate) fn stored_bytes(&self, doc: &RoomName) -> Result<u64, StoreError> {
         let mut total = 0u64;
         for tag in [TAG_META, TAG_BODY] {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use weft_protocol::{Limits, RoomName};
 
 use crate::room::history::{Capture, Cursor, History};
-use crate::room::versions::capture_text;
+use crate::room::versions::Replica;
 use crate::store::history::HistoryStore;
 
 /// A history of one document in a temporary directory.
@@ -17,6 +17,11 @@ pub struct HistoryBench {
     history: History,
     doc: RoomName,
     cursor: Cursor,
+    replica: Option<Replica>,
+    queue: (
+        tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+        tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    ),
     ids: Vec<u64>,
 }
 
@@ -34,15 +39,35 @@ impl HistoryBench {
             history: History::new(store),
             doc: RoomName::parse("bench", &Limits::DEFAULT).expect("name"),
             cursor: Cursor::default(),
+            replica: Some(Replica::from_state(&[0, 0])),
+            queue: tokio::sync::mpsc::unbounded_channel(),
             ids: Vec::new(),
         }
     }
 
-    /// What a room does on its own task to record a version of `doc`: reads its text. Returns
-    /// the text and how long that took.
-    pub fn capture(doc: &yrs::Doc) -> (String, Duration) {
+    /// What the room's task does with an update it stored: a copy into the recorder's queue
+    /// (which the recorder then takes into its replica). Returns how long the room's part took.
+    pub fn forward(&mut self, update: &[u8]) -> Duration {
         let started = Instant::now();
-        let text = capture_text(doc);
+        let _ = self.queue.0.send(update.to_vec());
+        let took = started.elapsed();
+        while let Ok(u) = self.queue.1.try_recv() {
+            if let Some(r) = self.replica.as_mut() {
+                r.push(u);
+            }
+        }
+        took
+    }
+
+    /// The recorder's replica caught up and its text read (off the room's task). Returns the
+    /// text and how long that took.
+    ///
+    /// # Panics
+    /// Never once opened (the replica is always there between calls).
+    pub fn replica_text(&mut self) -> (String, Duration) {
+        let started = Instant::now();
+        let (replica, text) = self.replica.take().expect("replica").text();
+        self.replica = Some(replica);
         (text, started.elapsed())
     }
 

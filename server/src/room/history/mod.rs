@@ -100,6 +100,7 @@ impl History {
     }
 
     /// Bytes `doc`'s history takes (values only).
+    #[cfg(any(test, feature = "bench-internals"))]
     pub(crate) fn stored_bytes(&self, doc: &RoomName) -> Result<u64, StoreError> {
         self.store.stored_bytes(doc)
     }
