@@ -101,7 +101,12 @@ fn main() {
         ms(percentile(&mut diffs, 0.99))
     );
     println!(
-        "  capture (room task)  p50 {}  p99 {}",
+        "  room task per update p50 {}  p99 {}",
+        ms(percentile(&mut forwards, 0.5)),
+        ms(percentile(&mut forwards, 0.99))
+    );
+    println!(
+        "  replica text (off the room) p50 {}  p99 {}",
         ms(percentile(&mut captures, 0.5)),
         ms(percentile(&mut captures, 0.99))
     );
