@@ -216,6 +216,18 @@ async fn routes_round_trip() -> anyhow::Result<()> {
     assert_eq!(now, "hello world");
     assert_eq!(api.text_of("notes", &json!(4)).await?, "hello world");
 
+    let spec = api.json("/api/openapi.json").await?;
+    for path in [
+        "/api/docs/{id}/versions",
+        "/api/docs/{id}/versions/{v}/text",
+        "/api/docs/{id}/versions/{v}/diff",
+        "/api/docs/{id}/versions/{v}/restore",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "{path} is in the OpenAPI document"
+        );
+    }
     errors(&api).await
 }
 
