@@ -377,6 +377,7 @@ pub(crate) async fn record_version(
     if let Err(e) = ctx.log.durable(Durability::Strict).await {
         return (Err(ApiOpError::StoreFailed(e.to_string())), cursor);
     }
+    history.confirm(name);
     (Ok(meta), cursor)
 }
 

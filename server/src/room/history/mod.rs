@@ -14,6 +14,9 @@
 pub(crate) mod delta;
 mod retention;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use weft_protocol::RoomName;
 
 use crate::store::history::{HistoryStore, VersionBody, VersionMeta, KEYFRAME_EVERY};
@@ -76,21 +79,46 @@ pub(crate) struct Chunk {
 #[derive(Debug, Clone)]
 pub(crate) struct History {
     store: HistoryStore,
+    /// Per document, the version written but not yet durable (a room records one at a time):
+    /// readers do not see it until [`History::confirm`], so nothing listed can be lost.
+    unconfirmed: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl History {
     /// The history kept in `store`.
     pub(crate) fn new(store: HistoryStore) -> Self {
-        Self { store }
+        Self {
+            store,
+            unconfirmed: Arc::default(),
+        }
     }
 
-    /// Every version of `doc`, oldest first.
+    /// The version of `doc` written but not yet durable, if any.
+    fn unconfirmed(&self, doc: &RoomName) -> Option<u64> {
+        let map = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(doc.as_str()).copied()
+    }
+
+    /// Marks `doc`'s last recorded version durable: readers see it from now on.
+    pub(crate) fn confirm(&self, doc: &RoomName) {
+        let mut map = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(doc.as_str());
+    }
+
+    /// Every durable version of `doc`, oldest first.
     pub(crate) fn list(&self, doc: &RoomName) -> Result<Vec<VersionMeta>, StoreError> {
-        self.store.list(doc)
+        let mut metas = self.store.list(doc)?;
+        if let Some(id) = self.unconfirmed(doc) {
+            metas.retain(|m| m.id != id);
+        }
+        Ok(metas)
     }
 
-    /// Version `id` of `doc`.
+    /// Version `id` of `doc`, once durable.
     pub(crate) fn meta(&self, doc: &RoomName, id: u64) -> Result<VersionMeta, HistoryError> {
+        if self.unconfirmed(doc) == Some(id) {
+            return Err(HistoryError::NoVersion);
+        }
         self.store.meta(doc, id)?.ok_or(HistoryError::NoVersion)
     }
 
@@ -122,8 +150,11 @@ impl History {
         Ok(self.store.list(doc)?.iter().map(|m| m.id).collect())
     }
 
-    /// The text of version `id` of `doc`.
+    /// The text of version `id` of `doc`, once durable.
     pub(crate) fn text(&self, doc: &RoomName, id: u64) -> Result<String, HistoryError> {
+        if self.unconfirmed(doc) == Some(id) {
+            return Err(HistoryError::NoVersion);
+        }
         self.text_among(doc, id, &self.ids(doc)?)
     }
 
@@ -184,6 +215,10 @@ impl History {
             text: keyframe.then(|| capture.text.clone()),
             ops,
         };
+        {
+            let mut map = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+            map.insert(doc.as_str().to_owned(), id);
+        }
         self.store.put(doc, &meta, &body)?;
         cursor.last = Some(meta.clone());
         cursor.text = capture.text;
@@ -198,7 +233,7 @@ impl History {
         v: u64,
         against: Option<u64>,
     ) -> Result<Vec<Chunk>, HistoryError> {
-        let metas = self.store.list(doc)?;
+        let metas = self.list(doc)?;
         let ids: Vec<u64> = metas.iter().map(|m| m.id).collect();
         let at = ids.binary_search(&v).map_err(|_| HistoryError::NoVersion)?;
         let previous = at.checked_sub(1).map(|i| ids[i]);

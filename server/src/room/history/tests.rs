@@ -37,7 +37,11 @@ fn record_rebuild_and_diff() {
         );
         let author = if i % 2 == 0 { "ada" } else { "bob" };
         let meta = h.record(&doc, &mut cursor, capture(i + 1, &text, author));
-        assert!(meta.expect("record").is_some());
+        let id = meta.expect("record").map(|m| m.id).expect("recorded");
+        // Not seen until durable.
+        assert!(matches!(h.text(&doc, id), Err(HistoryError::NoVersion)));
+        assert_eq!(h.list(&doc).expect("list").len() as u64, id - 1);
+        h.confirm(&doc);
         texts.push(text);
     }
     let same = capture(1000, texts.last().expect("text"), "ada");
@@ -88,6 +92,7 @@ fn retention_thins_and_rebases() {
             c.name = Some("keep me".into());
         }
         h.record(&doc, &mut cursor, c).expect("record");
+        h.confirm(&doc);
         texts.push(text);
     }
     let metas = h.list(&doc).expect("list");
