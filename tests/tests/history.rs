@@ -338,13 +338,28 @@ async fn authors_from_tokens_and_roles() -> anyhow::Result<()> {
     assert_eq!(v["authors"], json!(["ada", "bob"]));
     let versions = reader.versions("memo").await?;
     assert_eq!(versions[1]["authors"], json!(["ada"]), "{versions:?}");
-    // A version with several authors: chunks are not attributed to one of them.
+    // A version with several authors: each inserted run names who typed it.
     let diff = reader.json("/api/docs/memo/versions/2/diff").await?;
-    assert!(diff["chunks"]
+    let inserted: Vec<(String, Value)> = diff["chunks"]
         .as_array()
         .into_iter()
         .flatten()
-        .all(|c| c["author"].is_null()));
+        .filter(|c| c["op"] == "insert")
+        .map(|c| {
+            (
+                c["text"].as_str().unwrap_or_default().to_owned(),
+                c["author"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        inserted,
+        [
+            (" two".to_owned(), json!("ada")),
+            (" three".to_owned(), json!("bob"))
+        ],
+        "{diff}"
+    );
     let diff = reader.json("/api/docs/memo/versions/1/diff").await?;
     assert!(diff["chunks"]
         .as_array()

@@ -122,8 +122,9 @@ pub(crate) struct DiffChunk {
     op: &'static str,
     /// The characters.
     text: String,
-    /// Who wrote an inserted or deleted chunk, when every version the diff spans has one
-    /// and the same author; else null.
+    /// Who wrote an inserted chunk (inserted text is split per writer); for a deleted chunk,
+    /// or inserted text of unknown writer, the author when every version the diff spans has
+    /// one and the same; else null.
     author: Option<String>,
 }
 

@@ -67,7 +67,7 @@ impl Room {
     ) -> Result<ApiReply, ApiOpError> {
         let reply = self.receive_unattributed(incoming)?;
         if let ApiReply::Written { changed: true, .. } = reply {
-            self.authors.record(author);
+            self.attribute(author);
         }
         Ok(reply)
     }

@@ -36,7 +36,7 @@ impl Room {
                 let seeded = text.as_deref().is_some_and(|t| !t.is_empty());
                 let created = self.create(text, title)?;
                 if seeded {
-                    self.authors.record(&author);
+                    self.attribute(&author);
                 }
                 Ok(created)
             }

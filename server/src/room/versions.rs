@@ -19,15 +19,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 use weft_protocol::RoomName;
-use yrs::updates::decoder::Decode;
-use yrs::{GetString, ReadTxn, StateVector, Transact, Update};
+use yrs::{ReadTxn, StateVector, Transact};
 
 use crate::config::Durability;
 use crate::room::authors::Since;
+use crate::room::history::replica::Replica;
 use crate::room::history::{Capture, Cursor, History};
 use crate::room::registry::RoomContext;
-use crate::room::yrs_guards::contain;
-use crate::room::{new_doc, ApiOpError, ApiReply, ApiReplyTx, Room};
+use crate::room::{ApiOpError, ApiReply, ApiReplyTx, Room};
 use crate::store::history::VersionMeta;
 use crate::store::now_ms;
 
@@ -45,6 +44,8 @@ const MAX_PENDING: usize = 1024;
 enum Job {
     /// An update the room stored: the replica applies it.
     Update(Vec<u8>),
+    /// Who wrote the update before this one.
+    Author(String),
     /// The room's document was rebuilt from the store: the replica is replaced by this state.
     Reset(Vec<u8>),
     /// Record a version of the text as of this point, and answer `reply` if any.
@@ -160,6 +161,7 @@ impl Room {
             authors: self.authors.take(Since::Version),
             seq: self.last_seq,
             text: String::new(),
+            runs: None,
         };
         self.versions.covered = self.last_seq;
         self.versions.first_edit = None;
@@ -168,6 +170,15 @@ impl Room {
         {
             warn!(room = %self.name, "version recorder gone; version not recorded");
             let _ = reply.send(Err(ApiOpError::Unavailable("recorder stopped".into())));
+        }
+    }
+
+    /// Counts `author` as the writer of the update just stored: among the version's authors,
+    /// and for the characters it inserted.
+    pub(super) fn attribute(&mut self, author: &str) {
+        self.authors.record(author);
+        if let Some(tx) = &self.versions.tx {
+            let _ = tx.send(Job::Author(author.to_owned()));
         }
     }
 
@@ -218,58 +229,56 @@ impl Room {
     }
 }
 
-/// The text of a document (what a version records).
-pub(crate) fn capture_text(doc: &yrs::Doc) -> String {
-    let content = doc.get_or_insert_text("content");
-    let txn = doc.transact();
-    content.get_string(&txn)
+/// What a job left to do: nothing more (`Fed`), a version to record, or stop (the replica
+/// was lost with a panicking thread).
+enum Next {
+    Fed,
+    Record(Capture, Option<ApiReplyTx>),
+    Stop,
 }
 
-/// The recorder's copy of the room's document and the updates it has yet to apply.
-pub(crate) struct Replica {
-    doc: yrs::Doc,
-    pending: Vec<Vec<u8>>,
-}
-
-impl Replica {
-    /// A replica of the document whose whole state is `state` (a Yjs v1 update).
-    pub(crate) fn from_state(state: &[u8]) -> Self {
-        let replica = Self {
-            doc: new_doc(),
-            pending: vec![state.to_vec()],
-        };
-        replica.caught_up()
-    }
-
-    /// Queues an update the room stored.
-    pub(crate) fn push(&mut self, update: Vec<u8>) {
-        self.pending.push(update);
-    }
-
-    /// Applies every queued update (blocking work: run it off the async threads). An update
-    /// the room took always applies here too; one that does not is logged and skipped.
-    pub(crate) fn caught_up(mut self) -> Self {
-        for update in std::mem::take(&mut self.pending) {
-            let applied = contain(|| {
-                let decoded = Update::decode_v1(&update).map_err(|e| e.to_string())?;
-                self.doc
-                    .transact_mut()
-                    .apply_update(decoded)
-                    .map_err(|e| e.to_string())
-            });
-            if !matches!(applied, Ok(Ok(()))) {
-                warn!("the version replica could not apply an update the room stored");
+/// Feeds `job` to the replica (taken out and put back around blocking work).
+async fn feed(slot: &mut Option<Replica>, job: Job) -> Next {
+    let Some(mut replica) = slot.take() else {
+        return Next::Stop;
+    };
+    let next = match job {
+        Job::Update(update) => {
+            replica.push(update);
+            if replica.pending() >= MAX_PENDING {
+                let Some(caught_up) = off_thread(replica, Replica::caught_up).await else {
+                    return Next::Stop;
+                };
+                replica = caught_up;
             }
+            Next::Fed
         }
-        self
-    }
-
-    /// The replica's text, once caught up.
-    pub(crate) fn text(self) -> (Self, String) {
-        let replica = self.caught_up();
-        let text = capture_text(&replica.doc);
-        (replica, text)
-    }
+        Job::Author(name) => {
+            replica.attribute_last(&name);
+            Next::Fed
+        }
+        Job::Reset(state) => {
+            let Some(fresh) = off_thread(state, |s| Replica::from_state(&s)).await else {
+                return Next::Stop;
+            };
+            replica = fresh;
+            Next::Fed
+        }
+        Job::Version(capture, reply) => {
+            let Some((caught_up, text, runs)) = off_thread(replica, Replica::text).await else {
+                return Next::Stop;
+            };
+            replica = caught_up;
+            let capture = Capture {
+                text,
+                runs,
+                ..capture
+            };
+            Next::Record(capture, reply)
+        }
+    };
+    *slot = Some(replica);
+    next
 }
 
 /// A room's recorder: keeps the replica, records each version in order, answers whoever waits
@@ -278,37 +287,17 @@ async fn recorder(
     ctx: Arc<RoomContext>,
     history: History,
     name: RoomName,
-    (mut cursor, mut replica): (Cursor, Replica),
+    (mut cursor, replica): (Cursor, Replica),
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut thinned: Option<Instant> = None;
+    let mut replica = Some(replica);
     while let Some(job) = rx.recv().await {
-        let (capture, reply) = match job {
-            Job::Update(update) => {
-                replica.push(update);
-                if replica.pending.len() < MAX_PENDING {
-                    continue;
-                }
-                let Some(caught_up) = off_thread(replica, Replica::caught_up).await else {
-                    break;
-                };
-                replica = caught_up;
-                continue;
-            }
-            Job::Reset(state) => {
-                let Some(fresh) = off_thread(state, |s| Replica::from_state(&s)).await else {
-                    break;
-                };
-                replica = fresh;
-                continue;
-            }
-            Job::Version(capture, reply) => (capture, reply),
+        let (capture, reply) = match feed(&mut replica, job).await {
+            Next::Fed => continue,
+            Next::Stop => break,
+            Next::Record(capture, reply) => (capture, reply),
         };
-        let Some((caught_up, text)) = off_thread(replica, Replica::text).await else {
-            break;
-        };
-        replica = caught_up;
-        let capture = Capture { text, ..capture };
         let (result, back) = record_version(&ctx, &history, &name, cursor, capture).await;
         cursor = back;
         match (result, reply) {

@@ -67,7 +67,7 @@ impl Room {
         match self.integrate(update) {
             Ok(true) => {
                 let author = self.author_of(conn);
-                self.authors.record(&author);
+                self.attribute(&author);
             }
             Ok(false) => {}
             Err(e) => self.write_failed(conn, control, e),

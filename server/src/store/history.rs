@@ -78,6 +78,10 @@ pub(crate) struct VersionBody {
     /// The operations from the previous version's text (empty for the first version).
     #[serde(rename = "o", default)]
     pub(crate) ops: Vec<Op>,
+    /// Who wrote the text's characters: (author or null, characters) runs in order; empty
+    /// when unknown.
+    #[serde(rename = "a", default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) runs: Vec<(Option<String>, u64)>,
 }
 
 /// The `history` tree: every document's versions.
@@ -330,6 +334,7 @@ mod tests {
         let body = VersionBody {
             text: Some(big.clone()),
             ops: vec![Op::Insert(big)],
+            runs: vec![(Some("ada".into()), 3), (None, 5)],
         };
         for id in 1..=3 {
             h.put(&a, &meta(id, None), &body).expect("put");

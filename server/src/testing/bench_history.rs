@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use weft_protocol::{Limits, RoomName};
 
+use crate::room::history::replica::{CharRuns, Replica};
 use crate::room::history::{Capture, Cursor, History};
-use crate::room::versions::Replica;
 use crate::store::history::HistoryStore;
 
 /// A history of one document in a temporary directory.
@@ -18,6 +18,8 @@ pub struct HistoryBench {
     doc: RoomName,
     cursor: Cursor,
     replica: Option<Replica>,
+    /// Who wrote the characters of the text read last.
+    runs: Option<CharRuns>,
     queue: (
         tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
         tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
@@ -40,6 +42,7 @@ impl HistoryBench {
             doc: RoomName::parse("bench", &Limits::DEFAULT).expect("name"),
             cursor: Cursor::default(),
             replica: Some(Replica::from_state(&[0, 0])),
+            runs: None,
             queue: tokio::sync::mpsc::unbounded_channel(),
             ids: Vec::new(),
         }
@@ -54,6 +57,7 @@ impl HistoryBench {
         while let Ok(u) = self.queue.1.try_recv() {
             if let Some(r) = self.replica.as_mut() {
                 r.push(u);
+                r.attribute_last("bench");
             }
         }
         took
@@ -66,8 +70,9 @@ impl HistoryBench {
     /// Never once opened (the replica is always there between calls).
     pub fn replica_text(&mut self) -> (String, Duration) {
         let started = Instant::now();
-        let (replica, text) = self.replica.take().expect("replica").text();
+        let (replica, text, runs) = self.replica.take().expect("replica").text();
         self.replica = Some(replica);
+        self.runs = runs;
         (text, started.elapsed())
     }
 
@@ -84,6 +89,7 @@ impl HistoryBench {
             authors: vec!["bench".into()],
             seq: self.ids.len() as u64 + 1,
             text,
+            runs: self.runs.take(),
         };
         let meta = self
             .history

@@ -4,14 +4,20 @@
 //! Everything here blocks on the store: callers run it on a blocking thread. When a version
 //! is recorded and made durable is the room's business (`room/versions.rs`).
 //!
-//! Attribution: a version lists everyone who changed the text since the previous one. A diff's
-//! inserted and deleted chunks name their author when every version the diff spans has the same
-//! single author, else `null` (several people's edits in one version are not told apart).
+//! Attribution: a version lists everyone who changed the text since the previous one, and
+//! stores who wrote each character of its text (author runs kept by the recorder's replica,
+//! `attribution.rs`). A diff splits inserted text into one chunk per writer; a deleted chunk,
+//! or an inserted one whose writer is unknown (text loaded with the document and never
+//! rewritten), names the author when every version the diff spans has the same single author,
+//! else `null`.
 //!
-//! Files: `delta.rs` the character deltas and chunks, `retention.rs` the thinning of old
+//! Files: `delta.rs` the character deltas and chunks, `replica.rs` the recorder's copy of the
+//! document, `attribution.rs` who wrote each character, `retention.rs` the thinning of old
 //! versions.
 
+mod attribution;
 pub(crate) mod delta;
+pub(crate) mod replica;
 mod retention;
 
 use std::collections::HashMap;
@@ -53,6 +59,8 @@ pub(crate) struct Capture {
     pub(crate) seq: u64,
     /// The text.
     pub(crate) text: String,
+    /// Who wrote each character of it, when known.
+    pub(crate) runs: Option<replica::CharRuns>,
 }
 
 /// The newest version of a document and its text: what the next version is a delta from.
@@ -214,6 +222,7 @@ impl History {
         let body = VersionBody {
             text: keyframe.then(|| capture.text.clone()),
             ops,
+            runs: capture.runs.unwrap_or_default(),
         };
         {
             let mut map = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
@@ -245,26 +254,94 @@ impl History {
             Some(u) => self.text_among(doc, u, &ids)?,
             None => String::new(),
         };
+        let body = self.store.body(doc, v)?.ok_or(HistoryError::NoVersion)?;
         let ops = if u == previous {
-            self.store.body(doc, v)?.ok_or(HistoryError::NoVersion)?.ops
+            body.ops
         } else {
             delta::between(&old, &self.text_among(doc, v, &ids)?)
         };
-        let author = single_author(&metas, u.unwrap_or(0), v);
-        Ok(delta::chunks(&old, &ops)?
-            .into_iter()
-            .map(|(kind, text)| Chunk {
-                author: (kind != Kind::Equal).then(|| author.clone()).flatten(),
-                kind,
-                text,
-            })
-            .collect())
+        let fallback = single_author(&metas, u.unwrap_or(0), v);
+        let chunks = delta::chunks(&old, &ops)?;
+        Ok(attribute(chunks, &body.runs, fallback))
     }
 
     /// Thins `doc`'s old versions (see [`thin`]) as of now, keeping `keep_days` days whole.
     pub(crate) fn thin_now(&self, doc: &RoomName, keep_days: u64) -> Result<usize, HistoryError> {
         thin(self, doc, now_ms(), keep_days)
     }
+}
+
+/// Walks author runs (characters) alongside a text.
+struct RunWalk<'a> {
+    runs: std::slice::Iter<'a, (Option<String>, u64)>,
+    head: Option<(Option<String>, u64)>,
+}
+
+impl RunWalk<'_> {
+    /// The next `n` characters' runs, in order.
+    fn take(&mut self, mut n: u64) -> Vec<(Option<String>, u64)> {
+        let mut out = Vec::new();
+        while n > 0 {
+            let Some((who, left)) = self.head.take().or_else(|| self.runs.next().cloned()) else {
+                break;
+            };
+            let used = left.min(n);
+            if left > used {
+                self.head = Some((who.clone(), left - used));
+            }
+            out.push((who, used));
+            n -= used;
+        }
+        out
+    }
+}
+
+/// Names the authors of `chunks`: inserted characters by `runs` (who wrote each character of
+/// the newer text) when known, deleted ones, and inserted ones of unknown writer, `fallback`.
+fn attribute(
+    chunks: Vec<(Kind, String)>,
+    runs: &[(Option<String>, u64)],
+    fallback: Option<String>,
+) -> Vec<Chunk> {
+    let newer: u64 = chunks
+        .iter()
+        .filter(|(k, _)| *k != Kind::Delete)
+        .map(|(_, t)| delta::chars(t))
+        .sum();
+    let known = !runs.is_empty() && runs.iter().map(|r| r.1).sum::<u64>() == newer;
+    let mut walk = RunWalk {
+        runs: runs.iter(),
+        head: None,
+    };
+    let mut out = Vec::with_capacity(chunks.len());
+    for (kind, text) in chunks {
+        let author = match kind {
+            Kind::Equal => {
+                walk.take(delta::chars(&text));
+                None
+            }
+            Kind::Insert if known => {
+                let mut rest = text.as_str();
+                for (who, n) in walk.take(delta::chars(&text)) {
+                    let cut = rest
+                        .char_indices()
+                        .nth(n as usize)
+                        .map_or(rest.len(), |(i, _)| i);
+                    let author = who.or_else(|| fallback.clone());
+                    out.push(Chunk {
+                        kind,
+                        text: rest[..cut].to_owned(),
+                        author,
+                    });
+                    rest = &rest[cut..];
+                }
+                continue;
+            }
+            Kind::Insert | Kind::Delete => fallback.clone(),
+        };
+        out.push(Chunk { kind, text, author });
+    }
+    out
 }
 
 /// The one author of every version between `u` and `v` (either order, `v` included, `u` not),

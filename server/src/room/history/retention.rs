@@ -102,9 +102,15 @@ fn rebase(
         authors: authors.into_iter().collect(),
         ..m.clone()
     };
+    let runs = history
+        .store
+        .body(doc, m.id)?
+        .map(|b| b.runs)
+        .unwrap_or_default();
     let body = VersionBody {
         text: Some(text),
         ops,
+        runs,
     };
     history.store.put(doc, &meta, &body)?;
     Ok(())

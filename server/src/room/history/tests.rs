@@ -19,6 +19,7 @@ fn capture(at_ms: u64, text: &str, author: &str) -> Capture {
         authors: vec![author.into()],
         seq: at_ms,
         text: text.into(),
+        runs: None,
     }
 }
 
@@ -115,4 +116,35 @@ fn retention_thins_and_rebases() {
             .collect();
         assert_eq!(newer, text);
     }
+}
+
+/// Inserted text is split per writer by the version's runs; deletions fall back to the
+/// version's single author.
+#[test]
+fn inserts_named_by_runs() {
+    let (_dir, h) = history();
+    let doc = RoomName::parse("doc", &Limits::DEFAULT).expect("name");
+    let mut cursor = Cursor::default();
+    let run = |who: &str, n: u64| (Some(who.to_owned()), n);
+    let mut first = capture(1, "hello world", "ada");
+    first.runs = Some(vec![run("ada", 11)]);
+    h.record(&doc, &mut cursor, first).expect("record");
+    h.confirm(&doc);
+    let mut second = capture(2, "hello big 👋 world", "bob");
+    second.authors = vec!["bob".into(), "cy".into()];
+    second.runs = Some(vec![
+        run("ada", 6),
+        run("bob", 4),
+        run("cy", 2),
+        run("ada", 5),
+    ]);
+    h.record(&doc, &mut cursor, second).expect("record");
+    h.confirm(&doc);
+    let chunks = h.diff(&doc, 2, None).expect("diff");
+    let inserted: Vec<(&str, Option<&str>)> = chunks
+        .iter()
+        .filter(|c| c.kind == Kind::Insert)
+        .map(|c| (c.text.as_str(), c.author.as_deref()))
+        .collect();
+    assert_eq!(inserted, [("big ", Some("bob")), ("👋 ", Some("cy"))]);
 }
