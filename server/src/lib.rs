@@ -50,6 +50,8 @@ mod webhooks;
 
 #[cfg(feature = "bench-internals")]
 pub use testing::bench;
+#[cfg(feature = "bench-internals")]
+pub use testing::bench_history;
 #[cfg(any(test, feature = "fuzzing"))]
 pub use testing::fuzzing;
 
@@ -57,4 +59,4 @@ pub use config::{Cli, Config, Durability};
 pub use server::{serve_echo, Server, ServerError};
 pub use shutdown::Shutdown;
 pub use stats::Stats;
-pub use store::{DocMeta, SledStore, Store, StoreError};
+pub use store::{DocMeta, HistoryStore, SledStore, Store, StoreError};

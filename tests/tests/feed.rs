@@ -236,11 +236,25 @@ async fn sse_resumes_across_a_restart_without_gaps_or_repeats() -> anyhow::Resul
         .await?
         .error_for_status()?;
     let mut buf = String::new();
-    let resumed = read_sse(&mut stream, &mut buf, 3).await?;
+    // After 4 come 5 and 6 (document c), the versions recorded at shutdown, then the edit.
+    let mut resumed = Vec::new();
+    while !resumed
+        .iter()
+        .any(|(_, kind, data): &(u64, String, Value)| {
+            kind == "document.updated" && data["doc"] == "a" && data["text_length"] == 6
+        })
+    {
+        if resumed.len() >= 20 {
+            bail!("the edit after the restart never came: {resumed:#?}");
+        }
+        resumed.extend(read_sse(&mut stream, &mut buf, 1).await?);
+    }
     let ids: Vec<u64> = resumed.iter().map(|e| e.0).collect();
-    assert_eq!(ids, [5, 6, 7], "after 4, without gaps or repeats");
-    assert_eq!(resumed[2].2["doc"], "a");
-    assert_eq!(resumed[2].2["text_length"], 6);
+    let expected: Vec<u64> = (5..5 + ids.len() as u64).collect();
+    assert_eq!(ids, expected, "after 4, without gaps or repeats");
+    assert!(resumed[..2]
+        .iter()
+        .all(|e| e.1 == "document.created" || e.1 == "document.updated"));
     drop(stream);
     drop(server);
     drop(dir);
@@ -466,5 +480,61 @@ async fn the_feed_routes_are_described() -> anyhow::Result<()> {
             "{method} {path} missing"
         );
     }
+    Ok(())
+}
+
+/// A version recorded on request and one recorded when editing goes quiet each give one
+/// `version.created` with the version's number and who wrote since the previous version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_versions_are_announced() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| {
+        c.feed_debounce_ms = 20;
+        c.version_idle_secs = 1;
+    })
+    .await?;
+    let base = server.http_base();
+    let doc = "versioned";
+    reqwest::Client::new()
+        .post(format!("{base}/api/docs"))
+        .json(&json!({ "id": doc, "text": "first draft" }))
+        .send()
+        .await?
+        .error_for_status()?;
+    let named: Value = reqwest::Client::new()
+        .post(format!("{base}/api/docs/{doc}/versions"))
+        .json(&json!({"name": "Draft"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let first = named["id"].as_u64().context("version id")?;
+    append(&base, doc, ", then more").await?;
+    let events = feed_until(&base, "two version.created events", |events| {
+        of(events, doc, "version.created").len() >= 2
+    })
+    .await?;
+    let versions = of(&events, doc, "version.created");
+    assert_eq!(versions[0]["version"], first, "{versions:#?}");
+    assert_eq!(
+        versions[0]["authors"],
+        json!(["anonymous"]),
+        "{versions:#?}"
+    );
+    let second = versions[1]["version"].as_u64().context("second version")?;
+    assert!(second > first, "{versions:#?}");
+    // The versions the feed announced are the ones history lists.
+    let listed: Value = reqwest::get(format!("{base}/api/docs/{doc}/versions"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let ids: Vec<u64> = listed["versions"]
+        .as_array()
+        .context("versions")?
+        .iter()
+        .filter_map(|v| v["id"].as_u64())
+        .collect();
+    assert!(ids.contains(&first) && ids.contains(&second), "{ids:?}");
     Ok(())
 }

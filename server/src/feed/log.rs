@@ -26,6 +26,8 @@ pub(crate) mod flags {
     pub(crate) const UPDATED: u8 = 2;
     /// The document was deleted.
     pub(crate) const DELETED: u8 = 4;
+    /// Version history recorded a version (a mark of its own: see [`super::Mark::version`]).
+    pub(crate) const VERSION: u8 = 8;
 }
 
 /// A change acknowledged whose event is not recorded yet.
@@ -41,6 +43,8 @@ pub(crate) struct Mark {
     pub(crate) text_length: u64,
     /// The text's first line when the window's first change was made.
     pub(crate) title: String,
+    /// A [`flags::VERSION`] mark's version number and authors (its text fields are empty).
+    pub(crate) version: Option<(u64, Vec<String>)>,
 }
 
 /// The feed's tree.
@@ -209,6 +213,24 @@ impl EventLog {
         Ok(())
     }
 
+    /// Writes mark `id`: version `version` of `doc`, by `authors`, is durable with the same
+    /// flush as this mark and owes its `version.created`.
+    pub(crate) fn mark_version(
+        &self,
+        id: u64,
+        doc: &str,
+        version: u64,
+        authors: &[String],
+    ) -> Result<(), StoreError> {
+        let authors = serde_json::to_vec(authors).map_err(|e| corrupt(&e.to_string()))?;
+        let mut value = Vec::with_capacity(9 + authors.len());
+        value.push(flags::VERSION);
+        value.extend_from_slice(&version.to_be_bytes());
+        value.extend_from_slice(&authors);
+        self.tree.insert(mark_key(id, doc), value)?;
+        Ok(())
+    }
+
     /// Every mark, in id order.
     pub(crate) fn marks(&self) -> Result<Vec<Mark>, StoreError> {
         let mut out = Vec::new();
@@ -217,15 +239,29 @@ impl EventLog {
             let id = read_u64(&key[1..]).ok_or_else(|| corrupt("short mark key"))?;
             let doc = String::from_utf8(key[9..].to_vec()).map_err(|_| corrupt("mark doc"))?;
             let flags = value.first().copied().unwrap_or(0);
-            let text_length = value.get(1..).and_then(read_u64).unwrap_or(0);
-            let title = String::from_utf8_lossy(value.get(9..).unwrap_or_default()).into_owned();
-            out.push(Mark {
-                id,
-                doc,
-                flags,
-                text_length,
-                title,
-            });
+            let number = value.get(1..).and_then(read_u64).unwrap_or(0);
+            let rest = value.get(9..).unwrap_or_default();
+            let mark = if flags & flags::VERSION != 0 {
+                let authors = serde_json::from_slice(rest).unwrap_or_default();
+                Mark {
+                    id,
+                    doc,
+                    flags,
+                    text_length: 0,
+                    title: String::new(),
+                    version: Some((number, authors)),
+                }
+            } else {
+                Mark {
+                    id,
+                    doc,
+                    flags,
+                    text_length: number,
+                    title: String::from_utf8_lossy(rest).into_owned(),
+                    version: None,
+                }
+            };
+            out.push(mark);
         }
         Ok(out)
     }

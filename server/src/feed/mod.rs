@@ -118,12 +118,31 @@ impl Feed {
         self.head.subscribe()
     }
 
-    /// Records `event` (after the events already handed over). What version history calls
-    /// once a version is durable: `feed.record(Event::VersionCreated { .. })`.
-    // Until version history lands, only the tests call it.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Records `event` (after the events already handed over), with no mark behind it.
+    #[cfg(test)]
     pub(crate) fn record(&self, event: Event) {
         self.report(vec![event], Vec::new());
+    }
+
+    /// Writes a mark saying version `version` of `doc`, by `authors`, owes `version.created`:
+    /// written before the flush that makes the version durable, so a crash between that flush
+    /// and the event's cannot lose the event. Returns the mark's id for [`Feed::version_created`].
+    pub(crate) fn owe_version(&self, doc: &str, version: u64, authors: &[String]) -> u64 {
+        let id = self.new_mark();
+        if let Err(e) = self.log.mark_version(id, doc, version, authors) {
+            error!(doc, error = %e, "could not write a change-feed mark");
+        }
+        id
+    }
+
+    /// Hands over `version.created` for a durable version, settling its mark `mark`.
+    pub(crate) fn version_created(&self, mark: u64, doc: &str, version: u64, authors: Vec<String>) {
+        let event = Event::VersionCreated {
+            doc: doc.into(),
+            version,
+            authors,
+        };
+        self.report(vec![event], vec![(mark, doc.into())]);
     }
 
     /// A new mark's id.
@@ -194,6 +213,11 @@ impl Feed {
         let mut owed: HashMap<String, OwedBy> = HashMap::new();
         let mut order = Vec::new();
         for mark in &marks {
+            if let Some((version, authors)) = &mark.version {
+                let (doc, version, authors) = (mark.doc.clone(), *version, authors.clone());
+                self.version_created(mark.id, &doc, version, authors);
+                continue;
+            }
             let entry = owed.entry(mark.doc.clone()).or_insert_with(|| {
                 order.push(mark.doc.clone());
                 Default::default()

@@ -104,6 +104,29 @@ async fn marks_left_behind_are_recorded_after_a_restart() {
 }
 
 #[tokio::test]
+async fn a_version_mark_left_behind_is_announced_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::open(dir.path()).expect("sled");
+    let feed = Feed::open(db.open_tree("feed").expect("tree")).expect("feed");
+    let authors = vec!["ada".to_owned(), "bo".to_owned()];
+    feed.owe_version("doc", 7, &authors);
+    drop(feed);
+    let feed = Feed::open(db.open_tree("feed").expect("tree")).expect("reopen");
+    assert_eq!(feed.recover(|_| Some(1)).expect("recover"), 1);
+    feed.write_pending().await.expect("write");
+    let events: Vec<Event> = all(&feed).into_iter().map(|r| r.event).collect();
+    assert_eq!(
+        events,
+        [Event::VersionCreated {
+            doc: "doc".into(),
+            version: 7,
+            authors,
+        }]
+    );
+    assert!(feed.log().marks().expect("marks").is_empty());
+}
+
+#[tokio::test]
 async fn pruning_keeps_the_newest_and_remembers_what_it_removed() {
     let feed = Feed::in_memory();
     for i in 0..5 {

@@ -1,5 +1,6 @@
 //! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}` (`upgrade`, with
-//! its limits in `admission`), the Hocuspocus endpoint `/hocuspocus` (`hocuspocus`), the `/api` routes, health checks (`readiness`), the operator
+//! its limits in `admission`), the Hocuspocus endpoint `/hocuspocus` (`hocuspocus`), the `/api`
+//! routes, version history routes (`history`), health checks (`readiness`), the operator
 //! endpoints (`dashboard`: `/metrics`, `/dashboard`), and the browser editor's pages and assets
 //! (`pages`). Every request first passes the host and write-origin checks of `policy`; every
 //! refusal is logged through `refusals`, and the client's address comes from `forwarded` behind
@@ -25,6 +26,7 @@ pub(crate) mod dashboard;
 pub(crate) mod extract;
 pub(crate) mod feed;
 pub(crate) mod forwarded;
+pub(crate) mod history;
 pub(crate) mod hocuspocus;
 pub(crate) mod pages;
 pub(crate) mod policy;

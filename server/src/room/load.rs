@@ -132,6 +132,7 @@ impl Room {
                 self.log_bytes = loaded.log_bytes;
                 self.stored_bytes = loaded.stored_bytes;
                 self.exists = loaded.exists;
+                self.versions_reset();
             }
             // Keeping the document in memory would serve edits the store does not have.
             Err(e) => self.give_up(e),

@@ -34,6 +34,8 @@
 //!   frames: a SyncStatus per write once durable, stateless relays, notices as stateless.
 //! - `authors.rs`: who wrote since the last version or change-feed event.
 //! - `feed.rs`: what the room tells the change feed (marks, the debounced report).
+//! - `versions.rs`: when the room records a version; `history/`: how versions are stored,
+//!   rebuilt, diffed and thinned.
 //! - `presence.rs` (awareness), `registry.rs` (get-or-load by name, what rooms share).
 //!
 //! # Seams
@@ -61,6 +63,7 @@ mod failure;
 mod fanout;
 mod feed;
 mod handle;
+pub(crate) mod history;
 mod hocuspocus;
 mod inbox;
 mod load;
@@ -70,6 +73,7 @@ pub(crate) mod presence;
 pub(crate) mod registry;
 #[cfg(test)]
 mod tests;
+pub(crate) mod versions;
 mod write;
 mod yrs_guards;
 
@@ -92,6 +96,7 @@ use crate::room::feed::{window_closed, FeedState};
 use crate::room::hocuspocus::Acks;
 use crate::room::presence::Presence;
 use crate::room::registry::{Registration, RoomContext, Stopped};
+use crate::room::versions::Versions;
 
 pub(crate) use compact::title_of;
 pub(crate) use handle::{
@@ -172,6 +177,8 @@ pub(crate) struct Room {
     authors: Authors,
     /// What the changes since the last change-feed event owe it, and when it is told.
     feed: FeedState,
+    /// When to record the next version, and the task recording them.
+    versions: Versions,
     /// Set when the document in memory could not be rebuilt from the store (it held writes
     /// that were never saved): the room refuses everything and stops after this batch.
     failed: Option<String>,
@@ -257,6 +264,7 @@ impl Room {
             failed: None,
             acks: Acks::default(),
             authors: Authors::default(),
+            versions: Versions::default(),
         }
     }
 
@@ -278,6 +286,7 @@ impl Room {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         info!(room = %self.name, "room loaded");
+        self.start_versions().await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.ctx.shutdown.clone();
@@ -343,13 +352,14 @@ impl Room {
 
     /// After `Delete`: leave the registry, then answer whatever is still in the mailbox as if
     /// the document never existed. Nothing is compacted or flushed: that would write it back.
-    async fn stop_deleted(self, mut rx: mpsc::Receiver<Command>) {
+    async fn stop_deleted(mut self, mut rx: mpsc::Receiver<Command>) {
         self.registration.release();
         // The registry no longer has this room: a joiner retries on a fresh one.
         drain(&mut rx, |cmd| {
             refuse(cmd, &JoinError::Gone, &ApiOpError::NotFound);
         })
         .await;
+        self.delete_versions().await;
         info!(room = %self.name, "room closed: document deleted");
     }
 
@@ -368,6 +378,7 @@ impl Room {
             self.queued
                 .push((Target::All, Bytes::from_static(EMPTY_AWARENESS)));
         }
+        self.version_tick(now);
         self.finish_batch().await;
         match self.empty_since {
             Some(since) if now.duration_since(since) >= self.ctx.config.idle_unload() => {
@@ -409,6 +420,7 @@ impl Room {
             warn!(room = %self.name, %reason, "store failed; not compacting or flushing");
             return;
         }
+        self.wind_up_versions().await;
         self.compact().await;
         if let Err(e) = self.ctx.log.durable(Durability::Strict).await {
             error!(room = %self.name, error = %e, "{failed}");
@@ -430,8 +442,11 @@ impl Room {
             Command::Messages(conn, msgs) => self.messages(conn, msgs),
             Command::Leave(conn) => self.leave(conn),
             Command::Stateless(conn, payload) => self.stateless(conn, &payload),
+            Command::Api(ApiOp::RecordVersion(name), reply) => self.request_version(name, reply),
             Command::Api(op, reply) => self.request(reply, |room| room.api(op)),
-            Command::Inbox(incoming, reply) => self.request(reply, |room| room.receive(incoming)),
+            Command::Inbox(incoming, author, reply) => {
+                self.request(reply, |room| room.receive(incoming, &author))
+            }
         }
     }
 
@@ -478,7 +493,7 @@ fn refuse(cmd: Command, join: &JoinError, api: &ApiOpError) {
         Command::Join(_, reply) => {
             let _ = reply.send(Err(join.clone()));
         }
-        Command::Api(_, reply) | Command::Inbox(_, reply) => {
+        Command::Api(_, reply) | Command::Inbox(_, _, reply) => {
             let _ = reply.send(Err(api.clone()));
         }
         Command::Messages(..) | Command::Leave(_) | Command::Stateless(..) => {}

@@ -69,7 +69,7 @@ impl Room {
             Ok(changed) => {
                 if changed {
                     let author = self.author_of(conn);
-                    self.authors.record(&author);
+                    self.attribute(&author);
                 }
                 self.owe_ack(conn, true);
             }
@@ -210,6 +210,7 @@ impl Room {
                 self.dirty = true;
                 self.title_stale = true;
                 self.exists = true;
+                self.versions_saw(&update);
             }
             Err(e) => {
                 // Not durable, so it must not be acknowledged: drop the in-memory copy too (and
