@@ -300,6 +300,38 @@ pub struct Config {
     )]
     pub idle_unload_secs: u64,
 
+    /// Seconds after the last edit of a burst before the server records a version of the
+    /// document in its history (see `GET /api/docs/{id}/versions`).
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_VERSION_IDLE_SECS",
+        default_value_t = 30
+    )]
+    pub version_idle_secs: u64,
+
+    /// While editing goes on without a pause, a version is recorded at least this often
+    /// (seconds).
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_VERSION_EVERY_SECS",
+        default_value_t = 300
+    )]
+    pub version_every_secs: u64,
+
+    /// Days every version of a document is kept. Older unnamed versions are thinned: for the
+    /// next 7 days to the last version of each hour (UTC), after that to the last of each day
+    /// (UTC). Named versions and each document's newest version are never thinned; deleting a
+    /// document deletes its history.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_HISTORY_KEEP_DAYS",
+        default_value_t = 30
+    )]
+    pub history_keep_days: u64,
+
     /// Updates in a document's log that trigger compaction into its snapshot (once the log
     /// also holds at least as many bytes as the snapshot, so big documents are not rewritten
     /// for every few hundred keystrokes).

@@ -53,4 +53,4 @@ pub use config::{Cli, Config, Durability};
 pub use server::{serve_echo, Server, ServerError};
 pub use shutdown::Shutdown;
 pub use stats::Stats;
-pub use store::{DocMeta, SledStore, Store, StoreError};
+pub use store::{DocMeta, HistoryStore, SledStore, Store, StoreError};

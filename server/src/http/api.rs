@@ -33,6 +33,7 @@ use crate::http::extract::{
     RawBody, Read, SomeDoc, TextBody, Write,
 };
 use crate::http::AppState;
+use crate::room::authors::ANONYMOUS;
 use crate::room::calls::{Committed, DocRoom, RoomCallError};
 use crate::room::registry::RoomContext;
 use crate::room::ApiOpError;
@@ -86,6 +87,13 @@ pub(crate) fn routes(max_body: usize) -> Router<AppState> {
         .routes(routes!(send_notice))
         .routes(routes!(revoke_tokens))
         .routes(routes!(super::backup::get_backup))
+        .routes(routes!(
+            super::history::list_versions,
+            super::history::create_version
+        ))
+        .routes(routes!(super::history::version_text))
+        .routes(routes!(super::history::version_diff))
+        .routes(routes!(super::history::restore_version))
         .split_for_parts();
     // Serialized once: the description is fixed for the life of the binary.
     let json = spec
@@ -102,7 +110,7 @@ pub(crate) fn routes(max_body: usize) -> Router<AppState> {
 
 /// An error as the API returns it (documentation of [`ApiError`]'s body).
 #[derive(Debug, Serialize, ToSchema)]
-struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// Stable machine-readable code, for example `doc_not_found` or `token_expired`.
     code: String,
     /// Human explanation.
@@ -545,8 +553,9 @@ fn new_doc(
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let room = parse_id(&ctx.config, &id)?;
     let scope = named.then_some(room.as_str());
-    authorize(&ctx, headers, scope, Access::Write)?;
-    Ok((id, DocRoom::new(ctx, room)))
+    let subject = authorize(&ctx, headers, scope, Access::Write)?;
+    let author = subject.as_deref().unwrap_or(ANONYMOUS);
+    Ok((id, DocRoom::new(ctx, room).by(author)))
 }
 
 /// Decodes a `state_vector` parameter (base64url, padding tolerated).

@@ -25,6 +25,7 @@ use weft_protocol::RoomName;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::{auth, forwarded};
+use crate::room::authors::ANONYMOUS;
 use crate::room::calls::DocRoom;
 use crate::room::registry::RoomContext;
 use crate::store::{DocMeta, StoreError};
@@ -100,6 +101,8 @@ where
 pub(crate) struct DocAccess<N> {
     ctx: Arc<RoomContext>,
     room: RoomName,
+    /// Who the request's writes are attributed to: the token's `sub`, else anonymous.
+    author: String,
     need: PhantomData<fn() -> N>,
 }
 
@@ -117,10 +120,11 @@ where
             .await
             .map_err(|e| ApiError::bad_request("invalid_doc_id", e.body_text()))?;
         let room = parse_id(&ctx.config, &id)?;
-        authorize(&ctx, &parts.headers, Some(room.as_str()), N::ACCESS)?;
+        let subject = authorize(&ctx, &parts.headers, Some(room.as_str()), N::ACCESS)?;
         Ok(Self {
             ctx,
             room,
+            author: subject.unwrap_or_else(|| ANONYMOUS.into()),
             need: PhantomData,
         })
     }
@@ -150,7 +154,7 @@ impl<N> DocAccess<N> {
     /// not).
     pub(crate) async fn existing(self) -> Result<DocRoom, ApiError> {
         self.meta().await?;
-        Ok(DocRoom::new(self.ctx, self.room))
+        Ok(DocRoom::new(self.ctx, self.room).by(&self.author))
     }
 }
 
@@ -177,7 +181,7 @@ where
         let meta = access.meta().await?;
         Ok(Self {
             meta,
-            room: DocRoom::new(access.ctx, access.room),
+            room: DocRoom::new(access.ctx, access.room).by(&access.author),
             need: PhantomData,
         })
     }
@@ -286,16 +290,16 @@ fn body_error(status: StatusCode, message: String) -> ApiError {
 }
 
 /// Checks the request's bearer token for `need` on `doc` (revocations included), or on every
-/// document when `None` (granted everything in open mode).
+/// document when `None` (granted everything in open mode); returns the token's `sub`, if any.
 pub(crate) fn authorize(
     ctx: &RoomContext,
     headers: &HeaderMap,
     doc: Option<&str>,
     need: Access,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     let token = auth::token_of(headers, None);
-    auth::authorize_doc(&ctx.config, &ctx.revocations, token, doc, need)?;
-    Ok(())
+    let grant = auth::authorize_doc(&ctx.config, &ctx.revocations, token, doc, need)?;
+    Ok(grant.subject)
 }
 
 /// Validates a document id: 400 `invalid_doc_id` when it is not a valid room name.

@@ -1,6 +1,6 @@
 //! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}` (`upgrade`, with
 //! its limits in `admission`), the `/api` routes, health checks (`readiness`), the operator
-//! endpoints (`dashboard`: `/metrics`, `/dashboard`), and the browser editor's pages and assets
+//! version history routes (`history`), the operator endpoints (`dashboard`: `/metrics`, `/dashboard`), and the browser editor's pages and assets
 //! (`pages`). Every request first passes the host and write-origin checks of `policy`; every
 //! refusal is logged through `refusals`, and the client's address comes from `forwarded` behind
 //! trusted proxies.
@@ -24,6 +24,7 @@ pub(crate) mod backup;
 pub(crate) mod dashboard;
 pub(crate) mod extract;
 pub(crate) mod forwarded;
+pub(crate) mod history;
 pub(crate) mod pages;
 pub(crate) mod policy;
 pub(crate) mod readiness;

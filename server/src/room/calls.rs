@@ -13,9 +13,11 @@ use std::sync::Arc;
 
 use weft_protocol::{NoticeLevel, RoomName};
 
+use crate::room::authors::ANONYMOUS;
 use crate::room::diff::{self, Budget, Rewrite};
 use crate::room::registry::RoomContext;
 use crate::room::{ApiOp, ApiOpError, ApiReply};
+use crate::store::history::VersionMeta;
 
 /// Rewrites planned away from the room before it is left to replace the text itself (with a
 /// plan linear in the text), when other edits keep changing the text under the plan.
@@ -46,12 +48,37 @@ pub(crate) struct Committed {
 pub(crate) struct DocRoom {
     ctx: Arc<RoomContext>,
     name: RoomName,
+    /// Who the writes are attributed to in the version history.
+    author: String,
 }
 
 impl DocRoom {
     /// The room of the document `name`; nothing is loaded until the first call.
     pub(crate) fn new(ctx: Arc<RoomContext>, name: RoomName) -> Self {
-        Self { ctx, name }
+        Self {
+            ctx,
+            name,
+            author: ANONYMOUS.into(),
+        }
+    }
+
+    /// The same room, its writes attributed to `author` (a token's `sub`).
+    pub(crate) fn by(mut self, author: &str) -> Self {
+        author.clone_into(&mut self.author);
+        self
+    }
+
+    /// Records a version of the current text now, named `name` (recorded even if nothing
+    /// changed); answered once it is durable.
+    pub(crate) async fn record_version(
+        &self,
+        name: Option<String>,
+    ) -> Result<VersionMeta, RoomCallError> {
+        self.call(ApiOp::RecordVersion(name), |reply| match reply {
+            ApiReply::Version(meta) => Ok(meta),
+            other => Err(other),
+        })
+        .await
     }
 
     /// Connections open on the document now (0 when its room is not loaded).
@@ -66,7 +93,14 @@ impl DocRoom {
         text: Option<String>,
         title: Option<String>,
     ) -> Result<u64, RoomCallError> {
-        let committed = self.write(ApiOp::Create { text, title }).await?;
+        let author = self.author.clone();
+        let committed = self
+            .write(ApiOp::Create {
+                text,
+                title,
+                author,
+            })
+            .await?;
         Ok(committed.version)
     }
 
@@ -167,7 +201,7 @@ impl DocRoom {
         op: ApiOp,
         pick: fn(ApiReply) -> Result<T, ApiReply>,
     ) -> Result<T, RoomCallError> {
-        let reply = self.ctx.api(&self.name, op).await?;
+        let reply = self.ctx.api_by(&self.name, op, &self.author).await?;
         pick(reply).map_err(RoomCallError::Unexpected)
     }
 }

@@ -12,6 +12,7 @@ use crate::outbox::Outbox;
 use crate::room::diff::Rewrite;
 use crate::room::registry::Stopped;
 use crate::room::Incoming;
+use crate::store::history::VersionMeta;
 
 /// Identifies a connection inside the server (cheaper to hash than its UUID).
 pub(crate) type ConnId = u64;
@@ -55,6 +56,8 @@ pub(crate) enum ApiOp {
         text: Option<String>,
         /// Title for listings (else the first line).
         title: Option<String>,
+        /// Who the initial content is attributed to in the version history.
+        author: String,
     },
     /// The text of `content`.
     GetText,
@@ -80,6 +83,9 @@ pub(crate) enum ApiOp {
     },
     /// Close every member, delete everything stored, and stop the room.
     Delete,
+    /// Record a version of the current text now, with this name (even if nothing changed
+    /// when named); answered with [`ApiReply::Version`] once it is durable.
+    RecordVersion(Option<String>),
 }
 
 /// A successful [`ApiOp`].
@@ -103,6 +109,8 @@ pub(crate) enum ApiReply {
     Delivered(u32),
     /// The document is gone; this many connections were closed.
     Deleted(u32),
+    /// The version recorded (or, unnamed with nothing changed, the latest one).
+    Version(VersionMeta),
 }
 
 /// Why an [`ApiOp`] failed.
@@ -149,8 +157,9 @@ pub(crate) enum Command {
     Leave(ConnId),
     /// A request of the HTTP API, answered once its effect is durable.
     Api(ApiOp, ApiReplyTx),
-    /// An update from no member (see [`Incoming`]), answered once it is durable.
-    Inbox(Incoming, ApiReplyTx),
+    /// An update from no member (see [`Incoming`]) written by the named author, answered once
+    /// it is durable.
+    Inbox(Incoming, String, ApiReplyTx),
 }
 
 /// The answer when the room stopped before answering.
@@ -234,9 +243,17 @@ impl RoomHandle {
     /// Runs an API request. `Err(op)` hands the request back when the room stopped before
     /// receiving it, so the caller may retry on a fresh incarnation. Writes go through the
     /// room's inbox ([`RoomHandle::deliver`]), like every update that comes from no member.
-    pub(crate) async fn api(&self, op: ApiOp) -> Result<Result<ApiReply, ApiOpError>, ApiOp> {
+    /// Writes are attributed to `author`.
+    pub(crate) async fn api(
+        &self,
+        op: ApiOp,
+        author: &str,
+    ) -> Result<Result<ApiReply, ApiOpError>, ApiOp> {
         let op = match Incoming::from_api(op) {
-            Ok(incoming) => return self.deliver(incoming).await.map_err(Incoming::into_api),
+            Ok(incoming) => {
+                let delivered = self.deliver(incoming, author.to_owned()).await;
+                return delivered.map_err(Incoming::into_api);
+            }
             Err(op) => op,
         };
         let (tx, rx) = oneshot::channel();
@@ -249,15 +266,17 @@ impl RoomHandle {
 
     /// Hands the room an update that comes from no member: it is validated, applied, made
     /// durable and broadcast like a member's, and answered with [`ApiReply::Written`].
-    /// `Err(incoming)` hands it back when the room stopped before receiving it.
+    /// `Err(incoming)` hands it back when the room stopped before receiving it. The write is
+    /// attributed to `author`.
     pub(crate) async fn deliver(
         &self,
         incoming: Incoming,
+        author: String,
     ) -> Result<Result<ApiReply, ApiOpError>, Incoming> {
         let (tx, rx) = oneshot::channel();
-        match self.tx.send(Command::Inbox(incoming, tx)).await {
+        match self.tx.send(Command::Inbox(incoming, author, tx)).await {
             Ok(()) => Ok(rx.await.unwrap_or_else(|_| Err(stopped()))),
-            Err(mpsc::error::SendError(Command::Inbox(incoming, _))) => Err(incoming),
+            Err(mpsc::error::SendError(Command::Inbox(incoming, _, _))) => Err(incoming),
             Err(_) => Ok(Err(stopped())),
         }
     }

@@ -59,7 +59,21 @@ impl Room {
     /// Takes an update from no member: applies, stores and queues its broadcast like a
     /// member's write. A document that does not exist is not written (`NotFound`): the API
     /// creates documents explicitly, and a write must not bring a deleted one back.
-    pub(super) fn receive(&mut self, incoming: Incoming) -> Result<ApiReply, ApiOpError> {
+    /// A write that changed the document counts `author` as one of its authors.
+    pub(super) fn receive(
+        &mut self,
+        incoming: Incoming,
+        author: &str,
+    ) -> Result<ApiReply, ApiOpError> {
+        let reply = self.receive_unattributed(incoming)?;
+        if let ApiReply::Written { changed: true, .. } = reply {
+            self.authors.record(author);
+        }
+        Ok(reply)
+    }
+
+    /// [`Room::receive`] without counting the author.
+    fn receive_unattributed(&mut self, incoming: Incoming) -> Result<ApiReply, ApiOpError> {
         if !self.exists {
             return Err(ApiOpError::NotFound);
         }

@@ -30,6 +30,9 @@
 //! - `compact.rs`: compaction and titles.
 //! - `yrs_guards.rs`: every workaround for a yrs 0.28 behaviour, each with what pins it and
 //!   when it can go.
+//! - `authors.rs`: who wrote since the last version or change-feed event.
+//! - `versions.rs`: when the room records a version; `history/`: how versions are stored,
+//!   rebuilt, diffed and thinned.
 //! - `presence.rs` (awareness), `registry.rs` (get-or-load by name, what rooms share).
 //!
 //! # Seams
@@ -48,6 +51,7 @@
 //!   [`registry::Registration`] and the room gives it up when it stops, so the room never calls
 //!   the registry.
 
+pub(crate) mod authors;
 mod batch;
 pub(crate) mod calls;
 mod compact;
@@ -55,6 +59,7 @@ pub(crate) mod diff;
 mod failure;
 mod fanout;
 mod handle;
+pub(crate) mod history;
 mod inbox;
 mod load;
 mod members;
@@ -63,6 +68,7 @@ pub(crate) mod presence;
 pub(crate) mod registry;
 #[cfg(test)]
 mod tests;
+pub(crate) mod versions;
 mod write;
 mod yrs_guards;
 
@@ -78,10 +84,12 @@ use weft_protocol::RoomName;
 use yrs::Doc;
 
 use crate::config::Durability;
+use crate::room::authors::Authors;
 use crate::room::batch::{saved, Unsaved};
 use crate::room::fanout::{Member, Target};
 use crate::room::presence::Presence;
 use crate::room::registry::{Registration, RoomContext, Stopped};
+use crate::room::versions::Versions;
 
 pub(crate) use compact::title_of;
 pub(crate) use handle::{
@@ -158,6 +166,10 @@ pub(crate) struct Room {
     /// Sync step 2 carrying the whole document, shared by every joiner that has nothing yet
     /// (an empty state vector: every fresh tab); dropped whenever the document may change.
     full_state: Option<Bytes>,
+    /// Who wrote since each reader of the changes (history, feed) last asked.
+    authors: Authors,
+    /// When to record the next version, and the task recording them.
+    versions: Versions,
     /// Set when the document in memory could not be rebuilt from the store (it held writes
     /// that were never saved): the room refuses everything and stops after this batch.
     failed: Option<String>,
@@ -238,6 +250,8 @@ impl Room {
             deleted: false,
             full_state: None,
             failed: None,
+            authors: Authors::default(),
+            versions: Versions::default(),
         }
     }
 
@@ -259,6 +273,7 @@ impl Room {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         info!(room = %self.name, "room loaded");
+        self.start_versions().await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.ctx.shutdown.clone();
@@ -321,13 +336,14 @@ impl Room {
 
     /// After `Delete`: leave the registry, then answer whatever is still in the mailbox as if
     /// the document never existed. Nothing is compacted or flushed: that would write it back.
-    async fn stop_deleted(self, mut rx: mpsc::Receiver<Command>) {
+    async fn stop_deleted(mut self, mut rx: mpsc::Receiver<Command>) {
         self.registration.release();
         // The registry no longer has this room: a joiner retries on a fresh one.
         drain(&mut rx, |cmd| {
             refuse(cmd, &JoinError::Gone, &ApiOpError::NotFound);
         })
         .await;
+        self.delete_versions().await;
         info!(room = %self.name, "room closed: document deleted");
     }
 
@@ -346,6 +362,7 @@ impl Room {
             self.queued
                 .push((Target::All, Bytes::from_static(EMPTY_AWARENESS)));
         }
+        self.version_tick(now);
         self.finish_batch().await;
         match self.empty_since {
             Some(since) if now.duration_since(since) >= self.ctx.config.idle_unload() => {
@@ -386,6 +403,7 @@ impl Room {
             warn!(room = %self.name, %reason, "store failed; not compacting or flushing");
             return;
         }
+        self.wind_up_versions().await;
         self.compact().await;
         if let Err(e) = self.ctx.log.durable(Durability::Strict).await {
             error!(room = %self.name, error = %e, "{failed}");
@@ -406,8 +424,11 @@ impl Room {
             }
             Command::Messages(conn, msgs) => self.messages(conn, msgs),
             Command::Leave(conn) => self.leave(conn),
+            Command::Api(ApiOp::RecordVersion(name), reply) => self.request_version(name, reply),
             Command::Api(op, reply) => self.request(reply, |room| room.api(op)),
-            Command::Inbox(incoming, reply) => self.request(reply, |room| room.receive(incoming)),
+            Command::Inbox(incoming, author, reply) => {
+                self.request(reply, |room| room.receive(incoming, &author))
+            }
         }
     }
 
@@ -454,7 +475,7 @@ fn refuse(cmd: Command, join: &JoinError, api: &ApiOpError) {
         Command::Join(_, reply) => {
             let _ = reply.send(Err(join.clone()));
         }
-        Command::Api(_, reply) | Command::Inbox(_, reply) => {
+        Command::Api(_, reply) | Command::Inbox(_, _, reply) => {
             let _ = reply.send(Err(api.clone()));
         }
         Command::Messages(..) | Command::Leave(_) => {}

@@ -11,6 +11,7 @@ use tracing::{error, info};
 use weft_protocol::{CloseCode, Control, NoticeLevel};
 use yrs::{ReadTxn, StateVector, Text, Transact};
 
+use crate::room::authors::ANONYMOUS;
 use crate::room::compact::MAX_TITLE_CHARS;
 use crate::room::failure::store_reason;
 use crate::room::fanout::Target;
@@ -27,19 +28,34 @@ impl Room {
             return Err(ApiOpError::NotFound);
         }
         match op {
-            ApiOp::Create { text, title } => self.create(text, title),
+            ApiOp::Create {
+                text,
+                title,
+                author,
+            } => {
+                let seeded = text.as_deref().is_some_and(|t| !t.is_empty());
+                let created = self.create(text, title)?;
+                if seeded {
+                    self.authors.record(&author);
+                }
+                Ok(created)
+            }
             ApiOp::GetText => {
                 let text = contain(|| self.text())
                     .map_err(|_| ApiOpError::Unavailable("reading the text failed".into()))?;
                 Ok(ApiReply::Text(text))
             }
             ApiOp::GetUpdate(sv) => self.get_update(sv.as_deref()),
-            ApiOp::SetText(text) => self.receive(Incoming::Replace(text)),
-            ApiOp::Rewrite(rewrite) => self.receive(Incoming::Rewrite(rewrite)),
-            ApiOp::Append(text) => self.receive(Incoming::Append(text)),
-            ApiOp::ApplyUpdate(update) => self.receive(Incoming::Update(update)),
+            ApiOp::SetText(text) => self.receive(Incoming::Replace(text), ANONYMOUS),
+            ApiOp::Rewrite(rewrite) => self.receive(Incoming::Rewrite(rewrite), ANONYMOUS),
+            ApiOp::Append(text) => self.receive(Incoming::Append(text), ANONYMOUS),
+            ApiOp::ApplyUpdate(update) => self.receive(Incoming::Update(update), ANONYMOUS),
             ApiOp::Notice { level, text, to } => Ok(self.notice(level, text, to)),
             ApiOp::Delete => self.delete(),
+            // Answered by the recorder, never here (see `Room::handle`).
+            ApiOp::RecordVersion(_) => Err(ApiOpError::Unavailable(
+                "versions are recorded by the room's recorder".into(),
+            )),
         }
     }
 

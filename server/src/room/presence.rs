@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use weft_protocol::{AwarenessEntry, AwarenessUpdate};
 
+use crate::room::authors::awareness_name;
 use crate::room::ConnId;
 
 /// JS peers drop a state not renewed for 30 s (`outdatedTimeout` in awareness.js); the server
@@ -110,6 +111,14 @@ impl Presence {
             }
         }
         out
+    }
+
+    /// The `user.name` in the live awareness state `conn` owns, if it gave one.
+    pub(crate) fn name_of(&self, conn: ConnId) -> Option<String> {
+        self.known
+            .values()
+            .filter(|k| k.owner == conn && !k.orphaned)
+            .find_map(|k| k.state.as_deref().and_then(awareness_name))
     }
 
     fn owns_any(&self, conn: ConnId) -> bool {

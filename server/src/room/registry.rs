@@ -30,6 +30,8 @@ use weft_protocol::CloseCode;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::room::authors::ANONYMOUS;
+use crate::room::history::History;
 use crate::room::{ApiOp, ApiOpError, ApiReply, ConnId, JoinError, Joiner, Room, RoomHandle};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -58,6 +60,8 @@ pub(crate) struct RoomContext {
     pub(crate) metrics: Arc<Metrics>,
     /// In-flight marks around every yrs apply, and the hashes of updates that crashed it.
     pub(crate) inflight: Arc<InFlight>,
+    /// The documents' version histories (`None` when the store keeps none).
+    pub(crate) history: Option<History>,
     /// Which documents' tokens are revoked, and since when (a copy of the store's record).
     pub(crate) revocations: Revocations,
     /// The connections admitted with a token, by document.
@@ -264,6 +268,7 @@ impl RoomContext {
         let log = Arc::new(StoreLog::new(store.clone(), commit));
         Self {
             revocations: load_revocations(store.as_ref()),
+            history: store.history().map(History::new),
             tokens: Arc::default(),
             store,
             log,
@@ -329,10 +334,20 @@ impl RoomContext {
         name: &RoomName,
         op: ApiOp,
     ) -> Result<ApiReply, ApiOpError> {
+        self.api_by(name, op, ANONYMOUS).await
+    }
+
+    /// [`RoomContext::api`], its writes attributed to `author`.
+    pub(crate) async fn api_by(
+        self: &Arc<Self>,
+        name: &RoomName,
+        op: ApiOp,
+        author: &str,
+    ) -> Result<ApiReply, ApiOpError> {
         let mut op = op;
         for _ in 0..JOIN_RETRIES {
             let room = self.get_or_spawn(name);
-            match room.api(op).await {
+            match room.api(op, author).await {
                 Ok(result) => return result,
                 Err(returned) => op = returned,
             }

@@ -207,7 +207,8 @@ fn joiners_share_the_encoded_document_until_it_changes() {
 /// rewrite of a stale base comes at once, a write only once the batch is durable).
 fn deliver(d: &mut DirectRoom, incoming: Incoming) -> Result<ApiReply, crate::room::ApiOpError> {
     let (reply, mut answer) = oneshot::channel();
-    d.room.handle(Command::Inbox(incoming, reply));
+    d.room
+        .handle(Command::Inbox(incoming, "test".into(), reply));
     let early = answer.try_recv().ok();
     d.rt.block_on(d.room.finish_batch());
     if let Some(early) = early {
@@ -235,6 +236,7 @@ fn the_inbox_writes_like_a_member_without_one() {
     let create = ApiOp::Create {
         text: None,
         title: None,
+        author: "test".into(),
     };
     d.room.handle(Command::Api(create, reply));
     d.rt.block_on(d.room.finish_batch());
@@ -391,6 +393,7 @@ async fn a_delete_racing_an_idle_unload_stays_deleted() {
     let create = ApiOp::Create {
         text: Some("hello".into()),
         title: None,
+        author: "test".into(),
     };
     let created = ctx.api(&name, create).await;
     assert!(
@@ -537,6 +540,7 @@ fn api_create(d: &mut DirectRoom, text: &str) {
     let create = ApiOp::Create {
         text: Some(text.into()),
         title: None,
+        author: "test".into(),
     };
     d.room.handle(Command::Api(create, oneshot::channel().0));
     d.rt.block_on(d.room.finish_batch());

@@ -64,8 +64,13 @@ impl Room {
             return;
         }
         let control = m.control;
-        if let Err(e) = self.integrate(update) {
-            self.write_failed(conn, control, e);
+        match self.integrate(update) {
+            Ok(true) => {
+                let author = self.author_of(conn);
+                self.authors.record(&author);
+            }
+            Ok(false) => {}
+            Err(e) => self.write_failed(conn, control, e),
         }
     }
 

@@ -69,7 +69,8 @@
 //! metadata cache, `open.rs` opening a data directory, `flusher.rs` the flush thread and its
 //! deadline, `health.rs` the failed state, `fsync.rs` the syncs sled leaves out; `commit.rs`
 //! batches flushes across rooms and `inflight.rs` keeps the crash marks beside the database;
-//! `revocations.rs` the token revocations, in a tree of their own.
+//! `revocations.rs` the token revocations, in a tree of their own; `history.rs` the documents'
+//! version histories, in a tree of their own.
 
 mod cache;
 mod flusher;
@@ -85,9 +86,11 @@ mod tests;
 
 pub(crate) mod backup;
 pub(crate) mod commit;
+pub(crate) mod history;
 pub(crate) mod inflight;
 pub(crate) mod log;
 
+pub use history::HistoryStore;
 pub use sled_store::SledStore;
 
 use std::path::PathBuf;
@@ -249,6 +252,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every revocation recorded with [`Store::revoke_tokens`], as `(document, time)`.
     fn revocations(&self) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(Vec::new())
+    }
+    /// Where documents' version histories are kept, made durable by [`Store::flush`] like the
+    /// documents; `None` for a store that keeps no history.
+    fn history(&self) -> Option<history::HistoryStore> {
+        None
     }
 }
 

@@ -521,6 +521,12 @@ impl Store for SledStore {
     fn revocations(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.read_revocations()
     }
+
+    fn history(&self) -> Option<super::history::HistoryStore> {
+        super::history::HistoryStore::open(&self.db, self.piece)
+            .map_err(|e| tracing::error!(error = %e, "cannot open the version history"))
+            .ok()
+    }
 }
 
 impl Drop for SledStore {

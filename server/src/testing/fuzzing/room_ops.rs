@@ -317,7 +317,7 @@ impl RoomHarness {
     fn api(&mut self, op: ApiOp) {
         let (reply, _) = oneshot::channel();
         let cmd = match Incoming::from_api(op) {
-            Ok(incoming) => Command::Inbox(incoming, reply),
+            Ok(incoming) => Command::Inbox(incoming, "fuzz".into(), reply),
             Err(op) => Command::Api(op, reply),
         };
         self.room.handle(cmd);
