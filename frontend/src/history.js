@@ -248,10 +248,9 @@ export class HistoryPanel {
     const names = Array.isArray(authors) ? authors.map((a) => cleanName(a)).filter(Boolean) : []
     const shown = names.slice(0, MAX_AVATARS).map((n) => this.avatar(n))
     if (names.length > MAX_AVATARS) shown.push(h('span', { class: 'avatar avatar-xs avatar-more', 'aria-hidden': 'true', text: `+${names.length - MAX_AVATARS}` }))
-    return h('span', { class: 'hist-avatars' }, [
-      ...shown,
-      h('span', { class: 'sr-only', text: names.length ? `by ${names.join(', ')}` : 'no authors recorded' })
-    ])
+    // No authors (nothing changed, or changes found after a crash): words only, no empty gap.
+    if (names.length === 0) return h('span', { class: 'sr-only', text: 'no authors recorded' })
+    return h('span', { class: 'hist-avatars' }, [...shown, h('span', { class: 'sr-only', text: `by ${names.join(', ')}` })])
   }
 
   item (v) {
