@@ -46,6 +46,8 @@ mod testing;
 
 #[cfg(feature = "bench-internals")]
 pub use testing::bench;
+#[cfg(feature = "bench-internals")]
+pub use testing::bench_history;
 #[cfg(any(test, feature = "fuzzing"))]
 pub use testing::fuzzing;
 

@@ -469,3 +469,118 @@ async fn snapshot(api: &Api, doc: &str) -> anyhow::Result<Vec<(Value, String)>> 
     }
     Ok(out)
 }
+
+/// Deleting a document deletes its history: created again under the same id, it starts over.
+/// A compaction (many small edits) leaves versions and texts as they were; versions also come
+/// every `--version-every-secs` while edits never pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_compaction_and_steady_editing() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| {
+        c.version_idle_secs = 600;
+        c.version_every_secs = 1;
+        c.compact_every = 20;
+    })
+    .await?;
+    let api = Api::new(server.http_base(), None);
+    api.create("busy", "").await?;
+    let client = Client::connect_synced(&server.room_url("busy")).await?;
+    // Typing without a pause longer than the idle time: versions come from the periodic rule.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < deadline {
+        client.push("x")?;
+        client.wait_acked().await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = api.wait_versions("busy", 2).await?;
+    let before = snapshot(&api, "busy").await?;
+    assert!(
+        before.iter().all(|(_, t)| t.chars().all(|c| c == 'x')),
+        "{during:?}"
+    );
+    // Past --compact-every: the log was merged into a snapshot; history unchanged.
+    let meta = api.json("/api/docs/busy").await?;
+    assert!(meta["update_count"].as_u64() > Some(20), "{meta}");
+    assert_eq!(snapshot(&api, "busy").await?, before);
+
+    let http = reqwest::Client::new();
+    let res = http
+        .delete(format!("{}/api/docs/busy", server.http_base()))
+        .send()
+        .await?;
+    assert!(res.status().is_success(), "{}", res.status());
+    let (status, _) = api.get("/api/docs/busy/versions").await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    api.create("busy", "fresh").await?;
+    let (status, named) = api
+        .post("/api/docs/busy/versions", json!({"name": "new life"}))
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{named}");
+    let versions = api.versions("busy").await?;
+    assert_eq!(
+        versions.len(),
+        1,
+        "the old history went with the document: {versions:?}"
+    );
+    assert_eq!(api.text_of("busy", &versions[0]["id"]).await?, "fresh");
+    Ok(())
+}
+
+mod property {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Texts from a small alphabet with multi-byte characters and newlines, so successive
+    /// random texts share a lot.
+    fn text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop::sample::select(vec!["a", "b", "é", "👋", "\n", " ", "ab\n", "🎉x"]),
+            0..40,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        /// Over random edit histories written through the API, every diff (adjacent and against
+        /// an arbitrary earlier or later version) turns the older text into the newer exactly.
+        #[test]
+        fn diffs_are_character_exact(history in proptest::collection::vec(text(), 2..6), pick in any::<prop::sample::Index>()) {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(check(history, pick)).expect("diff property");
+        }
+    }
+
+    async fn check(history: Vec<String>, pick: prop::sample::Index) -> anyhow::Result<()> {
+        let server = TestServer::start().await?;
+        let api = Api::new(server.http_base(), None);
+        api.create("p", "").await?;
+        let mut ids = Vec::new();
+        for (i, t) in history.iter().enumerate() {
+            api.put_text("p", t).await?;
+            let (status, v) = api
+                .post("/api/docs/p/versions", json!({"name": format!("v{i}")}))
+                .await?;
+            anyhow::ensure!(status == StatusCode::CREATED, "{v}");
+            ids.push(v["id"].as_u64().unwrap_or_default());
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(&api.text_of("p", &json!(id)).await?, &history[i]);
+            let against = ids[pick.index(ids.len())];
+            for (path, old) in [
+                (format!("/api/docs/p/versions/{id}/diff"), i.checked_sub(1)),
+                (
+                    format!("/api/docs/p/versions/{id}/diff?against={against}"),
+                    ids.iter().position(|x| *x == against),
+                ),
+            ] {
+                let diff = api.json(&path).await?;
+                let old = old.map_or("", |o| history[o].as_str());
+                assert_eq!(sides(&diff), (old.to_owned(), history[i].clone()), "{path}");
+            }
+        }
+        server.stop().await?;
+        Ok(())
+    }
+}

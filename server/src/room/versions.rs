@@ -126,11 +126,7 @@ impl Room {
         let Some(tx) = &self.versions.tx else {
             return;
         };
-        let text = {
-            let content = self.doc.get_or_insert_text("content");
-            let txn = self.doc.transact();
-            content.get_string(&txn)
-        };
+        let text = capture_text(&self.doc);
         let capture = Capture {
             at_ms: now_ms(),
             name,
@@ -177,6 +173,14 @@ impl Room {
     }
 }
 
+/// The text a version captures, read on the room's task (the only part of recording a room
+/// waits for).
+pub(crate) fn capture_text(doc: &yrs::Doc) -> String {
+    let content = doc.get_or_insert_text("content");
+    let txn = doc.transact();
+    content.get_string(&txn)
+}
+
 /// A room's recorder: records each capture in order, answers whoever waits for it, and applies
 /// retention now and then.
 async fn recorder(
@@ -220,10 +224,10 @@ pub(crate) async fn record_version(
     if let Err(e) = ctx.store.health() {
         return (Err(ApiOpError::StoreFailed(e.to_string())), cursor);
     }
-    let (history, doc) = (history.clone(), name.clone());
+    let (h, doc) = (history.clone(), name.clone());
     let joined = tokio::task::spawn_blocking(move || {
         let mut cursor = cursor;
-        let recorded = history.record(&doc, &mut cursor, capture);
+        let recorded = h.record(&doc, &mut cursor, capture);
         (recorded, cursor)
     })
     .await;
@@ -231,6 +235,7 @@ pub(crate) async fn record_version(
         Ok(done) => done,
         Err(e) => {
             let failed = ApiOpError::Unavailable(format!("recording failed: {e}"));
+            // The history reloads its cursor from the store when handed an empty one.
             return (Err(failed), Cursor::default());
         }
     };

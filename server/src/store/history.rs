@@ -299,6 +299,16 @@ mod tests {
         }
     }
 
+    /// How many pieces version `id` of document `a` has.
+    fn pieces(h: &HistoryStore, id: u64) -> usize {
+        h.tree
+            .iter()
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| is_piece_of(k, &key(TAG_BODY, "a", id)))
+            .count()
+    }
+
     /// Versions round-trip, list in id order per document, large bodies go in pieces, and
     /// deleting a document deletes only its history.
     #[test]
@@ -325,19 +335,12 @@ mod tests {
         }
         h.put(&b, &meta(7, Some("named")), &VersionBody::default())
             .expect("put");
-        let pieces = h
-            .tree
-            .iter()
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| is_piece_of(k, &key(TAG_BODY, "a", 2)))
-            .count();
-        assert!(pieces > 1, "a large body is stored in pieces");
+        assert!(pieces(&h, 2) > 1, "a large body is stored in pieces");
         assert!(h
             .tree
             .iter()
             .values()
-            .all(|v| v.map_or(false, |v| v.len() <= 4096)));
+            .all(|v| v.is_ok_and(|v| v.len() <= 4096)));
         assert_eq!(
             h.list(&a)
                 .expect("list")

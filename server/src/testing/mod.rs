@@ -4,6 +4,8 @@
 
 #[cfg(feature = "bench-internals")]
 pub mod bench;
+#[cfg(feature = "bench-internals")]
+pub mod bench_history;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod fault;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -150,13 +150,17 @@ impl History {
     }
 
     /// Records `capture` as the version after `cursor` (unless nothing changed and it has no
-    /// name: `None`), and moves the cursor to it. Not durable until the store's next flush.
+    /// name: `None`), and moves the cursor to it. Not durable until the store's next flush. An
+    /// empty cursor is first reread from the store, so a lost one never reuses an id.
     pub(crate) fn record(
         &self,
         doc: &RoomName,
         cursor: &mut Cursor,
         capture: Capture,
-    ) -> Result<Option<VersionMeta>, StoreError> {
+    ) -> Result<Option<VersionMeta>, HistoryError> {
+        if cursor.last.is_none() && self.store.last(doc)?.is_some() {
+            *cursor = self.cursor(doc)?;
+        }
         let changed = cursor.last.is_none() || cursor.text != capture.text;
         if !changed && capture.name.is_none() {
             return Ok(None);
