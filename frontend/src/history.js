@@ -211,8 +211,16 @@ export class HistoryPanel {
       this.showError('')
     } catch (e) {
       if (seq !== this.listSeq || !this.isOpen) return
-      list.dataset.state = 'error'
-      this.showError(describe('Could not load the versions', e))
+      if (e instanceof ApiError && e.code === 'doc_not_found') {
+        // A new document is stored with its first edit: until then it has no history.
+        this.versions = []
+        this.hasMore = false
+        list.dataset.state = 'ready'
+        this.showError('')
+      } else {
+        list.dataset.state = 'error'
+        this.showError(describe('Could not load the versions', e))
+      }
     }
     this.renderList()
     if (select !== undefined) this.select(select)
