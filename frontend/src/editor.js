@@ -6,6 +6,7 @@
 //   #saved[data-saved="true|false"][data-save-state="loading|saved|saving|unsaved|synced"]
 //   #presence[data-count] > li[data-user-name][data-self]
 //   body[data-readonly="true|false"], #typing, #banner[data-kind]
+// and the History panel's, listed in history.js.
 
 import './diagnostics.js'
 
@@ -18,6 +19,7 @@ import { YSyncConfig, yCollab, yRemoteSelections, yRemoteSelectionsTheme, ySyncF
 
 import { byId, h, roomNameProblem } from './common.js'
 import { Connection } from './connection.js'
+import { HistoryPanel } from './history.js'
 import { PALETTE, cleanName, initials, isColor, loadIdentity, saveIdentity, MAX_NAME } from './identity.js'
 
 /** The document id from `/d/{id}`; null when the path is not an editor path. */
@@ -182,12 +184,22 @@ const main = () => {
     })
   })
 
+  const historyPanel = new HistoryPanel({
+    docId,
+    token,
+    awareness: conn.awareness,
+    // Back to live editing, where the caret was.
+    onClose: () => view.focus(),
+    onRestored: (text) => toast(text)
+  })
+
   let readOnly = null
   const setReadOnly = (ro) => {
     if (readOnly === ro) return
     readOnly = ro
     view.dispatch({ effects: editable.reconfigure(ro ? [EditorState.readOnly.of(true), EditorView.editable.of(false)] : []) })
     document.body.dataset.readonly = String(ro)
+    historyPanel.setCanWrite(!ro)
   }
   setReadOnly(false)
 
@@ -489,7 +501,7 @@ const main = () => {
   if (!('ontouchstart' in window)) view.focus()
 
   // For debugging from the console: `weft.ydoc`, `weft.provider`, …
-  window.weft = { ydoc, ytext, view, provider: conn.provider, connection: conn }
+  window.weft = { ydoc, ytext, view, provider: conn.provider, connection: conn, history: historyPanel }
 }
 
 main()

@@ -40,6 +40,20 @@ export const cleanName = (name) =>
     .slice(0, MAX_NAME)
 
 /**
+ * The palette colour of a name, the same in every browser: the colour a new identity starts
+ * with, and the one the History panel gives authors who are not here to tell theirs.
+ * FNV-1a over the name's code points.
+ */
+export const colorForName = (name) => {
+  let hash = 0x811c9dc5
+  for (const ch of cleanName(name)) {
+    hash ^= ch.codePointAt(0) ?? 0
+    hash = Math.imul(hash, 0x01000193) >>> 0
+  }
+  return PALETTE[hash % PALETTE.length]
+}
+
+/**
  * @typedef {{ name: string, color: string }} Identity
  */
 
@@ -51,10 +65,8 @@ export const loadIdentity = () => {
   } catch {
     // Private mode or a corrupt entry: start fresh.
   }
-  const identity = {
-    name: cleanName(stored?.name) || `${pick(ADJECTIVES)} ${pick(ANIMALS)}`,
-    color: isColor(stored?.color) ? stored.color : pick(PALETTE)
-  }
+  const name = cleanName(stored?.name) || `${pick(ADJECTIVES)} ${pick(ANIMALS)}`
+  const identity = { name, color: isColor(stored?.color) ? stored.color : colorForName(name) }
   saveIdentity(identity)
   return identity
 }

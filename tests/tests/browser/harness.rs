@@ -167,8 +167,22 @@ impl Browsers {
     /// # Errors
     /// When chromedriver cannot start the browser.
     pub(crate) async fn session(&self, label: &str) -> anyhow::Result<Session> {
+        self.session_sized(label, None).await
+    }
+
+    /// [`Browsers::session`], on a phone-sized viewport (`width` × `height` CSS pixels, Chrome's
+    /// mobile emulation) when `phone` is given: a desktop window cannot be made narrower than
+    /// 500 px.
+    ///
+    /// # Errors
+    /// When chromedriver cannot start the browser.
+    pub(crate) async fn session_sized(
+        &self,
+        label: &str,
+        phone: Option<(u32, u32)>,
+    ) -> anyhow::Result<Session> {
         let profile = tempfile::tempdir()?;
-        let caps = json!({
+        let mut caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": self.chromium,
@@ -189,6 +203,10 @@ impl Browsers {
                 ],
             },
         });
+        if let Some((width, height)) = phone {
+            caps["goog:chromeOptions"]["mobileEmulation"] =
+                json!({ "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1 } });
+        }
         let Value::Object(caps) = caps else {
             unreachable!("a JSON object literal")
         };
@@ -283,7 +301,8 @@ fn output_dir(name: &str) -> PathBuf {
 pub(crate) struct Session {
     /// Name used in failure reports and screenshot file names.
     pub(crate) label: String,
-    client: Client,
+    /// The WebDriver client, for what the helpers here do not cover (screenshots, key presses).
+    pub(crate) client: Client,
     _profile: tempfile::TempDir,
 }
 
