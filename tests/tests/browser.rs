@@ -10,7 +10,7 @@
 #[path = "browser/harness.rs"]
 mod harness;
 
-use harness::{Browsers, Session};
+use harness::{doc_id, introduce, Browsers, Session};
 use serde_json::json;
 use weft_tests::TestServer;
 
@@ -18,28 +18,6 @@ use weft_tests::TestServer;
 /// server removes a connection's awareness when its socket closes, so this is mostly Chromium's
 /// shutdown time.
 const LEAVE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A document id of its own for each test.
-fn doc_id(prefix: &str) -> String {
-    format!("{prefix}-{:08x}", rand::random::<u32>())
-}
-
-/// Sets the display name and colour this browser uses (kept in localStorage by the editor), by
-/// visiting the site's home page first.
-async fn introduce(
-    s: &Session,
-    server: &TestServer,
-    name: &str,
-    color: &str,
-) -> anyhow::Result<()> {
-    s.goto(&format!("{}/", server.http_base())).await?;
-    s.js(
-        "localStorage.setItem('weft.user', JSON.stringify({ name: arguments[0], color: arguments[1] }));",
-        vec![json!(name), json!(color)],
-    )
-    .await?;
-    Ok(())
-}
 
 /// Opens the editor on `doc` and waits until it is connected and synced.
 async fn open_doc(s: &Session, server: &TestServer, doc: &str) -> anyhow::Result<()> {

@@ -16,34 +16,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _};
-use harness::{Browsers, Session};
+use harness::{doc_id, introduce, Browsers, Session};
 use serde_json::{json, Value};
 use weft_tests::TestServer;
 
 /// Seconds of quiet after which the server records a version. Short, so the test need not wait,
 /// but longer than the gaps between the keystrokes of one `send_keys`.
 const IDLE_SECS: u64 = 1;
-
-/// A document id of its own for each test.
-fn doc_id(prefix: &str) -> String {
-    format!("{prefix}-{:08x}", rand::random::<u32>())
-}
-
-/// Sets the display name and colour this browser uses (kept in localStorage by the editor).
-async fn introduce(
-    s: &Session,
-    server: &TestServer,
-    name: &str,
-    color: &str,
-) -> anyhow::Result<()> {
-    s.goto(&format!("{}/", server.http_base())).await?;
-    s.js(
-        "localStorage.setItem('weft.user', JSON.stringify({ name: arguments[0], color: arguments[1] }));",
-        vec![json!(name), json!(color)],
-    )
-    .await?;
-    Ok(())
-}
 
 /// The document's versions from the API, newest first.
 async fn versions(

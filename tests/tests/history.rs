@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
@@ -215,6 +216,29 @@ async fn routes_round_trip() -> anyhow::Result<()> {
     let (_, now) = api.get("/api/docs/notes/text").await?;
     assert_eq!(now, "hello world");
     assert_eq!(api.text_of("notes", &json!(4)).await?, "hello world");
+
+    // Edits not in any version yet are recorded before a restore replaces them: restoring the
+    // version before the restore undoes it.
+    api.put_text("notes", "hello world, one more thought")
+        .await?;
+    let (status, restored) = api
+        .post("/api/docs/notes/versions/2/restore", json!({}))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{restored}");
+    let before = restored["id"].as_u64().context("restored id")? - 1;
+    assert_eq!(
+        api.text_of("notes", &json!(before)).await?,
+        "hello world, one more thought"
+    );
+    let (status, undone) = api
+        .post(
+            &format!("/api/docs/notes/versions/{before}/restore"),
+            json!({}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{undone}");
+    let (_, now) = api.get("/api/docs/notes/text").await?;
+    assert_eq!(now, "hello world, one more thought");
 
     let spec = api.json("/api/openapi.json").await?;
     for path in [

@@ -55,21 +55,30 @@ const NODE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Oldest Node major version whose test runner has what the run needs (custom reporters).
 const MIN_NODE_MAJOR: u32 = 20;
 
+/// Whether the Node tests can run: false (after saying why) when a prerequisite is missing
+/// locally; under CI a missing prerequisite is a failure, not a skip.
+async fn ready(dir: &Path) -> anyhow::Result<bool> {
+    let Some(missing) = missing_prerequisite(dir).await else {
+        return Ok(true);
+    };
+    if in_ci() {
+        bail!(
+            "the JS interop tests cannot run: {missing}. CI is set, so this is a failure, not a \
+             skip: install Node {MIN_NODE_MAJOR}+ and run `npm ci` in tests/interop"
+        );
+    }
+    println!(
+        "skipped: {missing}; install Node {MIN_NODE_MAJOR}+ and run `npm ci` in tests/interop"
+    );
+    Ok(false)
+}
+
 /// The stock y-websocket client syncs, merges concurrent edits, shares awareness and reconnects
 /// against the real server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_yjs_client_interop() -> anyhow::Result<()> {
     let dir = interop_dir();
-    if let Some(missing) = missing_prerequisite(&dir).await {
-        if in_ci() {
-            bail!(
-                "the JS interop tests cannot run: {missing}. CI is set, so this is a failure, not \
-                 a skip: install Node {MIN_NODE_MAJOR}+ and run `npm ci` in tests/interop"
-            );
-        }
-        println!(
-            "skipped: {missing}; install Node {MIN_NODE_MAJOR}+ and run `npm ci` in tests/interop"
-        );
+    if !ready(&dir).await? {
         return Ok(());
     }
 
@@ -86,11 +95,7 @@ async fn stock_yjs_client_with_tokens() -> anyhow::Result<()> {
     use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
 
     let dir = interop_dir();
-    if let Some(missing) = missing_prerequisite(&dir).await {
-        if in_ci() {
-            bail!("the JS interop tests cannot run: {missing}");
-        }
-        println!("skipped: {missing}; run `npm ci` in tests/interop");
+    if !ready(&dir).await? {
         return Ok(());
     }
     let secret: AuthSecret = "interop-secret-0123456789".parse()?;
@@ -125,11 +130,7 @@ async fn stock_yjs_client_with_tokens() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hocuspocus_providers() -> anyhow::Result<()> {
     let dir = interop_dir();
-    if let Some(missing) = missing_prerequisite(&dir).await {
-        if in_ci() {
-            bail!("the Hocuspocus interop tests cannot run: {missing}");
-        }
-        println!("skipped: {missing}; run `npm ci` in tests/interop");
+    if !ready(&dir).await? {
         return Ok(());
     }
     let server = TestServer::start().await?;
@@ -174,11 +175,7 @@ async fn hocuspocus_providers_with_tokens() -> anyhow::Result<()> {
     use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
 
     let dir = interop_dir();
-    if let Some(missing) = missing_prerequisite(&dir).await {
-        if in_ci() {
-            bail!("the Hocuspocus interop tests cannot run: {missing}");
-        }
-        println!("skipped: {missing}; run `npm ci` in tests/interop");
+    if !ready(&dir).await? {
         return Ok(());
     }
     let secret: AuthSecret = "interop-secret-0123456789".parse()?;

@@ -364,6 +364,9 @@ pub(crate) async fn restore_version(
     let v = version_id(&v)?;
     let (history, name) = (a.history, a.name);
     let (meta, text) = read(move || Ok((history.meta(&name, v)?, history.text(&name, v)?))).await?;
+    // The text about to be replaced becomes a version first (when it is not one already), so
+    // restoring the version before the restore undoes it.
+    a.room.record_version(None).await?;
     a.room.set_text(text).await?;
     let from = meta.name.unwrap_or_else(|| rfc3339(meta.created_ms));
     let label: String = format!("Restored from {from}")

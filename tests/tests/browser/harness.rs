@@ -558,3 +558,25 @@ impl Session {
         let _ = tokio::time::timeout(WAIT, self.client.close()).await;
     }
 }
+
+/// A document id of its own for each test.
+pub(crate) fn doc_id(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// Sets the display name and colour this browser uses (kept in localStorage by the editor), by
+/// visiting the site's home page first.
+pub(crate) async fn introduce(
+    s: &Session,
+    server: &weft_tests::TestServer,
+    name: &str,
+    color: &str,
+) -> anyhow::Result<()> {
+    s.goto(&format!("{}/", server.http_base())).await?;
+    s.js(
+        "localStorage.setItem('weft.user', JSON.stringify({ name: arguments[0], color: arguments[1] }));",
+        vec![json!(name), json!(color)],
+    )
+    .await?;
+    Ok(())
+}
