@@ -415,8 +415,8 @@ pub struct Config {
     pub feed_keep_days: f64,
 
     /// URL every change-feed event is POSTed to (Standard Webhooks); repeat the flag, or
-    /// separate URLs with commas in WEFT_WEBHOOK_URLS. Plain `http://` only in this build: put
-    /// a TLS-terminating proxy in front of an `https://` receiver.
+    /// separate URLs with commas in WEFT_WEBHOOK_URLS. `https://` receivers are verified
+    /// against the Mozilla root certificates built in (plus --webhook-ca-file).
     #[arg(long = "webhook-url", global = true, env = "WEFT_WEBHOOK_URLS",
           value_delimiter = ',', value_parser = parse_webhook_url)]
     pub webhook_urls: Vec<String>,
@@ -442,6 +442,11 @@ pub struct Config {
         default_value_t = 5000
     )]
     pub webhook_timeout_ms: u64,
+
+    /// A PEM file of certificate authorities to trust for `https://` webhook receivers besides
+    /// the built-in Mozilla roots (a private CA, a self-signed receiver's own certificate).
+    #[arg(long, global = true, env = "WEFT_WEBHOOK_CA_FILE", value_name = "PEM")]
+    pub webhook_ca_file: Option<PathBuf>,
 
     /// Hours an undeliverable webhook event is retried (backoff from 1 s doubling to 1 h, with
     /// jitter) before it is recorded as failed and the endpoint moves on.
@@ -501,9 +506,9 @@ fn parse_webhook_url(s: &str) -> Result<String, String> {
     let s = s.trim();
     let url = reqwest::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
     match url.scheme() {
-        "http" => Ok(url.to_string()),
+        "http" | "https" => Ok(url.to_string()),
         other => Err(format!(
-            "`{s}`: scheme `{other}` is not supported (plain http only; terminate TLS in a proxy)"
+            "`{s}`: scheme `{other}` is not supported (http or https)"
         )),
     }
 }
@@ -704,7 +709,8 @@ mod tests {
             unsigned.check_exposure(),
             Err(ConfigError::WebhookWithoutSecret)
         ));
-        assert!(parse(&["--webhook-url", "https://a/h"]).is_err());
+        assert!(parse(&["--webhook-url", "https://a/h"]).is_ok());
+        assert!(parse(&["--webhook-url", "ftp://a/h"]).is_err());
         assert!(parse(&["--webhook-url", "not a url"]).is_err());
         assert!(parse(&["--webhook-secret", "whsec_c2hvcnQ="]).is_err());
         assert!(parse(&["--webhook-events", "document.renamed"]).is_err());

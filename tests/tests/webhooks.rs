@@ -90,6 +90,25 @@ impl Receiver {
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(addr)
     }
+
+    /// Serves https on a free loopback port with this certificate and key (PEM) until the
+    /// test ends; returns where.
+    async fn serve_tls(&self, cert: &str, key: &str) -> anyhow::Result<SocketAddr> {
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+            cert.as_bytes().to_vec(),
+            key.as_bytes().to_vec(),
+        )
+        .await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(self.clone());
+        let server = axum_server::from_tcp_rustls(listener, config);
+        tokio::spawn(async move { server.serve(app.into_make_service()).await });
+        Ok(addr)
+    }
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -461,5 +480,68 @@ async fn webhook_endpoints_are_admin_only() -> anyhow::Result<()> {
         .send()
         .await?
         .error_for_status()?;
+    Ok(())
+}
+
+/// An `https://` receiver gets signed events once its certificate is trusted
+/// (`--webhook-ca-file`); while it is not, nothing is sent and the endpoint's last error says
+/// why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receivers_are_verified() -> anyhow::Result<()> {
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])?;
+    let cert = made.cert.pem();
+    let receiver = Receiver::default();
+    let addr = receiver
+        .serve_tls(&cert, &made.key_pair.serialize_pem())
+        .await?;
+    let url = format!("https://localhost:{}/hook", addr.port());
+
+    let untrusted = {
+        let url = url.clone();
+        server_for(addr, move |c| c.webhook_urls = vec![url]).await?
+    };
+    create(&untrusted.http_base(), "untrusted", "hello").await?;
+    let base = untrusted.http_base();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let error = loop {
+        let listed: Value = reqwest::get(format!("{base}/api/webhooks"))
+            .await?
+            .json()
+            .await?;
+        let error = listed["endpoints"][0]["last_error"].as_str();
+        if let Some(e) = error.filter(|e| !e.is_empty()) {
+            break e.to_owned();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("no delivery error for an untrusted https receiver: {listed}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(error.contains("certificate"), "{error}");
+    assert!(receiver.got().is_empty(), "{:#?}", receiver.got());
+    drop(untrusted);
+
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("receiver.pem");
+    std::fs::write(&ca, &cert)?;
+    let trusted = server_for(addr, move |c| {
+        c.webhook_urls = vec![url];
+        c.webhook_ca_file = Some(ca);
+    })
+    .await?;
+    create(&trusted.http_base(), "trusted", "hello").await?;
+    wait_until("the event over https", WAIT, || {
+        receiver
+            .got()
+            .iter()
+            .any(|g| g.json["doc"] == "trusted" && g.json["type"] == "document.created")
+    })
+    .await?;
+    for g in receiver.got() {
+        assert!(
+            verifies(&key(), &g.id, &g.timestamp, &g.body, &g.signature),
+            "{g:#?}"
+        );
+    }
     Ok(())
 }

@@ -28,6 +28,22 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::StoreError;
 
+/// Why webhook delivery could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// `--webhook-ca-file` cannot be read or holds no certificate.
+    #[error("--webhook-ca-file {}: {reason}", .path.display())]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be built (its TLS setup).
+    #[error("the webhook HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
 /// Failed deliveries listed per endpoint, newest first.
 const FAILED_LISTED: usize = 100;
 
@@ -160,12 +176,27 @@ impl Webhooks {
         config: &Arc<Config>,
         metrics: &Arc<Metrics>,
         shutdown: &Shutdown,
-    ) -> Result<(), reqwest::Error> {
-        let client = reqwest::Client::builder()
+    ) -> Result<(), StartError> {
+        let mut builder = reqwest::Client::builder()
             .timeout(std::time::Duration::from_millis(config.webhook_timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("weft/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("weft/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &config.webhook_ca_file {
+            let ca_error = |reason: String| StartError::CaFile {
+                path: path.clone(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_error("no PEM certificate in it".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(StartError::Client)?;
         for endpoint in &self.endpoints {
             let task = deliver::Delivery {
                 endpoint: endpoint.clone(),
