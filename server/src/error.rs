@@ -49,3 +49,12 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+/// An error as the API returns it: the OpenAPI description of [`ApiError`]'s JSON body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// Stable machine-readable code, for example `doc_not_found` or `token_expired`.
+    code: String,
+    /// Human explanation.
+    message: String,
+}

@@ -27,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weft_protocol::{Limits, NoticeLevel, RoomName};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::extract::{
     authorize, blocking, not_found, parse_id, Admin, AllDocs, AppJson, DocAccess, Existing,
     RawBody, Read, SomeDoc, TextBody, Write,
@@ -109,15 +109,6 @@ pub(crate) fn routes(max_body: usize) -> Router<AppState> {
             async move { ([(CONTENT_TYPE, "application/json")], json) }
         }),
     )
-}
-
-/// An error as the API returns it (documentation of [`ApiError`]'s body).
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorBody {
-    /// Stable machine-readable code, for example `doc_not_found` or `token_expired`.
-    code: String,
-    /// Human explanation.
-    message: String,
 }
 
 /// Paging of `GET /api/docs`: most recently edited first.

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use weft_protocol::RoomName;
 
 use crate::error::ApiError;
-use crate::http::api::ErrorBody;
+use crate::error::ErrorBody;
 use crate::http::extract::{authorize, not_found, parse_id, AppJson};
 use crate::room::authors::ANONYMOUS;
 use crate::room::calls::DocRoom;

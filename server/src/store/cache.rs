@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::keys::{corrupt, doc_key, parse_seq, seq_prefix, MetaRec, TAG_META, TAG_UPDATE};
-use super::sled_store::{lock, SledStore};
+use super::keys::{doc_key, parse_seq, seq_prefix, MetaRec, TAG_META, TAG_UPDATE};
+use super::lock;
+use super::sled_store::SledStore;
 use super::{now_ms, StoreError};
 
 /// Past this many cached documents, unused clean entries are dropped from the metadata cache.
@@ -140,7 +141,7 @@ impl SledStore {
         };
         let after = |seq: u64| {
             seq.checked_add(1)
-                .ok_or_else(|| corrupt(doc, "sequence number overflow"))
+                .ok_or_else(|| StoreError::corrupt(doc, "sequence number overflow"))
         };
         match (meta, last_seq) {
             (Some(mut meta), Some(last)) if last >= meta.next_seq => {

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::health::{describe, Health};
-use super::sled_store::lock;
+use super::lock;
 use super::StoreError;
 
 /// How long a caller waits for a flush by default before the store is declared failed.

@@ -114,14 +114,6 @@ fn key(tag: u8, doc: &str, id: u64) -> Vec<u8> {
     key
 }
 
-/// [`StoreError::Corrupt`] for `doc`.
-fn corrupt(doc: &str, what: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        doc: doc.to_owned(),
-        what: what.into(),
-    }
-}
-
 impl HistoryStore {
     /// The history tree of `db`, whose values are split above `piece` bytes.
     pub(crate) fn open(db: &sled::Db, piece: usize) -> Result<Self, StoreError> {
@@ -145,7 +137,7 @@ impl HistoryStore {
                 .get(..8)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_be_bytes)
-                .ok_or_else(|| corrupt(doc, "version key"))?;
+                .ok_or_else(|| StoreError::corrupt(doc, "version key"))?;
             if current.is_some_and(|c| c != id) {
                 out.push(decode_meta(doc, &value)?);
                 value.clear();
@@ -175,7 +167,7 @@ impl HistoryStore {
             .get(start.len()..start.len() + 8)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(u64::from_be_bytes)
-            .ok_or_else(|| corrupt(doc.as_str(), "version key"))?;
+            .ok_or_else(|| StoreError::corrupt(doc.as_str(), "version key"))?;
         self.meta(doc, id)
     }
 
@@ -185,10 +177,10 @@ impl HistoryStore {
             return Ok(None);
         };
         let json = miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, MAX_INFLATED)
-            .map_err(|e| corrupt(doc.as_str(), format!("version body: {e}")))?;
+            .map_err(|e| StoreError::corrupt(doc.as_str(), format!("version body: {e}")))?;
         serde_json::from_slice(&json)
             .map(Some)
-            .map_err(|e| corrupt(doc.as_str(), format!("version body: {e}")))
+            .map_err(|e| StoreError::corrupt(doc.as_str(), format!("version body: {e}")))
     }
 
     /// Writes version `meta` with `body` (replacing both if the id exists), in one batch; not
@@ -200,8 +192,10 @@ impl HistoryStore {
         body: &VersionBody,
     ) -> Result<(), StoreError> {
         let doc = doc.as_str();
-        let meta_json = serde_json::to_vec(meta).map_err(|e| corrupt(doc, e.to_string()))?;
-        let body_json = serde_json::to_vec(body).map_err(|e| corrupt(doc, e.to_string()))?;
+        let meta_json =
+            serde_json::to_vec(meta).map_err(|e| StoreError::corrupt(doc, e.to_string()))?;
+        let body_json =
+            serde_json::to_vec(body).map_err(|e| StoreError::corrupt(doc, e.to_string()))?;
         let packed = miniz_oxide::deflate::compress_to_vec(&body_json, 6);
         let mut batch = sled::Batch::default();
         for (tag, value) in [(TAG_META, &meta_json), (TAG_BODY, &packed)] {
@@ -278,7 +272,8 @@ impl HistoryStore {
 
 /// Decodes a metadata record of `doc`.
 fn decode_meta(doc: &str, value: &[u8]) -> Result<VersionMeta, StoreError> {
-    serde_json::from_slice(value).map_err(|e| corrupt(doc, format!("version record: {e}")))
+    serde_json::from_slice(value)
+        .map_err(|e| StoreError::corrupt(doc, format!("version record: {e}")))
 }
 
 /// Whether `k` is a piece key of a value under `base` (used by tests of the layout).

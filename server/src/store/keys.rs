@@ -54,7 +54,7 @@ pub(super) fn parse_seq(
     key: &[u8],
     prefix_len: usize,
 ) -> Result<(u64, Option<(u32, u32)>), StoreError> {
-    let bad = || corrupt(doc, format!("log key of {} bytes", key.len()));
+    let bad = || StoreError::corrupt(doc, format!("log key of {} bytes", key.len()));
     let tail = key.get(prefix_len..).ok_or_else(bad)?;
     let seq = tail
         .get(..8)
@@ -79,14 +79,6 @@ pub(super) fn clip(s: &str, max: usize) -> &str {
         cut -= 1;
     }
     &s[..cut]
-}
-
-/// A [`StoreError::Corrupt`] for `doc`.
-pub(super) fn corrupt(doc: &str, what: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        doc: doc.to_owned(),
-        what: what.into(),
-    }
 }
 
 /// Refuses ids the key layout cannot hold: an empty id, or one with `\0` (the separator).
@@ -196,17 +188,18 @@ impl MetaRec {
     fn decode_with(doc: &str, bytes: &[u8], with_title: bool) -> Result<Self, StoreError> {
         match bytes.first() {
             Some(&META_VERSION) => {}
-            Some(v) => return Err(corrupt(doc, format!("metadata version {v}"))),
-            None => return Err(corrupt(doc, "empty metadata record")),
+            Some(v) => return Err(StoreError::corrupt(doc, format!("metadata version {v}"))),
+            None => return Err(StoreError::corrupt(doc, "empty metadata record")),
         }
         if bytes.len() < META_FIXED_LEN {
-            return Err(corrupt(
+            return Err(StoreError::corrupt(
                 doc,
                 format!("metadata record of {} bytes", bytes.len()),
             ));
         }
-        let field =
-            |i: usize| be_u64(bytes, 1 + 8 * i).ok_or_else(|| corrupt(doc, "short metadata"));
+        let field = |i: usize| {
+            be_u64(bytes, 1 + 8 * i).ok_or_else(|| StoreError::corrupt(doc, "short metadata"))
+        };
         let title_bytes = &bytes[META_FIXED_LEN..];
         let flag = bytes[META_FIXED_LEN - 1];
         let title = match flag {
@@ -214,10 +207,10 @@ impl MetaRec {
             1 | 2 if !with_title => None,
             1 | 2 => Some(
                 std::str::from_utf8(title_bytes)
-                    .map_err(|_| corrupt(doc, "metadata title is not UTF-8"))?
+                    .map_err(|_| StoreError::corrupt(doc, "metadata title is not UTF-8"))?
                     .to_owned(),
             ),
-            _ => return Err(corrupt(doc, "metadata title flag")),
+            _ => return Err(StoreError::corrupt(doc, "metadata title flag")),
         };
         let rec = Self {
             created_ms: field(0)?,
@@ -230,7 +223,7 @@ impl MetaRec {
             title_pinned: flag == 2,
         };
         if rec.next_seq == 0 {
-            return Err(corrupt(doc, "metadata next_seq is 0"));
+            return Err(StoreError::corrupt(doc, "metadata next_seq is 0"));
         }
         Ok(rec)
     }
@@ -271,7 +264,7 @@ pub(super) fn decode_quarantine(
     seq: u64,
     bytes: &[u8],
 ) -> Result<QuarantinedUpdate, StoreError> {
-    let bad = || corrupt(doc, format!("quarantine record {seq}"));
+    let bad = || StoreError::corrupt(doc, format!("quarantine record {seq}"));
     if bytes.first() != Some(&1) {
         return Err(bad());
     }

@@ -148,6 +148,25 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The store holds something about `doc` it cannot read: `what`.
+    pub(crate) fn corrupt(doc: &str, what: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            doc: doc.to_owned(),
+            what: what.into(),
+        }
+    }
+}
+
+/// Locks `mutex`, also after a panic elsewhere: cached state is changed only after the sled
+/// call it mirrors succeeded, so a panic while the lock was held cannot have left it
+/// half-updated.
+pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Everything stored for one document, in replay order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredDoc {

@@ -14,8 +14,9 @@ use super::flusher::{FlushWork, Flusher, FLUSH_DEADLINE};
 use super::fsync::{sync_dir, SyncState};
 use super::health::{DirIdentity, Health};
 use super::keys::TAG_META;
+use super::lock;
 use super::pieces::piece_len;
-use super::sled_store::{lock, SledStore};
+use super::sled_store::SledStore;
 use super::StoreError;
 
 /// How long `open` waits for a held lock before reporting [`StoreError::Locked`].

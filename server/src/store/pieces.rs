@@ -19,7 +19,6 @@
 //! snapshots (the plain snapshot key `s\0{doc}` could be a prefix of another document's). So a
 //! value's pieces sort together, in order, right after where its plain key would be.
 
-use super::keys::corrupt;
 use super::StoreError;
 
 /// Bytes a piece's key adds to its base: index and count, u32 BE each.
@@ -72,7 +71,7 @@ pub(super) fn parse_piece(doc: &str, tail: &[u8]) -> Result<(u32, u32), StoreErr
     };
     match (tail.len(), half(0), half(4)) {
         (PIECE_TAIL, Some(index), Some(count)) if index < count => Ok((index, count)),
-        _ => Err(corrupt(
+        _ => Err(StoreError::corrupt(
             doc,
             format!("piece key tail of {} bytes", tail.len()),
         )),
@@ -159,7 +158,7 @@ impl<'a> Assembler<'a> {
             ),
             None => format!("record {seq} starts in the middle of its pieces"),
         };
-        corrupt(self.doc, what)
+        StoreError::corrupt(self.doc, what)
     }
 }
 

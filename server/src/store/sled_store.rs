@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use weft_protocol::RoomName;
 
@@ -16,24 +16,15 @@ use super::flusher::Flusher;
 use super::fsync::SyncState;
 use super::health::Health;
 use super::keys::{
-    check_doc, clip, corrupt, decode_quarantine, doc_key, encode_quarantine, parse_seq, seq_key,
-    seq_prefix, MetaRec, MAX_TITLE_LEN, PROBE_KEY, TAG_META, TAG_QUARANTINE, TAG_REFUSED,
-    TAG_SNAPSHOT, TAG_UPDATE,
+    check_doc, clip, decode_quarantine, doc_key, encode_quarantine, parse_seq, seq_key, seq_prefix,
+    MetaRec, MAX_TITLE_LEN, PROBE_KEY, TAG_META, TAG_QUARANTINE, TAG_REFUSED, TAG_SNAPSHOT,
+    TAG_UPDATE,
 };
 use super::pieces::{insert_value, parse_piece, Assembler};
-use super::{now_ms, DocMeta, QuarantinedUpdate, Store, StoreError, StoredDoc};
+use super::{lock, now_ms, DocMeta, QuarantinedUpdate, Store, StoreError, StoredDoc};
 
 pub(super) fn len_u64(bytes: &[u8]) -> u64 {
     u64::try_from(bytes.len()).unwrap_or(u64::MAX)
-}
-
-/// Locks `mutex`, also when a panic poisoned it.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Cached state is changed only after the sled call it mirrors succeeded, so a panic while the
-    // lock was held cannot have left it half-updated.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// [`Store`] backed by an embedded sled database in one data directory.
@@ -171,13 +162,16 @@ impl SledStore {
             let piece = parse_piece(doc, key.get(prefix.len()..).unwrap_or_default())?;
             if let Some((_, bytes)) = pieces.push(0, Some(piece), &value)? {
                 if joined.replace(bytes).is_some() {
-                    return Err(corrupt(doc, "two snapshots in pieces"));
+                    return Err(StoreError::corrupt(doc, "two snapshots in pieces"));
                 }
             }
         }
         pieces.finish()?;
         match (whole, joined) {
-            (Some(_), Some(_)) => Err(corrupt(doc, "snapshot stored whole and in pieces")),
+            (Some(_), Some(_)) => Err(StoreError::corrupt(
+                doc,
+                "snapshot stored whole and in pieces",
+            )),
             (Some(whole), None) => Ok(Some(whole.to_vec())),
             (None, joined) => Ok(joined),
         }
@@ -322,7 +316,7 @@ impl Store for SledStore {
             let seq = meta.next_seq;
             let next = seq
                 .checked_add(1)
-                .ok_or_else(|| corrupt(doc, "sequence overflow"))?;
+                .ok_or_else(|| StoreError::corrupt(doc, "sequence overflow"))?;
             let key = seq_key(TAG_UPDATE, doc, seq);
             if update.len() <= self.piece {
                 // The common case, a keystroke: one plain insert.

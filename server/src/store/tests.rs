@@ -7,7 +7,7 @@ use std::sync::Arc;
 use weft_protocol::{Limits, RoomName};
 
 use super::keys::{doc_key, seq_key, PROBE_KEY, TAG_META, TAG_SNAPSHOT, TAG_UPDATE};
-use super::sled_store::lock;
+use super::lock;
 use super::{DocMeta, SledStore, Store, StoreError, StoredDoc};
 
 /// A store in a fresh temporary directory (dropped after the store).
