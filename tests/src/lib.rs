@@ -691,6 +691,20 @@ impl RawSocket {
     }
 }
 
+/// Whether the `CI` environment variable is set to something non-empty: there a test group
+/// whose tools are missing fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Says that a test group was skipped, and why, where the default `cargo test` output shows it.
+/// The test harness swallows what a passing test prints with `println!` or `eprintln!`, so a
+/// skip would read as a plain `ok`; this writes to the process's stderr directly.
+pub fn report_skip(what: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {what}: {why}");
+}
+
 /// Runs `f` with a timeout, failing with `what`.
 ///
 /// # Errors

@@ -50,15 +50,18 @@ const BEHAVIOR_CLOSE_OK: &[&str] = &["OK", "INFORMATIONAL"];
 async fn autobahn_cases_pass_against_the_echo_socket_loop() -> anyhow::Result<()> {
     let kosoku = match find_kosoku().await {
         Ok(path) => path,
-        Err(missing) if in_ci() => bail!(
+        Err(missing) if weft_tests::in_ci() => bail!(
             "the WebSocket conformance run cannot start: {missing:#}. CI is set, so this is a \
              failure, not a skip: run .ci/run, or install it with `python3 -m venv \
              target/kosoku-venv && target/kosoku-venv/bin/pip install kosoku==0.1.0`"
         ),
         Err(missing) => {
-            println!(
-                "skipped: {missing:#}; install it with `python3 -m venv target/kosoku-venv && \
-                 target/kosoku-venv/bin/pip install kosoku==0.1.0` (or set KOSOKU)"
+            weft_tests::report_skip(
+                "the WebSocket conformance run",
+                &format!(
+                    "{missing:#}; install it with `python3 -m venv target/kosoku-venv && \
+                     target/kosoku-venv/bin/pip install kosoku==0.1.0` (or set KOSOKU)"
+                ),
             );
             return Ok(());
         }
@@ -191,11 +194,6 @@ async fn find_kosoku() -> anyhow::Result<PathBuf> {
         Ok(Err(e)) => bail!("kosoku not found as {} ({e})", candidate.display()),
         Err(_) => bail!("`{} --help` did not answer", candidate.display()),
     }
-}
-
-/// Whether the `CI` environment variable is set to something non-empty.
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
 /// kosoku's report: per case, the verdicts from `index.json`, and the directory holding each

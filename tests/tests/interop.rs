@@ -61,14 +61,15 @@ async fn ready(dir: &Path) -> anyhow::Result<bool> {
     let Some(missing) = missing_prerequisite(dir).await else {
         return Ok(true);
     };
-    if in_ci() {
+    if weft_tests::in_ci() {
         bail!(
             "the JS interop tests cannot run: {missing}. CI is set, so this is a failure, not a \
              skip: install Node {MIN_NODE_MAJOR}+ and run `npm ci` in tests/interop"
         );
     }
-    println!(
-        "skipped: {missing}; install Node {MIN_NODE_MAJOR}+ and run `npm ci` in tests/interop"
+    weft_tests::report_skip(
+        "the Node interop tests",
+        &format!("{missing}; install Node {MIN_NODE_MAJOR}+ and run `npm ci` in tests/interop"),
     );
     Ok(false)
 }
@@ -238,11 +239,6 @@ async fn run_and_check(
 /// `tests/interop`, next to this crate's manifest.
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
-}
-
-/// Whether the `CI` environment variable is set to something non-empty.
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
 /// What is missing to run the Node tests, if anything.

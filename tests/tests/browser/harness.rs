@@ -46,11 +46,6 @@ fn tool(env: &str, names: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Whether this run is CI, where a missing browser is a failure rather than a skip.
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
-}
-
 /// chromedriver running in its own process group; the whole group (chromedriver and every
 /// Chromium it started) is killed on drop, so a failing test leaves no orphans.
 struct Driver {
@@ -139,9 +134,14 @@ impl Browsers {
     pub(crate) async fn start(name: &'static str) -> anyhow::Result<Option<Self>> {
         let (driver, chromium) = match find_tools() {
             Ok(t) => t,
-            Err(why) if in_ci() => bail!("browser test {name} cannot run under CI: {why}"),
+            Err(why) if weft_tests::in_ci() => {
+                bail!("browser test {name} cannot run under CI: {why}")
+            }
             Err(why) => {
-                eprintln!("skipping browser test {name}: {why}; set CI=1 to make this a failure");
+                weft_tests::report_skip(
+                    &format!("browser test {name}"),
+                    &format!("{why}; set CI=1 to make this a failure"),
+                );
                 return Ok(None);
             }
         };
