@@ -663,15 +663,24 @@ impl RawSocket {
             .context("no close frame")?
     }
 
-    /// Reads the next binary frame and decodes it.
+    /// Reads the next binary frame and decodes it as y-websocket messages.
     ///
     /// # Errors
     /// On timeout, close or an undecodable frame.
     pub async fn next_messages(&mut self) -> anyhow::Result<Vec<Message>> {
+        let frame = self.next_binary().await?;
+        Ok(decode_frame(&frame, &Limits::DEFAULT)?)
+    }
+
+    /// Reads the next binary frame, skipping other frames.
+    ///
+    /// # Errors
+    /// On timeout (after [`WAIT`]), a close frame or the end of the stream.
+    pub async fn next_binary(&mut self) -> anyhow::Result<bytes::Bytes> {
         let fut = async {
             while let Some(msg) = self.ws.next().await {
                 match msg? {
-                    WsMessage::Binary(b) => return Ok(decode_frame(&b, &Limits::DEFAULT)?),
+                    WsMessage::Binary(b) => return Ok(b),
                     WsMessage::Close(cf) => bail!("closed: {cf:?}"),
                     _ => {}
                 }

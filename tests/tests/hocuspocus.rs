@@ -3,32 +3,29 @@
 //! for what a provider must not send, which harm no other client. The real providers are
 //! exercised by the Node tests (`tests/interop/hocuspocus*.test.mjs`, run from `interop.rs`).
 
-use anyhow::{bail, Context as _};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use anyhow::Context as _;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use weft_protocol::hocuspocus::{self, Body, Scope};
 use weft_protocol::{Limits, Message};
-use weft_tests::{Client, TestServer, WAIT};
+use weft_tests::{Client, RawSocket, TestServer, WAIT};
 use yrs::{Text, Transact};
 
 /// A socket speaking the Hocuspocus framing.
 struct Hocus {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: RawSocket,
 }
 
 impl Hocus {
     async fn connect(server: &TestServer) -> anyhow::Result<Self> {
         let url = format!("ws://{}/hocuspocus", server.addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-        Ok(Self { ws })
+        Ok(Self {
+            ws: RawSocket::connect(&url).await?,
+        })
     }
 
     async fn send(&mut self, address: &str, body: &Body) -> anyhow::Result<()> {
         let frame = hocuspocus::encode(address, body);
-        self.ws.send(WsMessage::Binary(frame.into())).await?;
-        Ok(())
+        self.ws.send(WsMessage::Binary(frame.into())).await
     }
 
     async fn token(&mut self, address: &str, version: Option<&str>) -> anyhow::Result<()> {
@@ -50,25 +47,14 @@ impl Hocus {
 
     /// The next message, decoded (a Ping has the address `""` and body [`Body::Ping`]).
     async fn next(&mut self) -> anyhow::Result<hocuspocus::Envelope> {
-        let fut = async {
-            while let Some(msg) = self.ws.next().await {
-                match msg? {
-                    WsMessage::Binary(b) if b.as_ref() == hocuspocus::PING => {
-                        return Ok(hocuspocus::Envelope {
-                            address: String::new(),
-                            body: Body::Ping,
-                        })
-                    }
-                    WsMessage::Binary(b) => return Ok(hocuspocus::decode(&b, &Limits::DEFAULT)?),
-                    WsMessage::Close(cf) => bail!("closed: {cf:?}"),
-                    _ => {}
-                }
-            }
-            bail!("stream ended")
-        };
-        tokio::time::timeout(WAIT, fut)
-            .await
-            .context("no message")?
+        let frame = self.ws.next_binary().await?;
+        if frame.as_ref() == hocuspocus::PING {
+            return Ok(hocuspocus::Envelope {
+                address: String::new(),
+                body: Body::Ping,
+            });
+        }
+        Ok(hocuspocus::decode(&frame, &Limits::DEFAULT)?)
     }
 
     /// Reads until `want` matches a message under `address`; returns what came before it.
@@ -88,18 +74,7 @@ impl Hocus {
     }
 
     async fn expect_close(&mut self) -> anyhow::Result<(u16, String)> {
-        let fut = async {
-            while let Some(msg) = self.ws.next().await {
-                if let WsMessage::Close(cf) = msg? {
-                    let cf = cf.context("close frame without a code")?;
-                    return Ok((u16::from(cf.code), cf.reason.to_string()));
-                }
-            }
-            bail!("stream ended without a close frame")
-        };
-        tokio::time::timeout(WAIT, fut)
-            .await
-            .context("no close frame")?
+        self.ws.expect_close().await
     }
 }
 
