@@ -14,7 +14,7 @@
 //! only to providers that sent their version with their token.
 
 use crate::encoding::{var_uint_len, write_var_string, write_var_uint, Decoder};
-use crate::message::{Message, MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE};
+use crate::message::{check_frame, Message, MESSAGE_SYNC, SYNC_STEP1, SYNC_STEP2, SYNC_UPDATE};
 use crate::{AwarenessUpdate, Limits, ProtocolError};
 
 /// Type 0: a y-protocols sync message (step 1, step 2 or update).
@@ -155,16 +155,7 @@ pub fn document_name(address: &str) -> &str {
 /// of as many, or the first error met while decoding; nothing is allocated for a length before
 /// it is checked.
 pub fn decode(frame: &[u8], limits: &Limits) -> Result<Envelope, ProtocolError> {
-    if frame.is_empty() {
-        return Err(ProtocolError::EmptyFrame);
-    }
-    if frame.len() > limits.max_message {
-        return Err(ProtocolError::TooLarge {
-            what: "frame",
-            len: frame.len() as u64,
-            max: limits.max_message,
-        });
-    }
+    check_frame(frame, limits)?;
     let mut d = Decoder::new(frame);
     let max_address = limits.max_room_name.saturating_mul(2).saturating_add(1);
     let address = d

@@ -147,16 +147,7 @@ pub fn encode_sync(kind: u64, payload: &[u8]) -> Vec<u8> {
 /// [`ProtocolError::EmptyFrame`] for no bytes, [`ProtocolError::TooLarge`] for a frame over
 /// [`Limits::max_message`], or the first error met while decoding.
 pub fn decode_frame(frame: &[u8], limits: &Limits) -> Result<Vec<Message>, ProtocolError> {
-    if frame.is_empty() {
-        return Err(ProtocolError::EmptyFrame);
-    }
-    if frame.len() > limits.max_message {
-        return Err(ProtocolError::TooLarge {
-            what: "frame",
-            len: frame.len() as u64,
-            max: limits.max_message,
-        });
-    }
+    check_frame(frame, limits)?;
     let mut d = Decoder::new(frame);
     let mut out = Vec::with_capacity(1);
     while !d.is_empty() {
@@ -170,6 +161,22 @@ pub fn decode_frame(frame: &[u8], limits: &Limits) -> Result<Vec<Message>, Proto
         out.push(Message::decode_one(&mut d, limits)?);
     }
     Ok(out)
+}
+
+/// Refuses a frame before any decoding: empty, or over [`Limits::max_message`] bytes. Every
+/// framing (y-websocket, Hocuspocus) checks a whole frame this way first.
+pub(crate) fn check_frame(frame: &[u8], limits: &Limits) -> Result<(), ProtocolError> {
+    if frame.is_empty() {
+        return Err(ProtocolError::EmptyFrame);
+    }
+    if frame.len() > limits.max_message {
+        return Err(ProtocolError::TooLarge {
+            what: "frame",
+            len: frame.len() as u64,
+            max: limits.max_message,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
