@@ -86,6 +86,7 @@ pub(crate) fn routes(max_body: usize) -> Router<AppState> {
         .routes(routes!(get_update, post_update))
         .routes(routes!(send_notice))
         .routes(routes!(revoke_tokens))
+        .routes(routes!(super::share::mint_token))
         .routes(routes!(super::backup::get_backup))
         .routes(routes!(super::feed::changes))
         .routes(routes!(super::webhooks::list_webhooks))
