@@ -27,7 +27,7 @@ await mkdir(assets, { recursive: true })
 
 const result = await esbuild.build({
   absWorkingDir: root,
-  entryPoints: { editor: 'src/editor.js', list: 'src/list.js', dashboard: 'src/dashboard.js', style: 'src/style.css' },
+  entryPoints: { editor: 'src/editor.js', list: 'src/list.js', dashboard: 'src/dashboard.js', style: 'src/app.css' },
   outdir: 'dist/assets',
   entryNames: '[name]-[hash]',
   bundle: true,
@@ -72,7 +72,7 @@ const faviconName = hashed('favicon', 'svg', favicon)
 await writeFile(path.join(assets, faviconName), favicon)
 
 const links = {
-  '%STYLE%': `/${outputOf('src/style.css')}`,
+  '%STYLE%': `/${outputOf('src/app.css')}`,
   '%FAVICON%': `/assets/${faviconName}`
 }
 const pages = [

@@ -8,6 +8,7 @@
 // snapshots }.
 
 import './diagnostics.js'
+import './theme.js'
 import { byId, fullTime, h, timeAgo } from './common.js'
 
 const WINDOW_MS = 5 * 60 * 1000

@@ -1,14 +1,17 @@
 // The editor page, /d/{id}: CodeMirror 6 bound to the document's Y.Text `content` through
-// y-codemirror.next, with presence, typing hints, connection and save status.
+// y-codemirror.next, with Markdown highlighting and preview, presence, typing hints, connection
+// and save status, export, sharing and keyboard shortcuts.
 //
 // Hooks for tests and tools (stable; change them together with tests/tests/browser.rs):
 //   #status[data-status="connected|connecting|offline"][data-synced="true|false"]
 //   #saved[data-saved="true|false"][data-save-state="loading|saved|saving|unsaved|synced"]
 //   #presence[data-count] > li[data-user-name][data-self]
 //   body[data-readonly="true|false"], #typing, #banner[data-kind]
-// and the History panel's, listed in history.js.
+// and the History panel's, listed in history.js; the preview's, export menu's, share panel's,
+// shortcut list's and theme's in preview.js, export.js, share.js, shortcuts.js and theme.js.
 
 import './diagnostics.js'
+import './theme.js'
 
 import * as Y from 'yjs'
 import { Compartment, EditorState, Prec } from '@codemirror/state'
@@ -19,7 +22,13 @@ import { YSyncConfig, yCollab, yRemoteSelections, yRemoteSelectionsTheme, ySyncF
 
 import { byId, h, roomNameProblem } from './common.js'
 import { Connection } from './connection.js'
+import { setupExport } from './export.js'
 import { HistoryPanel } from './history.js'
+import { markdownSupport } from './markdown.js'
+import { Preview } from './preview.js'
+import { SharePanel } from './share.js'
+import { setupShortcuts } from './shortcuts.js'
+import { onThemeChange, toggleTheme } from './theme.js'
 import { PALETTE, cleanName, initials, isColor, loadIdentity, saveIdentity, MAX_NAME } from './identity.js'
 
 /** The document id from `/d/{id}`; null when the path is not an editor path. */
@@ -80,7 +89,8 @@ const copyText = async (text) => {
 /** The first non-empty line of the text, as the document's title. */
 const titleOf = (text) => {
   for (const line of text.split('\n', 50)) {
-    const t = line.trim()
+    // A Markdown heading's title is its text, without the `#`s.
+    const t = line.trim().replace(/^#{1,6}\s+/, '')
     if (t) return t.length > 80 ? `${t.slice(0, 79)}…` : t
   }
   return null
@@ -142,6 +152,7 @@ const main = () => {
   const editable = new Compartment()
   const hint = new Compartment()
   const carets = new Compartment()
+  const darkness = new Compartment()
   const undoManager = new Y.UndoManager(ytext)
   const view = new EditorView({
     parent: byId('editor'),
@@ -154,6 +165,8 @@ const main = () => {
         dropCursor(),
         search({ top: true }),
         EditorView.lineWrapping,
+        markdownSupport(),
+        darkness.of([]),
         EditorView.contentAttributes.of({ 'aria-label': 'Document text', spellcheck: 'true', autocorrect: 'on', autocapitalize: 'sentences' }),
         editable.of([]),
         hint.of(placeholder('Loading…')),
@@ -183,6 +196,9 @@ const main = () => {
       ]
     })
   })
+
+  // CodeMirror's own dark colours (selection, search matches) follow the page's theme.
+  onThemeChange((theme) => view.dispatch({ effects: darkness.reconfigure(EditorView.darkTheme.of(theme === 'dark')) }))
 
   const historyPanel = new HistoryPanel({
     docId,
@@ -419,15 +435,14 @@ const main = () => {
   // ---- controls ------------------------------------------------------------------------------
   ui.retry.addEventListener('click', () => conn.retryNow())
 
-  byId('copy-link').addEventListener('click', async () => {
-    // The clean address: a token in this page's URL is this person's, not something to share.
-    const link = `${location.origin}${location.pathname}`
-    try {
-      await copyText(link)
-      toast('Link copied. Anyone with the link can open this document.')
-    } catch {
-      toast(`Copy this link: ${link}`)
-    }
+  const preview = new Preview({ ytext })
+  const exporter = setupExport(() => ({ text: ytext.toString(), title: titleOf(ytext.toString()) ?? docId }))
+  const share = new SharePanel({ docId, token, copy: copyText, toast })
+  setupShortcuts({
+    preview: () => preview.toggle(),
+    history: () => byId('history-button').click(),
+    export: () => exporter.open(),
+    theme: toggleTheme
   })
 
   const meButton = byId('me')
@@ -501,7 +516,7 @@ const main = () => {
   if (!('ontouchstart' in window)) view.focus()
 
   // For debugging from the console: `weft.ydoc`, `weft.provider`, …
-  window.weft = { ydoc, ytext, view, provider: conn.provider, connection: conn, history: historyPanel }
+  window.weft = { ydoc, ytext, view, provider: conn.provider, connection: conn, history: historyPanel, preview, share }
 }
 
 main()

@@ -5,6 +5,7 @@
 // li[data-users], #new-doc.
 
 import './diagnostics.js'
+import './theme.js'
 
 import { byId, docHref, fullTime, h, roomNameProblem, timeAgo, uuid } from './common.js'
 

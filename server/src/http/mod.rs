@@ -1,10 +1,10 @@
 //! The axum `Router`, built in one place: the WebSocket endpoint `/ws/{room}` (`upgrade`, with
 //! its limits in `admission`), the Hocuspocus endpoint `/hocuspocus` (`hocuspocus`), the `/api`
-//! routes, version history routes (`history`), health checks (`readiness`), the operator
-//! endpoints (`dashboard`: `/metrics`, `/dashboard`), and the browser editor's pages and assets
-//! (`pages`). Every request first passes the host and write-origin checks of `policy`; every
-//! refusal is logged through `refusals`, and the client's address comes from `forwarded` behind
-//! trusted proxies.
+//! routes, version history routes (`history`), minting share links (`share`), health checks
+//! (`readiness`), the operator endpoints (`dashboard`: `/metrics`, `/dashboard`), and the
+//! browser editor's pages and assets (`pages`). Every request first passes the host and
+//! write-origin checks of `policy`; every refusal is logged through `refusals`, and the client's
+//! address comes from `forwarded` behind trusted proxies.
 //! Handlers are thin: they validate, then hand over to `connection`. The echo router for the
 //! WebSocket conformance run is in `upgrade` too, upgraded with the same settings.
 
