@@ -350,6 +350,58 @@ async fn share_mints_a_read_only_link() -> anyhow::Result<()> {
     browsers.finish(result, vec![ana, ben]).await
 }
 
+/// In open mode the share panel copies the plain address as the edit link, and explains instead
+/// of offering a read-only link (every link edits there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_in_open_mode_gives_the_plain_address() -> anyhow::Result<()> {
+    let Some(browsers) = Browsers::start("share_in_open_mode_gives_the_plain_address").await?
+    else {
+        return Ok(());
+    };
+    let server = TestServer::start().await?;
+    let ana = browsers.session("ana").await?;
+    let result = async {
+        let doc = "open notes";
+        let base = server.http_base();
+        ana.goto(&format!("{base}/d/open%20notes")).await?;
+        ana.wait_connected().await?;
+        ana.click("#share-button").await?;
+        let panel = ana
+            .js(
+                "return { mode: document.getElementById('share-panel').dataset.mode,
+                          read: document.getElementById('share-read').disabled,
+                          ttl: document.getElementById('share-ttl-row').hidden,
+                          note: document.getElementById('share-note').textContent };",
+                vec![],
+            )
+            .await?;
+        assert_eq!(
+            (&panel["mode"], &panel["read"], &panel["ttl"]),
+            (&json!("open"), &json!(true), &json!(true)),
+            "{panel}"
+        );
+        assert!(
+            panel["note"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no read-only links"),
+            "{panel}"
+        );
+        ana.click("#share-edit").await?;
+        let link = ana
+            .wait_js(
+                "the edit link",
+                "const r = document.getElementById('share-result'); return r.value || null;",
+                vec![],
+            )
+            .await?;
+        assert_eq!(link, json!(format!("{base}/d/open%20notes")), "{doc}");
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    browsers.finish(result, vec![ana]).await
+}
+
 /// Chrome DevTools' media emulation through chromedriver, to play the system's colour scheme.
 #[derive(Debug)]
 struct EmulateColorScheme(&'static str);
