@@ -93,6 +93,8 @@ impl Member {
 pub(super) enum Target {
     /// Every member.
     All,
+    /// Every member but one.
+    AllBut(ConnId),
     /// One member.
     One(ConnId),
     /// Every member that opted in to control messages, except one.
@@ -120,6 +122,23 @@ impl Room {
         }
         let frame = Message::Awareness(AwarenessUpdate { entries }).encode();
         self.queued.push((Target::All, Bytes::from(frame)));
+    }
+
+    /// Queues an awareness update `conn` sent: `relayed` for the others, `echo` (its own clocks,
+    /// see `room::presence`) for itself. Nothing when empty.
+    pub(super) fn queue_awareness_from(
+        &mut self,
+        conn: ConnId,
+        relayed: Vec<AwarenessEntry>,
+        echo: Vec<AwarenessEntry>,
+    ) {
+        if relayed.is_empty() {
+            return;
+        }
+        let frame = Message::Awareness(AwarenessUpdate { entries: relayed }).encode();
+        self.queued.push((Target::AllBut(conn), Bytes::from(frame)));
+        let frame = Message::Awareness(AwarenessUpdate { entries: echo }).encode();
+        self.queued.push((Target::One(conn), Bytes::from(frame)));
     }
 
     /// Queues a control message for `target`.
@@ -152,6 +171,13 @@ impl Room {
                 Target::All => {
                     for (&id, m) in &self.members {
                         send(id, m, frame.clone());
+                    }
+                }
+                Target::AllBut(except) => {
+                    for (&id, m) in &self.members {
+                        if id != except {
+                            send(id, m, frame.clone());
+                        }
                     }
                 }
                 Target::One(id) => {
