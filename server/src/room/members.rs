@@ -27,7 +27,7 @@ impl Room {
         let sv = self.doc.transact().state_vector().encode_v1();
         self.queued
             .push((Target::One(j.id), Bytes::from(encode_sync(SYNC_STEP1, &sv))));
-        let snapshot = self.presence.snapshot(j.id);
+        let snapshot = self.presence.welcome(j.id);
         if !snapshot.entries.is_empty() {
             self.queued.push((
                 Target::One(j.id),

@@ -245,6 +245,20 @@ impl Presence {
         AwarenessUpdate { entries }
     }
 
+    /// Every live state, for a connection joining now, each relayed one clock higher than
+    /// before. A client back on a new socket has removed every peer's state locally but holds
+    /// the clocks it last got, so a snapshot at those clocks would be ignored; the raised
+    /// offset keeps each id's later clocks above this one for the members already here too.
+    pub(crate) fn welcome(&mut self, joiner: ConnId) -> AwarenessUpdate {
+        for k in self.known.values_mut() {
+            if k.state.is_some() && !k.orphaned {
+                k.offset = k.offset.saturating_add(1);
+                k.clock = k.clock.saturating_add(1);
+            }
+        }
+        self.snapshot(joiner)
+    }
+
     /// Number of client ids with a live state.
     #[cfg(test)]
     pub(crate) fn live(&self) -> usize {
@@ -456,5 +470,23 @@ mod tests {
                 before = p.apply(conn, upd(7, 3, "{}"), t).accepted[0].clock;
             }
         }
+    }
+
+    /// A joiner gets states above the clocks it may hold from before; the owner's next clock
+    /// is relayed above that for everyone.
+    #[test]
+    fn welcome_raises_clocks() {
+        let mut p = table();
+        let t = Instant::now();
+        let held = p.apply(1, upd(7, 3, "{}"), t).accepted[0].clock;
+        let welcome = p.welcome(2);
+        assert_eq!(welcome.entries[0].clock, held + 1);
+        let next = p.apply(1, upd(7, 4, "{}"), t).accepted[0].clock;
+        assert_eq!(next, held + 2);
+        assert_eq!(
+            p.snapshot(1).entries[0].clock,
+            4,
+            "the owner still sees its own clock"
+        );
     }
 }
