@@ -4,7 +4,8 @@
 // Hooks for tests and tools (stable; change them together with tests/tests/browser.rs):
 //   #status[data-status="connected|connecting|offline"][data-synced="true|false"]
 //   #saved[data-saved="true|false"][data-save-state="loading|saved|saving|unsaved|synced"]
-//   #presence[data-count] > li[data-user-name][data-self]
+//   #presence[data-count] > li[data-user-name][data-self][data-following], #following,
+//   weft.following()
 //   body[data-readonly="true|false"], #typing, #banner[data-kind]
 // and the History panel's, listed in history.js.
 

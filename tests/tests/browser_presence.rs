@@ -249,6 +249,15 @@ async fn clicking_an_avatar_follows_that_collaborator() -> anyhow::Result<()> {
             vec![],
         )
         .await?;
+        // The followed caret keeps its name label shown (others fade once their caret rests).
+        ana.wait_js(
+            "Ben's caret marked as followed with its label shown",
+            "return !!document.querySelector('.cm-ySelectionCaret.weft-followed.weft-label-shown');",
+            vec![],
+        )
+        .await?;
+        // Only for the picture: let the label finish fading in.
+        tokio::time::sleep(Duration::from_millis(700)).await;
         screenshot(&ana, "clicking_an_avatar_follows_that_collaborator", "presence-follow.png").await?;
 
         // Ben jumps to the top and types: Ana's view follows.
@@ -316,4 +325,67 @@ async fn screenshot(s: &Session, test: &str, file: &str) -> anyhow::Result<()> {
         std::fs::write(docs.join(file), &png)?;
     }
     Ok(())
+}
+
+/// A page opened with a token that names its user (`sub`) shows that name to the others and in
+/// its own presence entry, without replacing the name stored for tokens that name nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_subject_is_the_display_name() -> anyhow::Result<()> {
+    use weft_server::token::{mint, unix_now, Access, AuthSecret, Claims, Scope};
+    let Some(browsers) = Browsers::start("a_token_subject_is_the_display_name").await? else {
+        return Ok(());
+    };
+    let secret = AuthSecret::new(b"browser-presence-secret-0123456789")?;
+    let server = TestServer::start_with({
+        let s = secret.clone();
+        move |c| c.auth_secret = Some(s)
+    })
+    .await?;
+    let doc = doc_id("subject");
+    let token = |sub: Option<&str>| {
+        mint(
+            &secret,
+            &Claims {
+                scope: Scope::Doc(doc.clone()),
+                role: Access::Write,
+                exp: unix_now() + 3600,
+                sub: sub.map(str::to_owned),
+            },
+        )
+    };
+    let (named, anonymous) = (token(Some("Zoë Example")), token(None));
+    let ana = browsers.session("ana").await?;
+    let ben = browsers.session("ben").await?;
+    let result = async {
+        introduce(&ana, &server, "Ana", "#db2777").await?;
+        introduce(&ben, &server, "Ben", "#2563eb").await?;
+        let base = server.http_base();
+        ana.goto(&format!("{base}/d/{doc}?token={named}")).await?;
+        ana.wait_connected().await?;
+        ben.goto(&format!("{base}/d/{doc}?token={anonymous}")).await?;
+        ben.wait_connected().await?;
+        ben.wait_js(
+            "Zoë Example in Ben's presence list",
+            "return !!document.querySelector(\"#presence [data-user-name='Zoë Example'][data-self='false']\");",
+            vec![],
+        )
+        .await?;
+        ana.wait_js(
+            "Ana's own entry named by her token, Ben by his stored name",
+            "return !!document.querySelector(\"#presence [data-user-name='Zoë Example'][data-self='true']\")
+                && !!document.querySelector(\"#presence [data-user-name='Ben'][data-self='false']\");",
+            vec![],
+        )
+        .await?;
+        let stored = ana
+            .js("return JSON.parse(localStorage.getItem('weft.user')).name;", vec![])
+            .await?;
+        ensure!(
+            stored == json!("Ana"),
+            "the stored name must stay for pages without a named token, got {stored}"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    browsers.finish(result, vec![ana, ben]).await
 }

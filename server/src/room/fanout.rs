@@ -168,14 +168,9 @@ impl Room {
         };
         for (target, frame) in self.queued.drain(..) {
             match target {
-                Target::All => {
+                Target::All | Target::AllBut(_) => {
                     for (&id, m) in &self.members {
-                        send(id, m, frame.clone());
-                    }
-                }
-                Target::AllBut(except) => {
-                    for (&id, m) in &self.members {
-                        if id != except {
+                        if !matches!(target, Target::AllBut(except) if except == id) {
                             send(id, m, frame.clone());
                         }
                     }
