@@ -209,6 +209,7 @@ export class Connection {
         if (this.pending.size > 0) this.unsent = true
         this.pending.clear()
         this.sendHello()
+        this.reannounce()
       } else if (status === 'connecting') {
         s.status = 'connecting'
         s.retryAt = null
@@ -285,6 +286,16 @@ export class Connection {
       this.awareness.setLocalStateField('user', awarenessUser(this.identity))
       this.retryNow()
     })
+  }
+
+  /**
+   * Announces our awareness state again, one clock higher. y-websocket re-sends it on connect
+   * with the clock it had, which the others hold our removal at (from when the socket closed)
+   * and would ignore until the 15 s renewal; a newer clock shows us at once, whatever server.
+   */
+  reannounce () {
+    const state = this.awareness.getLocalState()
+    if (state !== null) this.awareness.setLocalState({ ...state })
   }
 
   /** Starts a connection attempt now instead of waiting for the backoff timer. */

@@ -5,7 +5,8 @@
 // Hooks for tests and tools (stable; change them together with tests/tests/browser.rs):
 //   #status[data-status="connected|connecting|offline"][data-synced="true|false"]
 //   #saved[data-saved="true|false"][data-save-state="loading|saved|saving|unsaved|synced"]
-//   #presence[data-count] > li[data-user-name][data-self]
+//   #presence[data-count] > li[data-user-name][data-self][data-following], #following,
+//   weft.following()
 //   body[data-readonly="true|false"], #typing, #banner[data-kind]
 // and the History panel's, listed in history.js; the preview's, export menu's, share panel's,
 // shortcut list's and theme's in preview.js, export.js, share.js, shortcuts.js and theme.js.
@@ -29,7 +30,7 @@ import { Preview } from './preview.js'
 import { SharePanel } from './share.js'
 import { setupShortcuts } from './shortcuts.js'
 import { onThemeChange, toggleTheme } from './theme.js'
-import { PALETTE, cleanName, initials, isColor, loadIdentity, saveIdentity, MAX_NAME } from './identity.js'
+import { PALETTE, cleanName, initials, isColor, loadIdentity, saveIdentity, tokenSubject, MAX_NAME } from './identity.js'
 
 /** The document id from `/d/{id}`; null when the path is not an editor path. */
 const docIdFromPath = () => {
@@ -120,6 +121,10 @@ const main = () => {
   const token = params.get('token')
 
   let identity = loadIdentity()
+  // A token that names its user decides the name shown to the others (not stored: another
+  // token, another name).
+  const subject = tokenSubject(token)
+  if (subject) identity = { ...identity, name: subject }
   const ydoc = new Y.Doc()
   const ytext = ydoc.getText('content')
 
@@ -154,6 +159,8 @@ const main = () => {
   const carets = new Compartment()
   const darkness = new Compartment()
   const undoManager = new Y.UndoManager(ytext)
+  /** Runs after every view update; set once the caret labels can be marked (`markCarets`). */
+  let afterViewUpdate = () => {}
   const view = new EditorView({
     parent: byId('editor'),
     state: EditorState.create({
@@ -177,10 +184,12 @@ const main = () => {
         Prec.lowest(ySyncFacet.of(new YSyncConfig(ytext, conn.awareness))),
         yRemoteSelectionsTheme,
         carets.of(yRemoteSelections),
+        // Caret widgets are redrawn with the text; their label classes go with them.
+        EditorView.updateListener.of(() => afterViewUpdate()),
         EditorView.theme({
-          // Remote name labels stay visible (y-codemirror.next shows them only on hover).
+          // Remote name labels show while their caret moves, on hover and when followed
+          // (`markCarets`, style.css); at rest they would cover the line above.
           '.cm-ySelectionInfo': {
-            opacity: '1',
             fontFamily: 'var(--font-ui)',
             fontSize: '11px',
             fontWeight: '600',
@@ -225,6 +234,86 @@ const main = () => {
     placeholderText = text
     view.dispatch({ effects: hint.reconfigure(placeholder(text)) })
   }
+
+  // ---- following a collaborator, and caret labels ------------------------------------------------
+  /** The client id whose caret the view follows, or null. */
+  let followed = /** @type {number | null} */ (null)
+  const followNote = h('span', { id: 'following', class: 'following-note', hidden: true })
+  ui.userCount.after(followNote)
+
+  /** Where a client's caret is in the text, from its awareness state; null if unknown. */
+  const caretIndex = (id) => {
+    const head = conn.awareness.getStates().get(id)?.cursor?.head
+    if (!head) return null
+    const abs = Y.createAbsolutePositionFromRelativePosition(Y.createRelativePositionFromJSON(head), ydoc)
+    return abs && abs.type === ytext ? Math.min(abs.index, view.state.doc.length) : null
+  }
+  /** Brings the followed caret into view: centred when following starts, then only as needed. */
+  const scrollToFollowed = (centre) => {
+    if (followed === null) return
+    const index = caretIndex(followed)
+    if (index === null) return
+    view.dispatch({ effects: EditorView.scrollIntoView(index, centre ? { y: 'center' } : { y: 'nearest', yMargin: 80 }) })
+  }
+  const setFollowed = (id) => {
+    if (followed === id) return
+    followed = id
+    document.body.dataset.following = String(id !== null)
+    renderPresence()
+    markCarets()
+    scrollToFollowed(true)
+  }
+  ui.presence.addEventListener('click', (e) => {
+    const li = /** @type {HTMLElement} */ (e.target).closest('li[data-client-id]')
+    if (!li || li.dataset.self === 'true') return
+    const id = Number(li.dataset.clientId)
+    setFollowed(followed === id ? null : id)
+  })
+  ui.presence.addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter' && e.key !== ' ') return
+    e.preventDefault()
+    /** @type {HTMLElement} */ (e.target).click()
+  })
+  // Scrolling or typing takes the view back: following stops.
+  const stopFollowing = () => setFollowed(null)
+  window.addEventListener('wheel', stopFollowing, { passive: true })
+  window.addEventListener('touchmove', stopFollowing, { passive: true })
+  view.dom.addEventListener('keydown', stopFollowing)
+  view.dom.addEventListener('mousedown', stopFollowing)
+  document.addEventListener('keydown', (e) => {
+    if (['PageUp', 'PageDown', 'Home', 'End', 'ArrowUp', 'ArrowDown'].includes(e.key) && !ui.presence.contains(/** @type {Node} */ (e.target))) stopFollowing()
+  })
+
+  /** Name → when that person's caret last moved; their label shows for LABEL_MS after. */
+  const moved = new Map()
+  const LABEL_MS = 2500
+  let labelTimer = 0
+  const noteMoves = (ids) => {
+    const now = Date.now()
+    for (const id of ids) {
+      const name = conn.awareness.getStates().get(id)?.user?.name
+      if (id !== ydoc.clientID && name) moved.set(cleanName(name), now)
+    }
+    // After the caret widgets are redrawn for this change.
+    requestAnimationFrame(markCarets)
+  }
+  /** Shows the labels of carets that moved lately or are followed; the rest fade. */
+  const markCarets = () => {
+    const now = Date.now()
+    const followedName = followed === null ? null : cleanName(conn.awareness.getStates().get(followed)?.user?.name)
+    let next = Infinity
+    for (const info of view.dom.querySelectorAll('.cm-ySelectionInfo')) {
+      const name = info.textContent ?? ''
+      const since = now - (moved.get(name) ?? -Infinity)
+      const show = since < LABEL_MS || name === followedName
+      if (since < LABEL_MS) next = Math.min(next, LABEL_MS - since)
+      info.parentElement?.classList.toggle('weft-label-shown', show)
+      info.parentElement?.classList.toggle('weft-followed', name === followedName)
+    }
+    clearTimeout(labelTimer)
+    if (next !== Infinity) labelTimer = setTimeout(markCarets, next + 20)
+  }
+  afterViewUpdate = () => requestAnimationFrame(markCarets)
 
   // ---- rendering -----------------------------------------------------------------------------
   let retryTicker = 0
@@ -300,6 +389,7 @@ const main = () => {
       people.push({
         id,
         self: id === me,
+        following: id === followed,
         name: cleanName(user.name) || 'Anonymous',
         color: isColor(user.color) ? user.color : '#64748b'
       })
@@ -315,8 +405,9 @@ const main = () => {
           'li',
           {
             class: 'avatar',
-            title: p.self ? `${p.name} (you)` : p.name,
-            dataset: { userName: p.name, clientId: String(p.id), self: String(p.self) }
+            title: p.self ? `${p.name} (you)` : p.following ? `Following ${p.name}: click to stop` : `Follow ${p.name}`,
+            dataset: { userName: p.name, clientId: String(p.id), self: String(p.self), following: String(p.following) },
+            ...(p.self ? {} : { role: 'button', tabindex: '0', 'aria-pressed': String(p.following) })
           },
           [h('span', { 'aria-hidden': 'true', text: initials(p.name) }), h('span', { class: 'sr-only', text: p.self ? `${p.name} (you)` : p.name })]
         )
@@ -326,6 +417,9 @@ const main = () => {
     )
     const others = people.length - 1
     ui.userCount.textContent = others <= 0 ? 'Only you' : `${plural(others, 'other', 'others')} here`
+    const target = people.find((p) => p.following)
+    followNote.hidden = !target
+    followNote.textContent = target ? `Following ${target.name}` : ''
   }
 
   const renderTyping = () => {
@@ -421,9 +515,13 @@ const main = () => {
       })
     }
   }
-  conn.awareness.on('change', () => {
+  conn.awareness.on('change', ({ added, updated }) => {
     renderPresence()
     redrawCaretsOnRename()
+    noteMoves([...added, ...updated])
+    if (followed !== null && !conn.awareness.getStates().has(followed)) setFollowed(null)
+    // Not inside the editor update that may have emitted this event (our own caret).
+    else if (followed !== null) queueMicrotask(() => scrollToFollowed(false))
   })
   ytext.observe(() => {
     renderTitle()
@@ -516,7 +614,7 @@ const main = () => {
   if (!('ontouchstart' in window)) view.focus()
 
   // For debugging from the console: `weft.ydoc`, `weft.provider`, …
-  window.weft = { ydoc, ytext, view, provider: conn.provider, connection: conn, history: historyPanel, preview, share }
+  window.weft = { ydoc, ytext, view, provider: conn.provider, connection: conn, history: historyPanel, preview, share, following: () => followed }
 }
 
 main()

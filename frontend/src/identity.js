@@ -80,6 +80,23 @@ export const saveIdentity = (identity) => {
   }
 }
 
+/**
+ * The user (`sub`) a Weft token names, cleaned, or '' when it names none: this page's display
+ * name. The page cannot check the signature; the server does, and this is only a label.
+ */
+export const tokenSubject = (token) => {
+  const claims = String(token ?? '').split('.')[1]
+  if (!claims) return ''
+  try {
+    const binary = atob(claims.replace(/-/g, '+').replace(/_/g, '/'))
+    const json = new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)))
+    const sub = JSON.parse(json)?.sub
+    return typeof sub === 'string' ? cleanName(sub) : ''
+  } catch {
+    return ''
+  }
+}
+
 /** The awareness `user` field y-codemirror.next expects. */
 export const awarenessUser = (identity) => ({
   name: identity.name,

@@ -36,6 +36,10 @@ const REPORTERS: &[&str] = &[
 /// `WEFT_HOCUS_URL`, `WEFT_API_URL` and `WEFT_RESTART_DIR` (see [`hocuspocus_providers`]).
 const HOCUS_TEST_FILES: &[&str] = &["hocuspocus.test.mjs"];
 
+/// The Node test file of presence across reconnects and a restart, given `WEFT_RESTART_DIR`
+/// (see [`stock_clients_presence_after_reconnects`]).
+const PRESENCE_TEST_FILES: &[&str] = &["presence.test.mjs"];
+
 /// The Node test file of the Hocuspocus providers against a server with an auth secret.
 const HOCUS_AUTH_TEST_FILES: &[&str] = &["hocuspocus-auth.test.mjs"];
 
@@ -144,6 +148,26 @@ async fn hocuspocus_providers() -> anyhow::Result<()> {
     let ws_base = server.ws_base();
     let restarter = tokio::spawn(restart_on_request(server, signals.path().to_owned()));
     let result = run_and_check(&dir, &ws_base, HOCUS_TEST_FILES, &env).await;
+    restarter.abort();
+    result
+}
+
+/// Stock y-websocket clients see each other again within 1 s of a reconnect: after one's socket
+/// drops, and after a server restart (requested by the Node side as in
+/// [`hocuspocus_providers`]), although each comes back with the awareness clock its peers hold
+/// its removal at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_clients_presence_after_reconnects() -> anyhow::Result<()> {
+    let dir = interop_dir();
+    if !ready(&dir).await? {
+        return Ok(());
+    }
+    let server = TestServer::start().await?;
+    let signals = tempfile::tempdir()?;
+    let env = [("WEFT_RESTART_DIR", signals.path().display().to_string())];
+    let ws_base = server.ws_base();
+    let restarter = tokio::spawn(restart_on_request(server, signals.path().to_owned()));
+    let result = run_and_check(&dir, &ws_base, PRESENCE_TEST_FILES, &env).await;
     restarter.abort();
     result
 }

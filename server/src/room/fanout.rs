@@ -93,6 +93,8 @@ impl Member {
 pub(super) enum Target {
     /// Every member.
     All,
+    /// Every member but one.
+    AllBut(ConnId),
     /// One member.
     One(ConnId),
     /// Every member that opted in to control messages, except one.
@@ -122,6 +124,23 @@ impl Room {
         self.queued.push((Target::All, Bytes::from(frame)));
     }
 
+    /// Queues an awareness update `conn` sent: `relayed` for the others, `echo` (its own clocks,
+    /// see `room::presence`) for itself. Nothing when empty.
+    pub(super) fn queue_awareness_from(
+        &mut self,
+        conn: ConnId,
+        relayed: Vec<AwarenessEntry>,
+        echo: Vec<AwarenessEntry>,
+    ) {
+        if relayed.is_empty() {
+            return;
+        }
+        let frame = Message::Awareness(AwarenessUpdate { entries: relayed }).encode();
+        self.queued.push((Target::AllBut(conn), Bytes::from(frame)));
+        let frame = Message::Awareness(AwarenessUpdate { entries: echo }).encode();
+        self.queued.push((Target::One(conn), Bytes::from(frame)));
+    }
+
     /// Queues a control message for `target`.
     pub(super) fn queue_control(&mut self, target: Target, c: &Control) {
         let frame = Message::Control(c.clone()).encode();
@@ -149,9 +168,11 @@ impl Room {
         };
         for (target, frame) in self.queued.drain(..) {
             match target {
-                Target::All => {
+                Target::All | Target::AllBut(_) => {
                     for (&id, m) in &self.members {
-                        send(id, m, frame.clone());
+                        if !matches!(target, Target::AllBut(except) if except == id) {
+                            send(id, m, frame.clone());
+                        }
                     }
                 }
                 Target::One(id) => {

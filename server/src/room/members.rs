@@ -27,7 +27,7 @@ impl Room {
         let sv = self.doc.transact().state_vector().encode_v1();
         self.queued
             .push((Target::One(j.id), Bytes::from(encode_sync(SYNC_STEP1, &sv))));
-        let snapshot = self.presence.snapshot();
+        let snapshot = self.presence.welcome(j.id);
         if !snapshot.entries.is_empty() {
             self.queued.push((
                 Target::One(j.id),
@@ -99,10 +99,10 @@ impl Room {
                     warn!(room = %self.name, conn, refused = applied.foreign,
                         "awareness update touched client ids owned by another connection");
                 }
-                self.queue_awareness(applied.accepted);
+                self.queue_awareness_from(conn, applied.accepted, applied.echo);
             }
             Message::QueryAwareness => {
-                let snapshot = self.presence.snapshot();
+                let snapshot = self.presence.snapshot(conn);
                 let frame = Bytes::from(Message::Awareness(snapshot).encode());
                 if self.reserve(conn, frame.len()) {
                     self.queued.push((Target::One(conn), frame));

@@ -57,6 +57,7 @@
 pub(crate) mod authors;
 mod batch;
 pub(crate) mod calls;
+pub(crate) mod clocks;
 mod compact;
 pub(crate) mod diff;
 mod failure;
@@ -236,12 +237,12 @@ impl Room {
         live: Arc<Live>,
     ) -> Self {
         Room {
+            presence: Presence::new(ctx.clocks.clone()),
             feed: FeedState::default(),
             name: registration.name().clone(),
             ctx,
             registration,
             doc: loaded.doc,
-            presence: Presence::default(),
             members: HashMap::new(),
             last_seq: loaded.last_seq,
             log_len: loaded.log_len,

@@ -10,13 +10,26 @@
 //! states included. Those echoes are dropped quietly: a live id stays with its owner, and the id
 //! of a connection that just left stays removed (a tombstone) unless a connection that owns no
 //! id claims it, which is the owner coming back on a new socket.
+//!
+//! Clock translation: the room relays each state at `clock + offset`, the offset given to its
+//! client id when it appears (see `room::clocks`). Peers keep the clock of a removal, and a
+//! client coming back announces itself with the clock it had (y-websocket issue #122), so
+//! relayed verbatim it would be ignored until its renewal 15 s later. When the owner reclaims a
+//! tombstone, it gets a new offset that puts its clock above the removal; after a restart,
+//! every client id gets an offset above any an earlier process used. Later clocks from the
+//! same connection keep their offset, so each client id's relayed clock only grows, and the
+//! removals the room relays (on leave, on expiry) carry the relayed clock too. The sender gets
+//! its own entries back with the clocks it gave: a client adopts a higher clock for itself from
+//! an echo, which would add the offset again with every round trip.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weft_protocol::{AwarenessEntry, AwarenessUpdate};
 
 use crate::room::authors::awareness_name;
+use crate::room::clocks::ClockOffsets;
 use crate::room::ConnId;
 
 /// JS peers drop a state not renewed for 30 s (`outdatedTimeout` in awareness.js); the server
@@ -28,7 +41,10 @@ const NULL_STATE: &str = "null";
 
 #[derive(Debug)]
 struct Known {
+    /// The clock relayed last: the owner's clock plus `offset`.
     clock: u64,
+    /// What the room adds to the owner's clocks (see the module doc).
+    offset: u64,
     /// `None` once removed; the clock is kept so a stale re-add cannot resurrect it.
     state: Option<String>,
     owner: ConnId,
@@ -38,79 +54,126 @@ struct Known {
     orphaned: bool,
 }
 
+impl Known {
+    /// A live state `owner` announced, relayed at `clock`.
+    fn live(clock: u64, offset: u64, state: &str, owner: ConnId, now: Instant) -> Self {
+        Known {
+            clock,
+            offset,
+            state: Some(state.to_owned()),
+            owner,
+            renewed: now,
+            orphaned: false,
+        }
+    }
+}
+
 /// What an incoming awareness update did.
 #[derive(Debug, Default)]
 pub(crate) struct Applied {
-    /// Entries that took effect, to broadcast to the room.
+    /// Entries that took effect, with the clocks the room relays, for every other member.
     pub(crate) accepted: Vec<AwarenessEntry>,
+    /// The same entries with the clocks the sender gave, echoed back to it.
+    pub(crate) echo: Vec<AwarenessEntry>,
     /// Entries refused because another connection owns the client id (and the entry was not a
     /// mere echo of what is already known), or because the connection already owns an id: a
     /// likely spoof.
     pub(crate) foreign: usize,
 }
 
+/// What one entry did.
+enum Outcome {
+    /// It took effect; relay it at this clock.
+    Relay(u64),
+    /// An echo, a stale clock, or the removal of an unknown id: nothing to do.
+    Drop,
+    /// It touched an id another connection owns, or a second id of its sender.
+    Foreign,
+}
+
 /// Awareness states of one room.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Presence {
     known: HashMap<u64, Known>,
+    /// Where new offsets come from.
+    offsets: Arc<ClockOffsets>,
 }
 
 impl Presence {
+    /// An empty table whose client ids take their offsets from `offsets`.
+    pub(crate) fn new(offsets: Arc<ClockOffsets>) -> Self {
+        Presence {
+            known: HashMap::new(),
+            offsets,
+        }
+    }
+
     /// Applies an update sent by `conn`, keeping only entries it may make.
     pub(crate) fn apply(&mut self, conn: ConnId, update: AwarenessUpdate, now: Instant) -> Applied {
         let mut out = Applied::default();
         for entry in update.entries {
-            let removal = entry.is_removal();
-            let owns_nothing = !self.owns_any(conn);
-            match self.known.get_mut(&entry.client_id) {
-                Some(k) if k.orphaned && k.owner != conn => {
-                    // The owner reconnecting; anyone else is echoing a departed client.
-                    if owns_nothing && !removal {
-                        *k = Known {
-                            clock: entry.clock.max(k.clock),
-                            state: Some(entry.state.clone()),
-                            owner: conn,
-                            renewed: now,
-                            orphaned: false,
-                        };
-                        out.accepted.push(entry);
-                    }
+            match self.apply_one(conn, &entry, now) {
+                Outcome::Relay(clock) => {
+                    out.accepted.push(AwarenessEntry {
+                        client_id: entry.client_id,
+                        clock,
+                        state: entry.state.clone(),
+                    });
+                    out.echo.push(entry);
                 }
-                Some(k) if k.owner != conn => {
-                    if entry.clock > k.clock {
-                        out.foreign += 1;
-                    }
-                }
-                Some(k) => {
-                    let newer = entry.clock > k.clock;
-                    let removes_live = entry.clock == k.clock && removal && k.state.is_some();
-                    if newer || removes_live {
-                        k.clock = entry.clock;
-                        k.state = (!removal).then(|| entry.state.clone());
-                        k.renewed = now;
-                        out.accepted.push(entry);
-                    }
-                }
-                None if removal => {}
-                // One client id per connection, as every stock client has; a connection
-                // inventing more would be filling the room with ghost cursors.
-                None if !owns_nothing => out.foreign += 1,
-                None => {
-                    self.known.insert(
-                        entry.client_id,
-                        Known {
-                            clock: entry.clock,
-                            state: Some(entry.state.clone()),
-                            owner: conn,
-                            renewed: now,
-                            orphaned: false,
-                        },
-                    );
-                    out.accepted.push(entry);
-                }
+                Outcome::Drop => {}
+                Outcome::Foreign => out.foreign += 1,
             }
         }
         out
+    }
+
+    fn apply_one(&mut self, conn: ConnId, e: &AwarenessEntry, now: Instant) -> Outcome {
+        let removal = e.is_removal();
+        let owns_nothing = !self.owns_any(conn);
+        let Some(k) = self.known.get_mut(&e.client_id) else {
+            // One client id per connection, as every stock client has; a connection
+            // inventing more would be filling the room with ghost cursors.
+            if removal {
+                return Outcome::Drop;
+            } else if !owns_nothing {
+                return Outcome::Foreign;
+            }
+            let offset = self.offsets.take();
+            let clock = e.clock.saturating_add(offset);
+            let known = Known::live(clock, offset, &e.state, conn, now);
+            self.known.insert(e.client_id, known);
+            return Outcome::Relay(clock);
+        };
+        if k.owner != conn {
+            if !k.orphaned {
+                return if e.clock > k.clock {
+                    Outcome::Foreign
+                } else {
+                    Outcome::Drop
+                };
+            }
+            // The owner reconnecting; anyone else is echoing a departed client.
+            if !owns_nothing || removal {
+                return Outcome::Drop;
+            }
+            // Above the removal peers hold, whatever clock the owner comes back with.
+            let above = k.clock.saturating_add(1).saturating_sub(e.clock);
+            let offset = self.offsets.take().max(above);
+            let clock = e.clock.saturating_add(offset);
+            *k = Known::live(clock, offset, &e.state, conn, now);
+            return Outcome::Relay(clock);
+        }
+        let clock = e.clock.saturating_add(k.offset);
+        let newer = clock > k.clock;
+        let removes_live = clock == k.clock && removal && k.state.is_some();
+        if !(newer || removes_live) {
+            return Outcome::Drop;
+        }
+        k.clock = clock;
+        k.state = (!removal).then(|| e.state.clone());
+        k.renewed = now;
+        Outcome::Relay(clock)
     }
 
     /// The `user.name` in the live awareness state `conn` owns, if it gave one.
@@ -160,20 +223,40 @@ impl Presence {
         removed
     }
 
-    /// Every live state, for a joining connection or a query-awareness.
-    pub(crate) fn snapshot(&self) -> AwarenessUpdate {
+    /// Every live state, for a joining connection or a query-awareness from `viewer`: its own
+    /// states with the clocks it gave (as in [`Applied::echo`]), the others' as relayed.
+    pub(crate) fn snapshot(&self, viewer: ConnId) -> AwarenessUpdate {
         let entries = self
             .known
             .iter()
             .filter_map(|(&client_id, k)| {
+                let own = k.owner == viewer && !k.orphaned;
                 k.state.as_ref().map(|s| AwarenessEntry {
                     client_id,
-                    clock: k.clock,
+                    clock: if own {
+                        k.clock.saturating_sub(k.offset)
+                    } else {
+                        k.clock
+                    },
                     state: s.clone(),
                 })
             })
             .collect();
         AwarenessUpdate { entries }
+    }
+
+    /// Every live state, for a connection joining now, each relayed one clock higher than
+    /// before. A client back on a new socket has removed every peer's state locally but holds
+    /// the clocks it last got, so a snapshot at those clocks would be ignored; the raised
+    /// offset keeps each id's later clocks above this one for the members already here too.
+    pub(crate) fn welcome(&mut self, joiner: ConnId) -> AwarenessUpdate {
+        for k in self.known.values_mut() {
+            if k.state.is_some() && !k.orphaned {
+                k.offset = k.offset.saturating_add(1);
+                k.clock = k.clock.saturating_add(1);
+            }
+        }
+        self.snapshot(joiner)
     }
 
     /// Number of client ids with a live state.
@@ -195,6 +278,10 @@ fn removal(client_id: u64, clock: u64) -> AwarenessEntry {
 mod tests {
     use super::*;
 
+    fn table() -> Presence {
+        Presence::new(ClockOffsets::unpersisted(0))
+    }
+
     fn upd(client_id: u64, clock: u64, state: &str) -> AwarenessUpdate {
         AwarenessUpdate {
             entries: vec![AwarenessEntry {
@@ -208,7 +295,7 @@ mod tests {
     /// A connection cannot change or remove a client id another connection owns.
     #[test]
     fn foreign_ids_are_refused() {
-        let mut p = Presence::default();
+        let mut p = table();
         let t = Instant::now();
         assert_eq!(p.apply(1, upd(7, 1, "{}"), t).accepted.len(), 1);
         let spoof = p.apply(2, upd(7, 5, "null"), t);
@@ -219,7 +306,7 @@ mod tests {
     /// Older clocks are ignored; an equal clock with null removes (awareness.js rule).
     #[test]
     fn clock_rules() {
-        let mut p = Presence::default();
+        let mut p = table();
         let t = Instant::now();
         p.apply(1, upd(7, 3, "{\"a\":1}"), t);
         assert!(p.apply(1, upd(7, 2, "{\"a\":2}"), t).accepted.is_empty());
@@ -233,7 +320,7 @@ mod tests {
     /// A closing connection's states come back as null removals, others stay.
     #[test]
     fn connection_removal() {
-        let mut p = Presence::default();
+        let mut p = table();
         let t = Instant::now();
         p.apply(1, upd(7, 4, "{}"), t);
         p.apply(2, upd(8, 1, "{}"), t);
@@ -243,7 +330,7 @@ mod tests {
             (gone[0].client_id, gone[0].clock, gone[0].is_removal()),
             (7, 4, true)
         );
-        assert_eq!(p.snapshot().entries.len(), 1);
+        assert_eq!(p.snapshot(0).entries.len(), 1);
         // Connection 2 echoing 7's last state (as y-websocket clients do) cannot resurrect it.
         let echo = p.apply(2, upd(7, 4, "{}"), t);
         assert_eq!((echo.accepted.len(), echo.foreign), (0, 0));
@@ -255,7 +342,7 @@ mod tests {
     /// A connection owns one client id; a second one is refused.
     #[test]
     fn one_client_id_per_connection() {
-        let mut p = Presence::default();
+        let mut p = table();
         let t = Instant::now();
         assert_eq!(p.apply(1, upd(7, 1, "{}"), t).accepted.len(), 1);
         let second = p.apply(1, upd(9, 1, "{}"), t);
@@ -266,7 +353,7 @@ mod tests {
     /// Echoes of another live client's current state are dropped without counting as spoofs.
     #[test]
     fn echoes_are_quiet() {
-        let mut p = Presence::default();
+        let mut p = table();
         let t = Instant::now();
         p.apply(1, upd(7, 2, "{}"), t);
         p.apply(2, upd(8, 1, "{}"), t);
@@ -277,7 +364,7 @@ mod tests {
     /// Tombstones are forgotten after the TTL, so the table does not grow with every visitor.
     #[test]
     fn tombstones_expire() {
-        let mut p = Presence::default();
+        let mut p = table();
         let t = Instant::now();
         p.apply(1, upd(7, 1, "{}"), t);
         p.remove_connection(1, t);
@@ -288,7 +375,7 @@ mod tests {
     /// States not renewed within the TTL are swept.
     #[test]
     fn sweep_expires_stale_states() {
-        let mut p = Presence::default();
+        let mut p = table();
         let t = Instant::now();
         p.apply(1, upd(7, 1, "{}"), t);
         p.apply(2, upd(8, 1, "{}"), t + Duration::from_secs(20));
@@ -296,5 +383,110 @@ mod tests {
         assert_eq!(swept.len(), 1);
         assert_eq!(swept[0].client_id, 7);
         assert_eq!(p.live(), 1);
+    }
+
+    /// The owner coming back on a new socket with the clock its peers hold the removal at is
+    /// relayed above that removal, and its later clocks keep the same offset.
+    #[test]
+    fn returning_owner_is_relayed_above_its_removal() {
+        let mut p = table();
+        let t = Instant::now();
+        p.apply(2, upd(8, 1, "{}"), t);
+        let first = p.apply(1, upd(7, 3, "{\"a\":1}"), t).accepted[0].clock;
+        let gone = p.remove_connection(1, t);
+        assert_eq!(
+            gone[0].clock, first,
+            "the removal carries the relayed clock"
+        );
+        let back = p.apply(3, upd(7, 3, "{\"a\":1}"), t);
+        assert_eq!(
+            back.echo[0].clock, 3,
+            "the sender's echo keeps its own clock"
+        );
+        let relayed = back.accepted[0].clock;
+        assert!(
+            relayed > first,
+            "{relayed} must be above the removal at {first}"
+        );
+        let moved = p.apply(3, upd(7, 4, "{\"a\":2}"), t);
+        assert_eq!(moved.accepted[0].clock, relayed + 1);
+        let left = p.apply(3, upd(7, 4, "null"), t);
+        assert_eq!(
+            (left.accepted[0].clock, left.accepted[0].is_removal()),
+            (relayed + 1, true),
+            "an equal-clock removal is relayed at the equal relayed clock"
+        );
+        assert_eq!(p.live(), 1);
+    }
+
+    /// Even an owner that returns with a lower clock than before is relayed above its removal.
+    #[test]
+    fn returning_with_a_lower_clock() {
+        let mut p = table();
+        let t = Instant::now();
+        let first = p.apply(1, upd(7, 500, "{}"), t).accepted[0].clock;
+        p.remove_connection(1, t);
+        let back = p.apply(2, upd(7, 2, "{}"), t).accepted[0].clock;
+        assert!(back > first);
+    }
+
+    /// A viewer's snapshot shows its own state with its own clock, others' as relayed.
+    #[test]
+    fn snapshot_for_a_viewer() {
+        let mut p = Presence::new(ClockOffsets::unpersisted(100));
+        let t = Instant::now();
+        p.apply(1, upd(7, 3, "{}"), t);
+        p.apply(2, upd(8, 5, "{}"), t);
+        let clocks = |viewer| {
+            let mut v: Vec<_> = p
+                .snapshot(viewer)
+                .entries
+                .iter()
+                .map(|e| (e.client_id, e.clock))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(clocks(1), vec![(7, 3), (8, 106)]);
+        assert_eq!(clocks(9), vec![(7, 103), (8, 106)]);
+    }
+
+    /// After a restart (a new table on the same store) a client id announced with the clock it
+    /// had is relayed above every clock the previous process relayed for it.
+    #[test]
+    fn restart_relays_above_the_previous_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = Instant::now();
+        let mut before = 0;
+        for _ in 0..3 {
+            let store: Arc<dyn crate::store::Store> =
+                Arc::new(crate::store::SledStore::open(dir.path()).expect("open"));
+            let mut p = Presence::new(ClockOffsets::start(store));
+            let now = p.apply(1, upd(7, 3, "{}"), t).accepted[0].clock;
+            assert!(now > before, "{now} must be above {before}");
+            // A few reconnects raise the offset within the process.
+            for conn in 2..6 {
+                p.remove_connection(conn - 1, t);
+                before = p.apply(conn, upd(7, 3, "{}"), t).accepted[0].clock;
+            }
+        }
+    }
+
+    /// A joiner gets states above the clocks it may hold from before; the owner's next clock
+    /// is relayed above that for everyone.
+    #[test]
+    fn welcome_raises_clocks() {
+        let mut p = table();
+        let t = Instant::now();
+        let held = p.apply(1, upd(7, 3, "{}"), t).accepted[0].clock;
+        let welcome = p.welcome(2);
+        assert_eq!(welcome.entries[0].clock, held + 1);
+        let next = p.apply(1, upd(7, 4, "{}"), t).accepted[0].clock;
+        assert_eq!(next, held + 2);
+        assert_eq!(
+            p.snapshot(1).entries[0].clock,
+            4,
+            "the owner still sees its own clock"
+        );
     }
 }

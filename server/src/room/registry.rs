@@ -32,6 +32,7 @@ use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::room::authors::ANONYMOUS;
+use crate::room::clocks::ClockOffsets;
 use crate::room::history::History;
 use crate::room::{ApiOp, ApiOpError, ApiReply, ConnId, JoinError, Joiner, Room, RoomHandle};
 use crate::shutdown::Shutdown;
@@ -69,6 +70,8 @@ pub(crate) struct RoomContext {
     pub(crate) tokens: Arc<LiveTokens>,
     /// The change feed rooms report their changes to.
     pub(crate) feed: Arc<Feed>,
+    /// Where rooms take the offsets of the awareness clocks they relay.
+    pub(crate) clocks: Arc<ClockOffsets>,
     rooms: Arc<Rooms>,
     generation: AtomicU64,
 }
@@ -275,6 +278,7 @@ impl RoomContext {
         Self {
             revocations: load_revocations(store.as_ref()),
             history: store.history().map(History::new),
+            clocks: ClockOffsets::start(store.clone()),
             tokens: Arc::default(),
             store,
             log,

@@ -77,6 +77,7 @@ mod flusher;
 mod fsync;
 mod health;
 mod keys;
+mod offsets;
 mod open;
 mod pieces;
 mod revocations;
@@ -276,6 +277,12 @@ pub trait Store: Send + Sync + 'static {
     /// documents; `None` for a store that keeps no history.
     fn history(&self) -> Option<history::HistoryStore> {
         None
+    }
+    /// Raises, durably, the reservation of awareness clock offsets by `count` and returns where
+    /// it was (see `room::clocks`). Stores that keep none return 0: offsets then restart at 0.
+    fn reserve_awareness_offsets(&self, count: u64) -> Result<u64, StoreError> {
+        let _ = count;
+        Ok(0)
     }
 }
 

@@ -525,6 +525,10 @@ impl Store for SledStore {
         self.read_revocations()
     }
 
+    fn reserve_awareness_offsets(&self, count: u64) -> Result<u64, StoreError> {
+        self.reserve_offsets(count)
+    }
+
     fn history(&self) -> Option<super::history::HistoryStore> {
         super::history::HistoryStore::open(&self.db, self.piece)
             .map_err(|e| tracing::error!(error = %e, "cannot open the version history"))
