@@ -16,12 +16,12 @@
 //
 // Not bundled: a plain script, copied into dist/ by build.mjs with the placeholders replaced.
 
-const VERSION = '2717a9fc26eb6d12'
+const VERSION = 'ad36d2100b8342d2'
 const CACHE = `weft-shell-${VERSION}`
 /** The editor page's hashed copy; every /d/{id} page is this same file. */
-const EDITOR_SHELL = '/assets/editor-23d5a6daf3.html'
+const EDITOR_SHELL = '/assets/editor-efefe68619.html'
 /** Everything the editor page loads: its script, stylesheet and icon (hashed file names). */
-const ASSETS = JSON.parse('["/assets/editor-EGDDAIYC.js","/assets/style-GU4XPLE3.css","/assets/favicon-39aa6cdbe5.svg"]')
+const ASSETS = JSON.parse('["/assets/editor-QYH7KD6P.js","/assets/style-GU4XPLE3.css","/assets/favicon-39aa6cdbe5.svg"]')
 
 self.addEventListener('install', (event) => {
   event.waitUntil(

@@ -453,10 +453,24 @@ const main = () => {
 
   let deletedNoted = false
   let syncedNoted = false
+  /** The role of this document's last connection on this device (remembered with the copy). */
+  let lastRole = /** @type {string | null} */ (null)
+  /** Remembers that the server holds this document, and since when. */
+  const noteSynced = async () => {
+    const answer = await checkOnServer(docId, token)
+    if (answer.state !== 'exists') return
+    if (answer.created !== undefined) await local.remember('created', answer.created)
+    await local.remember('synced', true)
+  }
   const render = () => {
     const s = conn.state
-    // A deleted document takes no edits: they could never be saved anywhere.
-    setReadOnly(s.role === 'read' || s.deleted)
+    // A deleted document takes no edits: they could never be saved anywhere. Nor does a page
+    // opened offline whose last connection was read-only: the server would refuse them.
+    setReadOnly(s.role === 'read' || s.deleted || (s.role === null && lastRole === 'read'))
+    if (s.role !== null && s.role !== lastRole) {
+      lastRole = s.role
+      local.remember('role', s.role)
+    }
     if (s.deleted && !deletedNoted) {
       deletedNoted = true
       local.remember('deleted', true)
@@ -465,7 +479,7 @@ const main = () => {
     // so only a non-empty one counts): from now on its absence means it was deleted.
     if (!syncedNoted && s.localCopy && (s.save === 'saved' || s.save === 'synced') && ydoc.store.clients.size > 0) {
       syncedNoted = true
-      local.remember('synced', true)
+      noteSynced()
     }
     if (s.everSynced || (s.localCopy && s.failedAttempts > 0)) setPlaceholder(readOnly ? 'This document is empty.' : 'Start typing…')
     renderStatus()
@@ -606,11 +620,14 @@ const main = () => {
    * a document deleted while this device was away, from the copy.
    */
   const stillOnServer = async () => {
+    const created = await local.fact('created')
     let delay = 500
     for (;;) {
       const answer = await checkOnServer(docId, token)
-      if (answer === 'missing') return false
-      if (answer !== 'unreachable') return true
+      if (answer.state === 'missing') return false
+      // Deleted, then created anew under the same name: not the document this copy is of.
+      if (answer.state === 'exists' && created !== undefined && answer.created !== undefined) return answer.created === created
+      if (answer.state !== 'unreachable') return true
       conn.noteUnreachable(delay)
       await pause(delay)
       delay = Math.min(delay * 2, 2500)
@@ -620,6 +637,7 @@ const main = () => {
     const loaded = await local.load()
     conn.state.localCopy = loaded
     if (loaded) {
+      lastRole = (await local.fact('role')) ?? null
       render()
       if (await local.fact('deleted')) {
         conn.markDeleted()

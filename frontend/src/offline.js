@@ -3,10 +3,15 @@
 // them; the service worker (sw.js) that lets `/d/{id}` open with no network; and the checks
 // that keep a deleted document deleted instead of re-uploading it from the local copy.
 //
-// The local copy also remembers two facts in y-indexeddb's `custom` store:
+// The local copy also remembers facts in y-indexeddb's `custom` store:
 // - `synced`: this copy was in sync with the server once, so the document existed there. If the
 //   server now says it does not exist, it was deleted (or trashed) while this device was away,
 //   and connecting would recreate it from the copy.
+// - `created`: the document's creation time on the server then. Another creation time under the
+//   same id means it was deleted and someone made a new document with that name: the old copy
+//   must not be merged into it.
+// - `role`: 'read' when the last connection was read-only, so a page opened offline does not
+//   take edits the server would refuse.
 // - `deleted`: the server said the document was deleted while it was open here. The copy is
 //   kept until the person chooses what to do with it (save it as a new document, or remove it).
 
@@ -102,11 +107,13 @@ export class LocalCopy {
 }
 
 /**
- * Whether the server has the document: 'exists', 'missing' (404: never created, deleted or in
- * the trash), 'unreachable' (no answer: the server or the network is down) or 'unknown' (any
- * other answer, e.g. a refused token: the WebSocket will say why).
+ * Whether the server has the document: `state` is 'exists' (with its `created` time),
+ * 'missing' (404: never created, deleted or in the trash), 'unreachable' (no answer: the server
+ * or the network is down) or 'unknown' (any other answer, e.g. a refused token: the WebSocket
+ * will say why).
  * @param {string} docId
  * @param {string | null} token
+ * @returns {Promise<{state: 'exists' | 'missing' | 'unreachable' | 'unknown', created?: number}>}
  */
 export const checkOnServer = async (docId, token) => {
   let res
@@ -116,13 +123,16 @@ export const checkOnServer = async (docId, token) => {
       cache: 'no-store'
     })
   } catch {
-    return 'unreachable'
+    return { state: 'unreachable' }
   }
-  if (res.ok) return 'exists'
-  if (res.status === 404) return 'missing'
+  if (res.ok) {
+    const meta = await res.json().catch(() => null)
+    return { state: 'exists', created: Number.isFinite(meta?.created_ms) ? meta.created_ms : undefined }
+  }
+  if (res.status === 404) return { state: 'missing' }
   // A proxy in front of a stopped server answers 502/503/504.
-  if (res.status >= 502 && res.status <= 504) return 'unreachable'
-  return 'unknown'
+  if (res.status >= 502 && res.status <= 504) return { state: 'unreachable' }
+  return { state: 'unknown' }
 }
 
 /**

@@ -284,7 +284,8 @@ async fn offline_edits_survive_a_reload_and_reach_the_server() -> anyhow::Result
 /// A document deleted through the API while a tab has it open stays deleted: the tab says so,
 /// never says saved, does not bring it back on a reload, and "Save a copy as a new document"
 /// creates a new document with the tab's text. A document deleted while no tab had it open is
-/// recognised when it is opened again from this device's copy, and not re-created either.
+/// recognised when it is opened again from this device's copy, and not re-created either; nor
+/// merged into a new document that took its name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_document_stays_deleted_and_can_be_saved_as_a_copy() -> anyhow::Result<()> {
     const TEST: &str = "deleted_document_stays_deleted_and_can_be_saved_as_a_copy";
@@ -363,6 +364,33 @@ async fn deleted_document_stays_deleted_and_can_be_saved_as_a_copy() -> anyhow::
         ensure!(
             api_text(&base, &copy).await?.is_none(),
             "a document deleted while away came back from this device's copy"
+        );
+
+        // Deleted while away and created anew under the same name by someone else: the old
+        // copy is not merged into the new document.
+        let reused = doc_id("reused");
+        open_doc(&ana, &base, &reused).await?;
+        ana.type_in_editor("Mine.").await?;
+        ana.wait_saved().await?;
+        wait_fact(&ana, "synced").await?;
+        ana.goto(&format!("{base}/")).await?;
+        let res = http
+            .delete(format!("{base}/api/docs/{reused}"))
+            .send()
+            .await?;
+        ensure!(res.status().is_success(), "DELETE reused: {}", res.status());
+        let res = http
+            .post(format!("{base}/api/docs"))
+            .json(&json!({ "id": reused, "text": "Someone else's." }))
+            .send()
+            .await?;
+        ensure!(res.status().is_success(), "POST reused: {}", res.status());
+        ana.goto(&format!("{base}/d/{reused}")).await?;
+        wait_deleted_banner(&ana).await?;
+        ana.wait_text("the old copy's text", |t| t == "Mine.").await?;
+        ensure!(
+            api_text(&base, &reused).await?.as_deref() == Some("Someone else's."),
+            "the old copy was merged into the new document of the same name"
         );
         anyhow::Ok(())
     }
