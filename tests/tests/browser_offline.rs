@@ -195,6 +195,24 @@ async fn offline_edits_survive_a_reload_and_reach_the_server() -> anyhow::Result
         )
         .await?;
         wait_fact(&ana, "synced").await?;
+        // Only hashed assets are cached: no page URL (ids, tokens), no API answer.
+        let cached = ana
+            .js(
+                "return (async () => {
+                     const urls = [];
+                     for (const name of await caches.keys()) {
+                         for (const r of await (await caches.open(name)).keys()) urls.push(new URL(r.url).pathname + new URL(r.url).search);
+                     }
+                     return urls;
+                 })();",
+                vec![],
+            )
+            .await?;
+        let cached: Vec<String> = serde_json::from_value(cached)?;
+        ensure!(
+            !cached.is_empty() && cached.iter().all(|u| u.starts_with("/assets/") && !u.contains('?')),
+            "the service worker's cache holds {cached:?}"
+        );
 
         let addr = srv.addr;
         let (data, guard) = server.take().context("server running")?.stop().await?;
