@@ -1,5 +1,6 @@
 // Builds dist/ from src/: three bundles (the editor page, the document list, the server
-// dashboard), one stylesheet, the favicon and four HTML pages. dist/ is committed and embedded
+// dashboard), one stylesheet, the favicon, four HTML pages, and the editor's service worker
+// (sw.js, with a hashed copy of the editor page it serves when offline). dist/ is committed and embedded
 // in the `weft` binary, so the output must be byte-identical on every run: file names carry a
 // hash of their content only, and nothing else (time, absolute paths, random ids) reaches the
 // output.
@@ -81,6 +82,7 @@ const pages = [
   ['dashboard.html', `/${outputOf('src/dashboard.js')}`],
   ['error.html', null]
 ]
+let editorHtml = ''
 for (const [page, script] of pages) {
   let html = await readFile(path.join(src, page), 'utf8')
   for (const [k, v] of Object.entries({ ...links, '%SCRIPT%': script })) {
@@ -88,7 +90,19 @@ for (const [page, script] of pages) {
   }
   if (/%[A-Z]+%/.test(html)) throw new Error(`${page}: unreplaced placeholder`)
   await writeFile(path.join(dist, page), html)
+  if (page === 'editor.html') editorHtml = html
 }
+
+// The service worker: its cache is named by a hash of everything it caches, so any change to
+// the editor's files gives a new sw.js, which browsers install in place of the old one.
+const editorShell = `/assets/${hashed('editor', 'html', editorHtml)}`
+await writeFile(path.join(dist, editorShell.slice(1)), editorHtml)
+const shellAssets = [`/${outputOf('src/editor.js')}`, links['%STYLE%'], links['%FAVICON%']]
+const version = createHash('sha256').update([editorShell, ...shellAssets].join('\n')).digest('hex').slice(0, 16)
+let sw = await readFile(path.join(src, 'sw.js'), 'utf8')
+sw = sw.replace('%VERSION%', version).replace('%EDITOR_SHELL%', editorShell).replace('%ASSETS%', JSON.stringify(shellAssets))
+if (/%[A-Z_]+%/.test(sw)) throw new Error('sw.js: unreplaced placeholder')
+await writeFile(path.join(dist, 'sw.js'), sw)
 
 for (const [out, meta] of Object.entries(result.metafile.outputs).sort()) {
   console.log(`${out.padEnd(44)} ${(meta.bytes / 1024).toFixed(1).padStart(7)} KiB`)

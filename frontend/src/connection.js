@@ -22,6 +22,8 @@ const MESSAGE_SYNC = 0
 const SYNC_STEP1 = 0
 const SYNC_STEP2 = 1
 const SYNC_UPDATE = 2
+/** Close code of a deleted document (`CloseCode::Deleted` in shared/src/close.rs). */
+const CLOSE_DELETED = 4410
 /** Weft's control channel: varUint(100), then a varString holding one JSON object. */
 const MESSAGE_CONTROL = 100
 
@@ -57,7 +59,7 @@ export const describeClose = (code, reason) => {
   if (code === 1008) return `The server refused this connection${why}`
   if (code === 1009) return 'An edit was too large for the server.'
   if (code === 1011) return `The server ran into a problem${why}`
-  if (code === 4410) return 'This document was deleted.'
+  if (code === CLOSE_DELETED) return 'This document was deleted.'
   if (code === 1013) {
     return reason && /slow/i.test(reason)
       ? 'This connection could not keep up with the document.'
@@ -94,12 +96,18 @@ export class Connection {
    * @param {string | null} o.token passed through as `?token=` for servers that check it
    * @param {() => void} o.onChange called after any field of `state` changed
    * @param {(level: string, text: string) => void} o.onNotice a message for the user
+   * @param {boolean} [o.connect] connect at once (default); false waits for `start()`
+   * @param {unknown} [o.localCopy] the origin of updates loaded from this device's copy of the
+   *   document: not edits of this tab, so they are not counted as typing or unsent
    */
-  constructor ({ docId, ydoc, identity, token, onChange, onNotice }) {
+  constructor ({ docId, ydoc, identity, token, onChange, onNotice, connect = true, localCopy = null }) {
     this.ydoc = ydoc
     this.identity = identity
     this.onChange = onChange
     this.onNotice = onNotice
+    this.localCopyOrigin = localCopy
+    /** Not connecting until `start()`: the page is still checking the document exists. */
+    this.held = !connect
     this.state = {
       /** @type {'connecting' | 'connected' | 'offline'} */
       status: 'connecting',
@@ -120,12 +128,20 @@ export class Connection {
       failedAttempts: 0,
       /** Set when the server refused us for good; we stopped reconnecting. */
       refused: /** @type {string | null} */ (null),
+      /**
+       * The server does not have this document any more (closed with 4410, or 404 before we
+       * connected): it is never reconnected or re-uploaded, and never shown as saved.
+       */
+      deleted: false,
+      /** This device keeps a copy of the document (IndexedDB): edits survive a reload. */
+      localCopy: false,
       online: navigator.onLine,
       /** From `welcome`: what this connection may do. */
       role: /** @type {'read' | 'write' | null} */ (null),
       /** Connections in the room, from the control channel. */
       connections: 0,
-      /** @type {'loading' | 'saved' | 'saving' | 'unsaved' | 'synced'} */
+      /** `local`: shown from this device's copy, not synced with the server yet. */
+      /** @type {'loading' | 'local' | 'saved' | 'saving' | 'unsaved' | 'synced' | 'deleted'} */
       save: 'loading',
       /** Latest `saved.version` seen. */
       savedVersion: /** @type {number | null} */ (null),
@@ -154,6 +170,7 @@ export class Connection {
       disableBc: true,
       params: token ? { token } : {},
       maxBackoffTime: MAX_BACKOFF_MS,
+      connect,
       shouldReconnect: (event) => !isPermanent(event)
     })
     this.awareness = this.provider.awareness
@@ -242,6 +259,7 @@ export class Connection {
       if (why) s.lastClose = why
       if (event && !this.syncedOnSocket) s.failedAttempts += 1
       this.syncedOnSocket = false
+      this.updateSave()
       // y-websocket counts the failure and schedules the retry right after this event.
       setTimeout(() => {
         if (!p.shouldConnect || p.ws) return
@@ -252,13 +270,17 @@ export class Connection {
       this.onChange()
     })
     p.on('closed', ({ code, reason }) => {
+      if (code === CLOSE_DELETED) {
+        this.markDeleted()
+        return
+      }
       s.refused = describeClose(code, reason) ?? `The server closed the connection (code ${code}).`
       s.status = 'offline'
       s.retryAt = null
       this.onChange()
     })
     this.ydoc.on('update', (update, origin) => {
-      if (origin === p) return
+      if (origin === p || (origin !== null && origin === this.localCopyOrigin)) return
       this.localEdit(update)
     })
     window.addEventListener('online', () => {
@@ -298,9 +320,42 @@ export class Connection {
     if (state !== null) this.awareness.setLocalState({ ...state })
   }
 
+  /** Connects, for a connection made with `connect: false`. */
+  start () {
+    this.held = false
+    if (!this.state.deleted) this.provider.connect()
+  }
+
+  /**
+   * The server could not be asked (down, or no network) before connecting: shown like a failed
+   * connection attempt, with the next try `delayMs` from now.
+   */
+  noteUnreachable (delayMs) {
+    const s = this.state
+    s.failedAttempts += 1
+    s.lostAt ??= Date.now()
+    s.retryAt = Date.now() + delayMs
+    this.updateSave()
+    this.onChange()
+  }
+
+  /** The document no longer exists on the server: stop for good and say so. */
+  markDeleted () {
+    const s = this.state
+    s.deleted = true
+    s.refused = null
+    s.status = 'offline'
+    s.retryAt = null
+    s.role = null
+    if (this.provider.shouldConnect) this.provider.disconnect()
+    this.updateSave()
+    this.onChange()
+  }
+
   /** Starts a connection attempt now instead of waiting for the backoff timer. */
   retryNow () {
     const p = this.provider
+    if (this.state.deleted || this.held) return
     if (p.ws === null) {
       this.state.refused = null
       p.connect()
@@ -410,9 +465,11 @@ export class Connection {
 
   updateSave () {
     const s = this.state
-    if (this.unsent) s.save = 'unsaved'
+    // Nothing can be saved to a document that no longer exists, whatever was sent before.
+    if (s.deleted) s.save = 'deleted'
+    else if (this.unsent) s.save = 'unsaved'
     else if (this.pending.size > 0) s.save = 'saving'
-    else if (!s.everSynced) s.save = 'loading'
+    else if (!s.everSynced) s.save = s.localCopy && s.failedAttempts > 0 ? 'local' : 'loading'
     // Everything came back; `saved` confirms it is on disk. A server in relaxed durability
     // sends none, so after a grace period we say "synced" rather than wait forever.
     else if (this.echoedAt !== null) s.save = Date.now() - this.echoedAt >= SAVED_GRACE_MS ? 'synced' : 'saving'

@@ -4,10 +4,11 @@
 //
 // Hooks for tests and tools (stable; change them together with tests/tests/browser.rs):
 //   #status[data-status="connected|connecting|offline"][data-synced="true|false"]
-//   #saved[data-saved="true|false"][data-save-state="loading|saved|saving|unsaved|synced"]
+//   #saved[data-saved="true|false"][data-save-state="loading|local|saved|saving|unsaved|synced|deleted"]
 //   #presence[data-count] > li[data-user-name][data-self][data-following], #following,
 //   weft.following()
-//   body[data-readonly="true|false"], #typing, #banner[data-kind]
+//   body[data-readonly="true|false"], #typing, #banner[data-kind][data-reason="deleted"] with
+//   #save-copy and #forget-copy, window.weft.local (offline.js: `fact(name)`, `settled()`)
 // and the History panel's, listed in history.js; the preview's, export menu's, share panel's,
 // shortcut list's and theme's in preview.js, export.js, share.js, shortcuts.js and theme.js.
 
@@ -26,6 +27,7 @@ import { Connection } from './connection.js'
 import { setupExport } from './export.js'
 import { HistoryPanel } from './history.js'
 import { markdownSupport } from './markdown.js'
+import { LocalCopy, checkOnServer, registerServiceWorker, saveAsNewDocument } from './offline.js'
 import { Preview } from './preview.js'
 import { SharePanel } from './share.js'
 import { setupShortcuts } from './shortcuts.js'
@@ -127,6 +129,8 @@ const main = () => {
   if (subject) identity = { ...identity, name: subject }
   const ydoc = new Y.Doc()
   const ytext = ydoc.getText('content')
+  // This device's copy of the document; loaded before the connection starts (openDocument).
+  const local = new LocalCopy(docId, ydoc)
 
   const ui = {
     status: byId('status'),
@@ -150,7 +154,9 @@ const main = () => {
     identity,
     token,
     onChange: () => render(),
-    onNotice: (level, text) => toast(text, level)
+    onNotice: (level, text) => toast(text, level),
+    connect: false,
+    localCopy: local.persistence
   })
 
   // ---- the editor --------------------------------------------------------------------------
@@ -322,7 +328,11 @@ const main = () => {
     let status = s.status
     let text
     let retry = false
-    if (s.refused) {
+    const away = awayAWhile()
+    if (s.deleted) {
+      status = 'offline'
+      text = 'Deleted'
+    } else if (s.refused) {
       status = 'offline'
       text = 'Disconnected'
       retry = true
@@ -333,7 +343,10 @@ const main = () => {
       text = s.synced ? 'Connected' : 'Syncing…'
     } else if (s.retryAt !== null) {
       const secs = Math.ceil((s.retryAt - Date.now()) / 1000)
-      text = secs >= 1 ? `Reconnecting in ${secs}s` : 'Reconnecting…'
+      // Gone for a while (or never reached): say "offline", not a string of reconnects.
+      if (away) status = 'offline'
+      text = away ? 'Offline' : secs >= 1 ? `Reconnecting in ${secs}s` : 'Reconnecting…'
+      if (away && secs >= 1) text += ` · retry in ${secs}s`
       retry = secs >= 1
     } else {
       text = s.everSynced ? 'Reconnecting…' : 'Connecting…'
@@ -344,9 +357,9 @@ const main = () => {
     ui.retry.hidden = !retry
     // While disconnected, look again four times a second: the countdown and the delayed
     // banner change with time alone.
-    if (!(s.status === 'connected' && s.synced) && !s.refused && !retryTicker) {
+    if (!(s.status === 'connected' && s.synced) && !s.refused && !s.deleted && !retryTicker) {
       retryTicker = setInterval(() => {
-        if ((conn.state.status === 'connected' && conn.state.synced) || conn.state.refused) {
+        if ((conn.state.status === 'connected' && conn.state.synced) || conn.state.refused || conn.state.deleted) {
           clearInterval(retryTicker)
           retryTicker = 0
         }
@@ -358,24 +371,30 @@ const main = () => {
 
   const SAVE_TEXT = {
     loading: '',
+    local: 'Kept on this device',
     saved: 'All changes saved',
     saving: 'Saving…',
     unsaved: 'Edits not sent yet',
-    synced: 'Changes synced'
+    synced: 'Changes synced',
+    deleted: 'Not stored: deleted'
   }
   const renderSaved = () => {
     const s = conn.state
     ui.saved.dataset.saveState = s.save
     ui.saved.dataset.saved = String(s.save === 'saved')
-    ui.saved.textContent = SAVE_TEXT[s.save]
+    ui.saved.textContent = s.save === 'unsaved' && s.localCopy ? 'Edits kept on this device' : SAVE_TEXT[s.save]
     ui.saved.title =
       s.save === 'saved' && s.savedVersion !== null
         ? `Stored on the server (version ${s.savedVersion})`
-        : s.save === 'unsaved'
-          ? 'You are offline; your edits are kept in this tab and sent when the connection is back. Keep this tab open.'
+        : s.save === 'unsaved' || s.save === 'local'
+          ? s.localCopy
+            ? 'Not on the server yet: your edits are stored in this browser, survive a reload, and are sent when the connection is back.'
+            : 'You are offline; your edits are kept in this tab and sent when the connection is back. Keep this tab open.'
           : s.save === 'synced'
             ? 'The server has your changes.'
-            : ''
+            : s.save === 'deleted'
+              ? 'This document was deleted on the server; nothing is saved to it any more.'
+              : ''
   }
 
   let lastPresenceKey = ''
@@ -435,31 +454,35 @@ const main = () => {
     const s = conn.state
     let kind = ''
     let content = []
+    if (s.deleted) {
+      showDeletedBanner()
+      return
+    }
     if (s.refused) {
       kind = 'error'
       content = [
         h('strong', { text: 'Not connected. ' }),
         s.refused,
-        ' Your edits stay in this tab. ',
+        s.localCopy ? ' Your edits are kept on this device. ' : ' Your edits stay in this tab. ',
         h('button', { class: 'btn btn-small', onclick: () => conn.retryNow(), text: 'Try again' })
       ]
     } else if (!s.online) {
       kind = 'warning'
-      content = ['You are offline. Keep typing: your edits stay in this tab and are sent when the connection is back.']
-    } else if (!(s.status === 'connected' && s.synced)) {
-      const lostAWhile = s.lostAt !== null && Date.now() - s.lostAt >= BANNER_DELAY_MS
+      content = [`You are offline. Keep typing: ${keptWhere()}, and are sent when the connection is back.`]
+    } else if (!(s.status === 'connected' && s.synced) && awayAWhile()) {
       const keepsFailing = s.failedAttempts >= REFUSED_AFTER_ATTEMPTS
-      if (lostAWhile || keepsFailing) {
-        kind = 'warning'
-        content = [
-          s.lastClose ??
-            (keepsFailing
-              ? 'Cannot reach this document. The server may be down, or it may refuse this link (for example an expired access link).'
-              : 'The connection to the server was lost.'),
-          s.everSynced ? ' Keep typing: your edits stay in this tab and are sent when the connection is back.' : ' Retrying…'
-        ]
-      }
+      kind = 'warning'
+      content = [
+        s.lastClose ??
+          (!s.everSynced && s.localCopy && ytext.length > 0
+            ? 'Working offline: the server cannot be reached, so this is the text kept on this device.'
+            : keepsFailing
+            ? 'Cannot reach this document. The server may be down, or it may refuse this link (for example an expired access link).'
+            : 'The connection to the server was lost.'),
+        s.everSynced || s.localCopy ? ` Keep typing: ${keptWhere()}, and are sent when the connection is back.` : ' Retrying…'
+      ]
     }
+    delete ui.banner.dataset.reason
     if (kind === '' && readOnly) {
       kind = 'info'
       content = [h('strong', { text: 'View only. ' }), 'You can read along, but you cannot edit this document.']
@@ -467,6 +490,62 @@ const main = () => {
     ui.banner.hidden = kind === ''
     ui.banner.dataset.kind = kind
     ui.banner.replaceChildren(...content)
+  }
+
+  /** Where unsent edits live, in words for the banner. */
+  const keptWhere = () =>
+    conn.state.localCopy ? 'your edits are kept on this device (even if you close this tab)' : 'your edits stay in this tab'
+
+  /** Lost for longer than a blip, or never reached: what the status and banner call offline. */
+  const awayAWhile = () => {
+    const s = conn.state
+    if (s.status === 'connected' && s.synced) return false
+    const lostAWhile = s.lostAt !== null && Date.now() - s.lostAt >= BANNER_DELAY_MS
+    return lostAWhile || s.failedAttempts >= REFUSED_AFTER_ATTEMPTS
+  }
+
+  // The deleted document's banner is built once: re-rendering it would replace its buttons
+  // under the pointer.
+  let copyBusy = false
+  const showDeletedBanner = () => {
+    if (ui.banner.dataset.reason === 'deleted') return
+    const saveCopy = h('button', { id: 'save-copy', class: 'btn btn-small btn-primary', type: 'button', text: 'Save a copy as a new document' })
+    saveCopy.addEventListener('click', async () => {
+      if (copyBusy) return
+      copyBusy = true
+      saveCopy.disabled = true
+      try {
+        const id = await saveAsNewDocument(ytext.toString(), token)
+        // The text is on the server under its new id: this device's copy of the deleted
+        // document has served its purpose.
+        await local.remove()
+        location.assign(`/d/${encodeURIComponent(id)}${token ? `?token=${encodeURIComponent(token)}` : ''}`)
+      } catch (e) {
+        toast(e instanceof Error ? e.message : String(e), 'error')
+        saveCopy.disabled = false
+        copyBusy = false
+      }
+    })
+    const forget = h('button', { id: 'forget-copy', class: 'btn btn-small', type: 'button', text: 'Remove from this device' })
+    forget.addEventListener('click', async () => {
+      if (!window.confirm('Remove this deleted document\'s text from this device? This tab keeps showing it until you leave.')) return
+      await local.remove()
+      conn.state.localCopy = false
+      ui.banner.dataset.reason = ''
+      render()
+      toast('Removed from this device.')
+    })
+    ui.banner.hidden = false
+    ui.banner.dataset.kind = 'error'
+    ui.banner.dataset.reason = 'deleted'
+    ui.banner.replaceChildren(
+      h('strong', { text: 'This document was deleted. ' }),
+      conn.state.localCopy
+        ? 'Its last text is still shown here and kept on this device. '
+        : 'Its last text is still shown in this tab. ',
+      saveCopy,
+      ...(conn.state.localCopy ? [' ', forget] : [])
+    )
   }
 
   const renderTitle = () => {
@@ -482,10 +561,37 @@ const main = () => {
     ui.stats.textContent = `${plural(words, 'word', 'words')} · ${plural(text.length, 'character', 'characters')}`
   }
 
+  let deletedNoted = false
+  let syncedNoted = false
+  /** The role of this document's last connection on this device (remembered with the copy). */
+  let lastRole = /** @type {string | null} */ (null)
+  /** Remembers that the server holds this document, and since when. */
+  const noteSynced = async () => {
+    const answer = await checkOnServer(docId, token)
+    if (answer.state !== 'exists') return
+    if (answer.created !== undefined) await local.remember('created', answer.created)
+    await local.remember('synced', true)
+  }
   const render = () => {
     const s = conn.state
-    setReadOnly(s.role === 'read')
-    if (s.everSynced) setPlaceholder(readOnly ? 'This document is empty.' : 'Start typing…')
+    // A deleted document takes no edits: they could never be saved anywhere. Nor does a page
+    // opened offline whose last connection was read-only: the server would refuse them.
+    setReadOnly(s.role === 'read' || s.deleted || (s.role === null && lastRole === 'read'))
+    if (s.role !== null && s.role !== lastRole) {
+      lastRole = s.role
+      local.remember('role', s.role)
+    }
+    if (s.deleted && !deletedNoted) {
+      deletedNoted = true
+      local.remember('deleted', true)
+    }
+    // The server confirmed holding this document's content (an empty document is not stored,
+    // so only a non-empty one counts): from now on its absence means it was deleted.
+    if (!syncedNoted && s.localCopy && (s.save === 'saved' || s.save === 'synced') && ydoc.store.clients.size > 0) {
+      syncedNoted = true
+      noteSynced()
+    }
+    if (s.everSynced || (s.localCopy && s.failedAttempts > 0)) setPlaceholder(readOnly ? 'This document is empty.' : 'Start typing…')
     renderStatus()
     renderSaved()
     renderTyping()
@@ -531,7 +637,10 @@ const main = () => {
   setInterval(renderTyping, 1000)
 
   // ---- controls ------------------------------------------------------------------------------
-  ui.retry.addEventListener('click', () => conn.retryNow())
+  ui.retry.addEventListener('click', () => {
+    wakeCheck()
+    conn.retryNow()
+  })
 
   const preview = new Preview({ ytext })
   const exporter = setupExport(() => ({ text: ytext.toString(), title: titleOf(ytext.toString()) ?? docId }))
@@ -601,10 +710,59 @@ const main = () => {
     if (!mePanel.hidden && !mePanel.contains(/** @type {Node} */ (e.target)) && !meButton.contains(/** @type {Node} */ (e.target))) closePanel()
   })
 
-  // Leaving with edits the server has not confirmed would lose them: ask first.
+  // Leaving with edits the server has not confirmed would lose them, unless this device keeps
+  // a copy: ask first.
   window.addEventListener('beforeunload', (e) => {
-    if (conn.hasUnsavedEdits()) e.preventDefault()
+    if ((conn.hasUnsavedEdits() || conn.state.deleted) && !conn.state.localCopy) e.preventDefault()
   })
+
+  // ---- opening: the local copy first, then the server ----------------------------------------
+  let wakeCheck = () => {}
+  /** Waits `ms`, or less when the person clicks "Retry now". */
+  const pause = (ms) =>
+    new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms)
+      wakeCheck = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+  /**
+   * Whether the server still has a document this device's copy was synced with; waits (shown
+   * as offline) while the server cannot be reached. Connecting without asking would re-create
+   * a document deleted while this device was away, from the copy.
+   */
+  const stillOnServer = async () => {
+    const created = await local.fact('created')
+    let delay = 500
+    for (;;) {
+      const answer = await checkOnServer(docId, token)
+      if (answer.state === 'missing') return false
+      // Deleted, then created anew under the same name: not the document this copy is of.
+      if (answer.state === 'exists' && created !== undefined && answer.created !== undefined) return answer.created === created
+      if (answer.state !== 'unreachable') return true
+      conn.noteUnreachable(delay)
+      await pause(delay)
+      delay = Math.min(delay * 2, 2500)
+    }
+  }
+  const openDocument = async () => {
+    const loaded = await local.load()
+    conn.state.localCopy = loaded
+    if (loaded) {
+      lastRole = (await local.fact('role')) ?? null
+      render()
+      if (await local.fact('deleted')) {
+        conn.markDeleted()
+        return
+      }
+      if ((await local.fact('synced')) && !(await stillOnServer())) {
+        conn.markDeleted()
+        return
+      }
+    }
+    conn.start()
+  }
 
   renderMe()
   renderPresence()
@@ -612,9 +770,11 @@ const main = () => {
   renderStats()
   render()
   if (!('ontouchstart' in window)) view.focus()
+  registerServiceWorker()
+  openDocument()
 
   // For debugging from the console: `weft.ydoc`, `weft.provider`, …
-  window.weft = { ydoc, ytext, view, provider: conn.provider, connection: conn, history: historyPanel, preview, share, following: () => followed }
+  window.weft = { ydoc, ytext, view, provider: conn.provider, connection: conn, history: historyPanel, preview, share, following: () => followed, local }
 }
 
 main()

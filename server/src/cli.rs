@@ -2,6 +2,7 @@
 //! install logging, open the store, bind, serve until a signal; or, with `weft token`, print a
 //! signed access token; or run `weft backup` / `weft restore` (in [`crate::backup`]).
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::{BackupArgs, Cli, Config, RestoreArgs, Subcommand, TokenArgs};
@@ -63,13 +64,26 @@ async fn main() -> anyhow::Result<()> {
     }
     let bind = config.bind;
     let data = config.data.clone();
-    let server = Server::open(config)
-        .with_context(|| format!("could not open the data directory {}", data.display()))?;
+    let server = Server::open(config).map_err(|e| match e {
+        // The store's messages name the directory and include their cause: printed as one
+        // line, not followed by the same cause again as a "Caused by" chain.
+        crate::ServerError::Store(store) => anyhow::anyhow!("{store}"),
+        other => anyhow::Error::new(other).context(format!(
+            "could not open the data directory {}",
+            data.display()
+        )),
+    })?;
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("could not listen on {bind}"))?;
-    let url = format!("http://{}", listener.local_addr()?);
-    tracing::info!("Weft is running: open {url} (Ctrl-C to stop)");
+    let local = listener.local_addr()?;
+    if local.ip().is_unspecified() {
+        tracing::info!("listening on every interface, port {}", local.port());
+    }
+    tracing::info!(
+        "Weft is running: open {} (Ctrl-C to stop)",
+        browser_url(local)
+    );
     let shutdown = Shutdown::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     server
@@ -79,8 +93,29 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An address a browser on this machine can open for `addr`: a wildcard bind (`0.0.0.0`, `::`)
+/// is not an address to visit, so it becomes loopback of the same family.
+fn browser_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
 /// Mints the token `weft token` prints.
+///
+/// # Errors
+/// When `--ttl` is under a second (the token would be expired when printed) or too long.
 fn token(args: &TokenArgs, secret: &AuthSecret) -> anyhow::Result<String> {
+    // Expiry is in whole seconds: anything shorter mints a token that is already expired.
+    anyhow::ensure!(
+        args.ttl.as_secs() > 0,
+        "--ttl {} would make a token that has already expired: give a lifetime of at least 1s, \
+         for example 30m, 8h or 7d",
+        humantime::format_duration(args.ttl)
+    );
     let scope = match &args.doc {
         Some(doc) => Scope::Doc(doc.clone()),
         None => Scope::AllDocs,
@@ -164,4 +199,38 @@ async fn stop_on_signal(shutdown: Shutdown) {
         _ = term => tracing::info!("SIGTERM received; shutting down"),
     }
     shutdown.trigger();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Access;
+
+    /// A wildcard bind is logged as a loopback address a browser can open.
+    #[test]
+    fn startup_url_is_usable() {
+        let url = |s: &str| browser_url(s.parse().expect("an address"));
+        assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("[::]:8080"), "http://[::1]:8080");
+        assert_eq!(url("192.0.2.7:80"), "http://192.0.2.7:80");
+        assert_eq!(url("127.0.0.1:9000"), "http://127.0.0.1:9000");
+    }
+
+    /// `--ttl 0s` is refused with an explanation instead of printing an expired token.
+    #[test]
+    fn zero_ttl_is_refused() {
+        let secret = AuthSecret::new(b"0123456789abcdef0123456789abcdef").expect("a valid secret");
+        let args = |ttl| TokenArgs {
+            doc: Some("notes".into()),
+            all_docs: false,
+            role: Access::Write,
+            ttl,
+            sub: None,
+        };
+        let err = token(&args(Duration::ZERO), &secret).expect_err("0s must be refused");
+        assert!(err.to_string().contains("already expired"), "{err}");
+        let err = token(&args(Duration::from_millis(500)), &secret).expect_err("0.5s too");
+        assert!(err.to_string().contains("at least 1s"), "{err}");
+        assert!(token(&args(Duration::from_secs(60)), &secret).is_ok());
+    }
 }

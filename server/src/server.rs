@@ -29,8 +29,9 @@ use crate::webhooks::Webhooks;
 /// Errors that stop the server from starting or running.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The data directory could not be opened (locked, unreadable or corrupt).
-    #[error("cannot open the data directory: {0}")]
+    /// The data directory could not be opened (locked, unreadable or corrupt); the store's
+    /// message names the directory and says why.
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The listening socket failed.
     #[error("network error: {0}")]

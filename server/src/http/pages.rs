@@ -1,6 +1,7 @@
 //! The browser editor's pages and assets, embedded in the binary from `frontend/dist` (see
-//! `build.rs`): `/` (document list), `/d/{id}` (the editor), `/assets/*` and readable HTML error
-//! pages, including the 404 for any path no other route takes.
+//! `build.rs`): `/` (document list), `/d/{id}` (the editor), `/assets/*`, `/sw.js` (the editor's
+//! service worker, for opening documents offline) and readable HTML error pages, including the
+//! 404 for any path no other route takes.
 //!
 //! Asset names carry a hash of their content, so they are cached for a year (`immutable`); pages
 //! are revalidated on every load (`no-cache` with an ETag), so a new binary's pages take effect
@@ -54,6 +55,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/d/{id}", get(editor_page))
         .route("/assets/{file}", get(asset))
         .route("/favicon.ico", get(favicon))
+        .route("/sw.js", get(service_worker))
         .layer(tower_http::compression::CompressionLayer::new())
 }
 
@@ -186,6 +188,16 @@ async fn favicon(headers: HeaderMap) -> Response {
     }
 }
 
+/// The editor's service worker (`frontend/src/sw.js`). Served from the root so that its scope
+/// covers `/d/`; revalidated on every check (`no-cache`, ETag) so a new binary's worker, whose
+/// cache is named after the new bundle, replaces the old one on the next visit.
+async fn service_worker(headers: HeaderMap) -> Response {
+    match find("sw.js") {
+        Some(a) => serve(a, &headers, CACHE_REVALIDATE),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 /// Everything no route takes: a JSON error under `/api`, a readable page elsewhere.
 pub(crate) async fn not_found(uri: Uri) -> Response {
     if uri.path().starts_with("/api/") || uri.path() == "/api" {
@@ -258,6 +270,43 @@ mod tests {
                 assert!(
                     find(&format!("assets/{name}")).is_some(),
                     "{page} references assets/{name}, which is not embedded"
+                );
+            }
+        }
+    }
+
+    /// The service worker caches only embedded files: the editor page's hashed copy and the
+    /// assets that page loads, so its offline page works.
+    #[test]
+    fn service_worker_caches_the_embedded_editor() {
+        let sw = std::str::from_utf8(find("sw.js").expect("sw.js").bytes).expect("utf-8");
+        let cached: Vec<&str> = sw
+            .split("/assets/")
+            .skip(1)
+            .map(|part| {
+                part.split(|c: char| !(c.is_ascii_alphanumeric() || "-._".contains(c)))
+                    .next()
+                    .unwrap_or_default()
+            })
+            .filter(|name| !name.is_empty())
+            .collect();
+        assert!(
+            cached
+                .iter()
+                .any(|n| n.starts_with("editor-") && n.ends_with(".html")),
+            "sw.js names no editor page: {cached:?}"
+        );
+        let editor =
+            std::str::from_utf8(find("editor.html").expect("editor").bytes).expect("utf-8");
+        for name in &cached {
+            assert!(
+                find(&format!("assets/{name}")).is_some(),
+                "sw.js caches assets/{name}, which is not embedded"
+            );
+            if !name.ends_with(".html") {
+                assert!(
+                    editor.contains(&format!("/assets/{name}")),
+                    "sw.js caches assets/{name}, which the editor does not load"
                 );
             }
         }

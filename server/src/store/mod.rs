@@ -105,8 +105,8 @@ use weft_protocol::RoomName;
 pub enum StoreError {
     /// Another process holds the data directory's lock.
     #[error(
-        "data directory {} is locked: another weft process is probably running with the same \
-         data directory",
+        "data directory {} is locked: another weft process is probably using it (stop it, or \
+         give this one another --data)",
         path.display()
     )]
     Locked {
