@@ -786,7 +786,15 @@ fn build_weft(bin: &str, feature: Option<&str>) -> anyhow::Result<PathBuf> {
     if release {
         cmd.arg("--release");
     }
-    eprintln!("building the {bin} binary with cargo (once per test run)");
+    // Shown past the harness's capture: the first run waits about a minute here, and a silent
+    // minute reads as a hang.
+    {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "building the {bin} binary with cargo for the crash tests (about a minute the first time)"
+        );
+    }
     let output = cmd
         .output()
         .context("running cargo to build the weft binary")?;
