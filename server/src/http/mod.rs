@@ -32,6 +32,7 @@ pub(crate) mod pages;
 pub(crate) mod policy;
 pub(crate) mod readiness;
 pub(crate) mod refusals;
+pub(crate) mod trash;
 pub(crate) mod upgrade;
 pub(crate) mod webhooks;
 
