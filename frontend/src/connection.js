@@ -95,11 +95,13 @@ export class Connection {
    * @param {() => void} o.onChange called after any field of `state` changed
    * @param {(level: string, text: string) => void} o.onNotice a message for the user
    */
-  constructor ({ docId, ydoc, identity, token, onChange, onNotice }) {
+  constructor ({ docId, ydoc, identity, token, onChange, onNotice, onTitle }) {
     this.ydoc = ydoc
     this.identity = identity
     this.onChange = onChange
     this.onNotice = onNotice
+    /** Called with the document's new title when it is renamed (a `title` control message). */
+    this.onTitle = onTitle ?? (() => {})
     this.state = {
       /** @type {'connecting' | 'connected' | 'offline'} */
       status: 'connecting',
@@ -347,6 +349,9 @@ export class Connection {
         break
       case 'notice':
         this.onNotice(msg.level === 'error' || msg.level === 'warning' ? msg.level : 'info', String(msg.text ?? ''))
+        return
+      case 'title':
+        this.onTitle(String(msg.title ?? ''))
         return
       case 'error':
         if (msg.code === 'read_only') s.role = 'read'

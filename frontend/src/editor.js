@@ -20,6 +20,7 @@ import { YSyncConfig, yCollab, yRemoteSelections, yRemoteSelectionsTheme, ySyncF
 import { byId, h, roomNameProblem } from './common.js'
 import { Connection } from './connection.js'
 import { HistoryPanel } from './history.js'
+import { DocTitle } from './doctitle.js'
 import { PALETTE, cleanName, initials, isColor, loadIdentity, saveIdentity, MAX_NAME } from './identity.js'
 
 /** The document id from `/d/{id}`; null when the path is not an editor path. */
@@ -129,13 +130,24 @@ const main = () => {
   ui.docId.textContent = docId
   ui.docId.title = docId
 
+  /** @type {DocTitle | null} */
+  let docTitle = null
   const conn = new Connection({
     docId,
     ydoc,
     identity,
     token,
     onChange: () => render(),
-    onNotice: (level, text) => toast(text, level)
+    onNotice: (level, text) => toast(text, level),
+    onTitle: (title) => docTitle?.set(title)
+  })
+  docTitle = new DocTitle({
+    el: ui.title,
+    docId,
+    token,
+    fallback: () => titleOf(ytext.toString()),
+    canRename: () => conn.state.role !== 'read',
+    onError: (message) => toast(message, 'error')
   })
 
   // ---- the editor --------------------------------------------------------------------------
@@ -359,12 +371,8 @@ const main = () => {
     ui.banner.replaceChildren(...content)
   }
 
-  const renderTitle = () => {
-    const title = titleOf(ytext.toString())
-    ui.title.textContent = title ?? 'Untitled document'
-    ui.title.classList.toggle('muted', title === null)
-    document.title = `${title ?? docId} · Weft`
-  }
+  // A given title wins over the first line (see doctitle.js).
+  const renderTitle = () => docTitle?.render()
 
   const renderStats = () => {
     const text = ytext.toString()
