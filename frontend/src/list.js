@@ -6,7 +6,8 @@
 // Hooks for tests: #docs[data-state="loading|ready|error"][data-error=<code>] >
 // li[data-doc-id] > a, li[data-users], .doc-actions button[data-action="rename|delete"];
 // #trash li[data-doc-id] button[data-action="restore|purge"]; #view-docs, #view-trash;
-// #import-file; #list-status[data-kind]; #new-doc; #open-error.
+// #import-file; #list-status[data-kind]; #new-doc; #open-error; #search, and
+// #results[data-state="idle|loading|ready|error"] > li[data-doc-id] with .snippet mark.
 
 import './diagnostics.js'
 
@@ -244,9 +245,84 @@ const showTrash = (page) => {
   more.hidden = true
 }
 
+// ---- search ----------------------------------------------------------------------------------
+
+const searchBox = /** @type {HTMLInputElement} */ (byId('search'))
+const results = byId('results')
+let searchTimer = 0
+let searchSeq = 0
+
+/** The snippet with its matched ranges (UTF-16 offsets from the server) in <mark>, as text. */
+const snippetOf = (hit) => {
+  const text = typeof hit.snippet === 'string' ? hit.snippet : ''
+  const parts = []
+  let at = 0
+  for (const [start, end] of Array.isArray(hit.highlights) ? hit.highlights : []) {
+    if (start < at || end <= start || end > text.length) continue
+    parts.push(text.slice(at, start), h('mark', { text: text.slice(start, end) }))
+    at = end
+  }
+  parts.push(text.slice(at))
+  return h('span', { class: 'snippet' }, parts)
+}
+
+const resultRow = (hit) =>
+  h('li', { class: 'doc', dataset: { docId: hit.id } }, [
+    h('a', { href: withToken(docHref(hit.id)), class: 'doc-link' }, [
+      h('span', { class: 'doc-main' }, [
+        h('span', { class: hit.title ? 'doc-title' : 'doc-title muted', text: hit.title || 'Untitled document' }),
+        hit.snippet ? snippetOf(hit) : h('span', { class: 'doc-key', text: hit.id })
+      ])
+    ])
+  ])
+
+/** Runs the search box's query; an empty box shows the list again. */
+const runSearch = async () => {
+  const q = searchBox.value.trim()
+  const seq = ++searchSeq
+  const searching = q !== '' && view === 'docs'
+  results.hidden = !searching
+  list.hidden = searching || view !== 'docs'
+  more.hidden = searching || more.hidden
+  if (!searching) {
+    results.dataset.state = 'idle'
+    return
+  }
+  results.dataset.state = 'loading'
+  try {
+    const page = await api('GET', `/api/search?q=${encodeURIComponent(q)}&limit=50`)
+    if (seq !== searchSeq) return
+    const hits = Array.isArray(page.hits) ? page.hits : []
+    results.replaceChildren(...(hits.length ? hits.map(resultRow) : [empty('Nothing found.', ` No title or text matches “${q}”.`)]))
+    results.dataset.state = 'ready'
+    summary.textContent = `${hits.length} ${hits.length === 1 ? 'match' : 'matches'}`
+  } catch (e) {
+    if (seq !== searchSeq) return
+    results.dataset.state = 'error'
+    const advice = e instanceof ApiFailure ? accessAdvice(e) : null
+    results.replaceChildren(h('li', { class: 'empty error' }, [h('strong', { text: 'Search failed. ' }), advice ?? (e instanceof Error ? e.message : String(e))]))
+  }
+}
+
+searchBox.addEventListener('input', () => {
+  clearTimeout(searchTimer)
+  searchTimer = setTimeout(runSearch, 250)
+})
+searchBox.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape') {
+    searchBox.value = ''
+    runSearch()
+  }
+})
+
 const load = async () => {
   clearTimeout(timer)
   if (renaming) return
+  if (view === 'docs' && searchBox.value.trim()) {
+    // The results stay as they are while someone reads them; the list refreshes after.
+    timer = setTimeout(load, REFRESH_MS)
+    return
+  }
   const target = view === 'docs' ? list : trashList
   try {
     const page = view === 'docs' ? await api('GET', `/api/docs?limit=${limit}`) : await api('GET', '/api/trash')
@@ -292,6 +368,9 @@ const setView = (next) => {
   byId('view-trash').setAttribute('aria-pressed', String(next === 'trash'))
   list.hidden = next !== 'docs'
   trashList.hidden = next !== 'trash'
+  searchBox.value = ''
+  searchBox.parentElement.hidden = next !== 'docs'
+  runSearch()
   heading.textContent = next === 'docs' ? 'Documents' : 'Trash'
   say('')
   load()

@@ -455,6 +455,7 @@ async fn openapi_lists_every_operation() -> anyhow::Result<()> {
         ("/api/docs/{id}", "patch"),
         ("/api/docs/{id}/restore", "post"),
         ("/api/trash", "get"),
+        ("/api/search", "get"),
         ("/api/trash/{id}", "delete"),
         ("/api/docs/{id}/text", "get"),
         ("/api/docs/{id}/text", "put"),

@@ -363,3 +363,63 @@ async fn the_list_explains_a_missing_token_and_bad_names() -> anyhow::Result<()>
     .await;
     browsers.finish(result, vec![ana]).await
 }
+
+/// The search box finds documents by title and by text, marks the matched words in a snippet,
+/// and shows the whole list again when cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_finds_by_title_and_by_text() -> anyhow::Result<()> {
+    let name = "search_finds_by_title_and_by_text";
+    let Some(browsers) = Browsers::start(name).await? else {
+        return Ok(());
+    };
+    let server = TestServer::start().await?;
+    let ana = browsers.session("ana").await?;
+    let result = async {
+        let (plan, notes) = (doc_id("plan"), doc_id("notes"));
+        create(&server, &plan, "Budget for the offsite\nvenue and travel", Some("Offsite planning")).await?;
+        create(&server, &notes, "Standup notes\nthe venue is booked", None).await?;
+        create(&server, &doc_id("misc"), "Reading list", None).await?;
+        ana.goto(&format!("{}/", server.http_base())).await?;
+        wait_row_title(&ana, "docs", &plan, "Offsite planning").await?;
+        let results = "const r = document.getElementById('results');
+             return r.dataset.state === 'ready' && !r.hidden
+                 && JSON.stringify(Array.from(r.querySelectorAll('li[data-doc-id]'), (li) => [li.dataset.docId,
+                      Array.from(li.querySelectorAll('.snippet mark'), (m) => m.textContent)]));";
+        type_into(&ana, "#search", "offsite").await?;
+        let by_title = ana.wait_js("results for offsite", results, vec![]).await?;
+        anyhow::ensure!(
+            by_title == json!(serde_json::to_string(&json!([[plan, ["offsite"]]]))?),
+            "by title: {by_title}"
+        );
+        // Escape clears the box and shows the list again.
+        type_into(&ana, "#search", "\u{E00C}").await?;
+        ana.wait_js(
+            "the list again",
+            "return document.getElementById('results').hidden && !document.getElementById('docs').hidden;",
+            vec![],
+        )
+        .await?;
+        type_into(&ana, "#search", "venue").await?;
+        let by_text = ana
+            .wait_js(
+                "two results for venue",
+                &format!("const out = (() => {{ {results} }})(); return out && JSON.parse(out).length === 2 && out;"),
+                vec![],
+            )
+            .await?;
+        let hits: Value = serde_json::from_str(by_text.as_str().unwrap_or("[]"))?;
+        let mut ids: Vec<&str> = hits.as_array().into_iter().flatten().filter_map(|h| h[0].as_str()).collect();
+        ids.sort_unstable();
+        let mut want = vec![plan.as_str(), notes.as_str()];
+        want.sort_unstable();
+        anyhow::ensure!(ids == want, "by text: {hits}");
+        anyhow::ensure!(
+            hits.as_array().into_iter().flatten().all(|h| h[1] == json!(["venue"])),
+            "the snippets mark the word: {hits}"
+        );
+        screenshot(&ana, name, "document-search.png").await?;
+        Ok(())
+    }
+    .await;
+    browsers.finish(result, vec![ana]).await
+}

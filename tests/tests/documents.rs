@@ -374,3 +374,200 @@ async fn trash_and_titles_respect_tokens() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Polls `GET /api/search?q=` (with `token` when given) until the matched ids are `want`, in
+/// that order.
+async fn wait_search(
+    http: &reqwest::Client,
+    base: &str,
+    q: &str,
+    token: Option<&str>,
+    want: &[&str],
+) -> anyhow::Result<Value> {
+    let url = format!("{base}/api/search?q={}", q.replace(' ', "%20"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut request = http.get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let (status, body) = send(request).await?;
+        let ids: Vec<&str> = body["hits"]
+            .as_array()
+            .map(|h| h.iter().filter_map(|h| h["id"].as_str()).collect())
+            .unwrap_or_default();
+        if status == StatusCode::OK && ids == want {
+            return Ok(body);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "timed out waiting for {want:?} from a search for {q:?}: {status} {body}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Search finds documents by title and by text, title matches first, with a snippet whose
+/// highlights (UTF-16 offsets) cover the match; it follows edits, renames, deletes and
+/// restores, and documents written before a restart are found after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_by_title_and_text_follows_changes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = TestServer::start_in(dir.path(), |_| {}).await?;
+    let (http, base) = (reqwest::Client::new(), server.http_base());
+    for (id, text, title) in [
+        (
+            "garden",
+            "Tomatoes by the fence.\nWater them daily.",
+            Some("Garden plan"),
+        ),
+        (
+            "journal",
+            "Went to the garden: the émigré 👋 tomatoes are ripe.",
+            Some("Diary"),
+        ),
+        ("recipes", "Soup, bread, salad.", None),
+    ] {
+        let mut body = json!({"id": id, "text": text});
+        if let Some(title) = title {
+            body["title"] = json!(title);
+        }
+        http.post(format!("{base}/api/docs"))
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let found = wait_search(&http, &base, "garden", None, &["garden", "journal"]).await?;
+    let hit = &found["hits"][1];
+    let snippet: Vec<u16> = hit["snippet"]
+        .as_str()
+        .unwrap_or_default()
+        .encode_utf16()
+        .collect();
+    let [start, end] = [&hit["highlights"][0][0], &hit["highlights"][0][1]]
+        .map(|v| usize::try_from(v.as_u64().unwrap_or(0)).unwrap_or(0));
+    assert_eq!(
+        String::from_utf16_lossy(&snippet[start..end]),
+        "garden",
+        "{hit}"
+    );
+    let found = wait_search(&http, &base, "tomatoes ripe", None, &["journal"]).await?;
+    let hit = &found["hits"][0];
+    let snippet: Vec<u16> = hit["snippet"]
+        .as_str()
+        .unwrap_or_default()
+        .encode_utf16()
+        .collect();
+    let marked: Vec<String> = hit["highlights"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let at = |i: usize| usize::try_from(r[i].as_u64().unwrap_or(0)).unwrap_or(0);
+            String::from_utf16_lossy(&snippet[at(0)..at(1)])
+        })
+        .collect();
+    assert_eq!(
+        marked,
+        ["tomatoes", "ripe"],
+        "UTF-16 offsets after multi-unit characters: {hit}"
+    );
+
+    // Edits, a rename, a delete and a restore reach the index.
+    http.post(format!("{base}/api/docs/recipes/append"))
+        .body(" Garden herbs.")
+        .send()
+        .await?
+        .error_for_status()?;
+    wait_search(&http, &base, "herbs", None, &["recipes"]).await?;
+    send(
+        http.patch(format!("{base}/api/docs/recipes"))
+            .json(&json!({"title": "Kitchen"})),
+    )
+    .await?;
+    wait_search(&http, &base, "kitchen", None, &["recipes"]).await?;
+    send(http.delete(format!("{base}/api/docs/journal"))).await?;
+    wait_search(&http, &base, "ripe", None, &[]).await?;
+    send(http.post(format!("{base}/api/docs/journal/restore"))).await?;
+    wait_search(&http, &base, "ripe", None, &["journal"]).await?;
+    let (status, body) = send(http.get(format!("{base}/api/search?q={}", "x".repeat(501)))).await?;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_query"))
+    );
+    let (status, body) = send(http.get(format!("{base}/api/search?q=%22unbalanced"))).await?;
+    assert_eq!(status, StatusCode::OK, "any text is a query: {body}");
+
+    // Rebuilt at start: a fresh process finds what the last one stored.
+    server.stop().await?;
+    let server = TestServer::start_in(dir.path(), |_| {}).await?;
+    wait_search(&http, &server.http_base(), "herbs", None, &["recipes"]).await?;
+    Ok(())
+}
+
+/// Search returns only documents the token may read: a token for one document finds at most
+/// that one; no token on a server with a secret is 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_respects_tokens() -> anyhow::Result<()> {
+    let secret: AuthSecret = "test-secret-0123456789abcdef".parse()?;
+    let token = |doc: Option<&str>| {
+        mint(
+            &secret,
+            &Claims {
+                scope: doc.map_or(Scope::AllDocs, |d| Scope::Doc(d.to_owned())),
+                role: Access::Read,
+                exp: unix_now() + 3600,
+                sub: None,
+            },
+        )
+    };
+    let admin = mint(
+        &secret,
+        &Claims {
+            scope: Scope::AllDocs,
+            role: Access::Admin,
+            exp: unix_now() + 3600,
+            sub: None,
+        },
+    );
+    let s = secret.clone();
+    let server = TestServer::start_with(move |c| c.auth_secret = Some(s)).await?;
+    let (http, base) = (reqwest::Client::new(), server.http_base());
+    for id in ["public-minutes", "secret-minutes"] {
+        http.post(format!("{base}/api/docs"))
+            .bearer_auth(&admin)
+            .json(&json!({"id": id, "text": "Minutes of the board meeting"}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let all = token(None);
+    let found = wait_search(
+        &http,
+        &base,
+        "board",
+        Some(&all),
+        &["public-minutes", "secret-minutes"],
+    );
+    if found.await.is_err() {
+        // Equal scores tie-break by index order; both must be there in some order.
+        wait_search(
+            &http,
+            &base,
+            "board",
+            Some(&all),
+            &["secret-minutes", "public-minutes"],
+        )
+        .await?;
+    }
+    let one = token(Some("public-minutes"));
+    wait_search(&http, &base, "board", Some(&one), &["public-minutes"]).await?;
+    let (status, body) = send(http.get(format!("{base}/api/search?q=board"))).await?;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("token_missing"))
+    );
+    Ok(())
+}

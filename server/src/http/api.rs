@@ -82,6 +82,7 @@ pub(crate) fn routes(max_body: usize) -> Router<AppState> {
         .routes(routes!(list_docs, create_doc))
         .routes(routes!(get_doc, delete_doc, rename_doc))
         .routes(routes!(super::trash::list_trash))
+        .routes(routes!(super::search::search_docs))
         .routes(routes!(super::trash::restore_doc))
         .routes(routes!(super::trash::purge_doc))
         .routes(routes!(get_text, put_text))
@@ -424,12 +425,14 @@ struct DocPatch {
 )]
 async fn rename_doc(
     doc: DocAccess<Write>,
+    State(search): State<Arc<crate::search::Search>>,
     AppJson(body): AppJson<DocPatch>,
 ) -> Result<Json<DocSummary>, ApiError> {
     let title = super::trash::valid_title(&body.title)?;
     let meta = doc.meta().await?;
     let room = DocRoom::new(doc.context().clone(), doc.name().clone());
     room.rename(title.clone()).await?;
+    search.touch(doc.name().as_str());
     let users = doc
         .context()
         .live_users()
