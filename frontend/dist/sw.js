@@ -16,12 +16,12 @@
 //
 // Not bundled: a plain script, copied into dist/ by build.mjs with the placeholders replaced.
 
-const VERSION = '543c3363f1dd4e77'
+const VERSION = '225c25ac5ba9601a'
 const CACHE = `weft-shell-${VERSION}`
 /** The editor page's hashed copy; every /d/{id} page is this same file. */
-const EDITOR_SHELL = '/assets/editor-4e09d20f8c.html'
+const EDITOR_SHELL = '/assets/editor-5140d7a4b6.html'
 /** Everything the editor page loads: its script, stylesheet and icon (hashed file names). */
-const ASSETS = JSON.parse('["/assets/editor-RLFPK77T.js","/assets/style-MB57QBEY.css","/assets/favicon-39aa6cdbe5.svg"]')
+const ASSETS = JSON.parse('["/assets/editor-PWVWKSE4.js","/assets/style-H3UANLNM.css","/assets/favicon-39aa6cdbe5.svg"]')
 
 self.addEventListener('install', (event) => {
   event.waitUntil(

@@ -100,7 +100,7 @@ export class Connection {
    * @param {unknown} [o.localCopy] the origin of updates loaded from this device's copy of the
    *   document: not edits of this tab, so they are not counted as typing or unsent
    */
-  constructor ({ docId, ydoc, identity, token, onChange, onNotice, connect = true, localCopy = null }) {
+  constructor ({ docId, ydoc, identity, token, onChange, onNotice, onTitle, connect = true, localCopy = null }) {
     this.ydoc = ydoc
     this.identity = identity
     this.onChange = onChange
@@ -108,6 +108,8 @@ export class Connection {
     this.localCopyOrigin = localCopy
     /** Not connecting until `start()`: the page is still checking the document exists. */
     this.held = !connect
+    /** Called with the document's new title when it is renamed (a `title` control message). */
+    this.onTitle = onTitle ?? (() => {})
     this.state = {
       /** @type {'connecting' | 'connected' | 'offline'} */
       status: 'connecting',
@@ -413,6 +415,9 @@ export class Connection {
         break
       case 'notice':
         this.onNotice(msg.level === 'error' || msg.level === 'warning' ? msg.level : 'info', String(msg.text ?? ''))
+        return
+      case 'title':
+        this.onTitle(String(msg.title ?? ''))
         return
       case 'error':
         if (msg.code === 'read_only') s.role = 'read'

@@ -24,6 +24,7 @@ import { YSyncConfig, yCollab, yRemoteSelections, yRemoteSelectionsTheme, ySyncF
 
 import { byId, h, roomNameProblem } from './common.js'
 import { Connection } from './connection.js'
+import { DocTitle } from './doctitle.js'
 import { setupExport } from './export.js'
 import { HistoryPanel } from './history.js'
 import { markdownSupport } from './markdown.js'
@@ -148,6 +149,8 @@ const main = () => {
   ui.docId.textContent = docId
   ui.docId.title = docId
 
+  /** @type {DocTitle | null} */
+  let docTitle = null
   const conn = new Connection({
     docId,
     ydoc,
@@ -156,7 +159,16 @@ const main = () => {
     onChange: () => render(),
     onNotice: (level, text) => toast(text, level),
     connect: false,
-    localCopy: local.persistence
+    localCopy: local.persistence,
+    onTitle: (title) => docTitle?.set(title)
+  })
+  docTitle = new DocTitle({
+    el: ui.title,
+    docId,
+    token,
+    fallback: () => titleOf(ytext.toString()),
+    canRename: () => conn.state.role !== 'read',
+    onError: (message) => toast(message, 'error')
   })
 
   // ---- the editor --------------------------------------------------------------------------
@@ -548,12 +560,8 @@ const main = () => {
     )
   }
 
-  const renderTitle = () => {
-    const title = titleOf(ytext.toString())
-    ui.title.textContent = title ?? 'Untitled document'
-    ui.title.classList.toggle('muted', title === null)
-    document.title = `${title ?? docId} · Weft`
-  }
+  // A given title wins over the first line (see doctitle.js).
+  const renderTitle = () => docTitle?.render()
 
   const renderStats = () => {
     const text = ytext.toString()

@@ -414,6 +414,12 @@ pub struct Config {
           value_parser = parse_non_negative)]
     pub feed_keep_days: f64,
 
+    /// Days a deleted document stays in the trash (restorable with its history) before it is
+    /// purged for good (fractions allowed; 0 purges within a minute).
+    #[arg(long, global = true, env = "WEFT_TRASH_KEEP_DAYS", default_value_t = 30.0,
+          value_parser = parse_non_negative)]
+    pub trash_keep_days: f64,
+
     /// URL every change-feed event is POSTed to (Standard Webhooks); repeat the flag, or
     /// separate URLs with commas in WEFT_WEBHOOK_URLS. `https://` receivers are verified
     /// against the Mozilla root certificates built in (plus --webhook-ca-file).
@@ -467,10 +473,11 @@ pub struct Config {
 }
 
 /// Every change-feed event type (`--webhook-events` accepts these).
-pub const EVENT_TYPES: [&str; 4] = [
+pub const EVENT_TYPES: [&str; 5] = [
     "document.created",
     "document.updated",
     "document.deleted",
+    "document.restored",
     "version.created",
 ];
 
@@ -568,6 +575,11 @@ impl Config {
     /// How long an empty room stays loaded.
     pub fn idle_unload(&self) -> Duration {
         Duration::from_secs(self.idle_unload_secs)
+    }
+
+    /// How long a deleted document stays in the trash.
+    pub fn trash_keep(&self) -> Duration {
+        Duration::from_secs_f64((self.trash_keep_days * 86_400.0).min(1e12))
     }
 
     /// How long the change feed keeps events.

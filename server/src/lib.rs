@@ -42,6 +42,7 @@ mod metrics;
 mod net;
 mod outbox;
 mod room;
+mod search;
 mod server;
 mod stats;
 mod store;

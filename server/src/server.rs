@@ -179,6 +179,12 @@ impl Server {
     fn start_feed(&self, ctx: &Arc<RoomContext>, shutdown: &Shutdown) -> Result<(), ServerError> {
         let feed = &self.feed;
         shutdown.spawn(feed.clone().run(ctx.log.clone(), shutdown.clone()));
+        // Deleted documents leave the trash for good after --trash-keep-days.
+        shutdown.spawn(crate::room::trash::run_purger(
+            ctx.clone(),
+            self.config.trash_keep(),
+            shutdown.clone(),
+        ));
         shutdown.spawn(
             feed.clone()
                 .prune(self.config.feed_keep(), shutdown.clone()),

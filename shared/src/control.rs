@@ -137,6 +137,11 @@ pub enum Control {
         /// The room's durable update count.
         version: u64,
     },
+    /// Server → client: the document was given this title (through the API); editors show it.
+    Title {
+        /// The new title.
+        title: String,
+    },
     /// Any `type` this version does not know; ignored, so newer peers can add messages.
     #[serde(other)]
     Unknown,

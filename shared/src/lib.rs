@@ -44,6 +44,7 @@
 //! | `notice` | server → client | `level` (`info`/`warning`/`error`), `text` |
 //! | `error` | server → client | `code` (stable), `message` |
 //! | `saved` | server → client | `version`: updates durable so far |
+//! | `title` | server → client | `title`: the document was renamed (through the API) |
 //!
 //! A control message's JSON is bounded by [`Limits::max_awareness_state`], like any other small
 //! JSON the server relays.

@@ -31,6 +31,12 @@ impl RoomName {
         if decoded.contains('/') {
             return Err(ProtocolError::InvalidRoomName("contains '/'"));
         }
+        if decoded == "." || decoded == ".." {
+            // Browsers and URL libraries resolve these as path steps: `/d/..` is `/`.
+            return Err(ProtocolError::InvalidRoomName(
+                "is \".\" or \"..\", which addresses read as a folder step",
+            ));
+        }
         if decoded.trim() != decoded {
             return Err(ProtocolError::InvalidRoomName(
                 "has leading or trailing whitespace",
@@ -81,6 +87,8 @@ mod tests {
             "notes",
             "Käse & Brot",
             "a.b_c-d",
+            "...",
+            "..notes",
         ] {
             assert_eq!(RoomName::parse(ok, &l).unwrap().as_str(), ok);
         }
@@ -90,6 +98,14 @@ mod tests {
             ("line\nbreak", "contains a control character"),
             ("a/b", "contains '/'"),
             (" pad", "has leading or trailing whitespace"),
+            (
+                "..",
+                "is \".\" or \"..\", which addresses read as a folder step",
+            ),
+            (
+                ".",
+                "is \".\" or \"..\", which addresses read as a folder step",
+            ),
         ];
         for (bad, why) in cases {
             assert_eq!(

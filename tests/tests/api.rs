@@ -207,7 +207,8 @@ async fn document_lifecycle_with_a_live_editor() -> anyhow::Result<()> {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(bad.json::<Value>().await?["code"], "invalid_update");
 
-    // Delete: the live client is told with 4410 and the data is gone for good.
+    // Delete: the live client is told with 4410 and the document is in the trash: not served,
+    // not listed, not writable, its socket refused, until it is purged for good.
     let deleted: Value = http
         .delete(&doc_url)
         .send()
@@ -235,6 +236,14 @@ async fn document_lifecycle_with_a_live_editor() -> anyhow::Result<()> {
     }
     let page: Value = http.get(&base).send().await?.json().await?;
     assert_eq!(page["total"], 0, "{page}");
+    let refused = Client::connect(&server.room_url(&id)).await?;
+    let (code, reason) = refused.wait_close().await?;
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::Deleted.code(), "doc_in_trash")
+    );
+    let trash_url = format!("{}/api/trash/{id}", server.http_base());
+    http.delete(&trash_url).send().await?.error_for_status()?;
     let fresh = Client::connect_synced(&server.room_url(&id)).await?;
     assert_eq!(
         fresh.text(),
@@ -443,6 +452,11 @@ async fn openapi_lists_every_operation() -> anyhow::Result<()> {
         ("/api/docs", "post"),
         ("/api/docs/{id}", "get"),
         ("/api/docs/{id}", "delete"),
+        ("/api/docs/{id}", "patch"),
+        ("/api/docs/{id}/restore", "post"),
+        ("/api/trash", "get"),
+        ("/api/search", "get"),
+        ("/api/trash/{id}", "delete"),
         ("/api/docs/{id}/text", "get"),
         ("/api/docs/{id}/text", "put"),
         ("/api/docs/{id}/append", "post"),

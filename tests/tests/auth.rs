@@ -302,6 +302,12 @@ async fn api_token_failures_are_specific() -> anyhow::Result<()> {
         ),
         (
             http.delete(format!("{base}/api/docs/report"))
+                .bearer_auth(&read),
+            403,
+            "token_insufficient_role",
+        ),
+        (
+            http.delete(format!("{base}/api/trash/report"))
                 .bearer_auth(token(Some("report"), Access::Write, None)?),
             403,
             "token_insufficient_role",

@@ -521,7 +521,8 @@ async fn snapshot(api: &Api, doc: &str) -> anyhow::Result<Vec<(Value, String)>> 
     Ok(out)
 }
 
-/// Deleting a document deletes its history: created again under the same id, it starts over.
+/// Deleting a document keeps its history in the trash; purging it deletes the history: created
+/// again under the same id, it starts over.
 /// A compaction (many small edits) leaves versions and texts as they were; versions also come
 /// every `--version-every-secs` while edits never pause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,6 +562,11 @@ async fn delete_compaction_and_steady_editing() -> anyhow::Result<()> {
     assert!(res.status().is_success(), "{}", res.status());
     let (status, _) = api.get("/api/docs/busy/versions").await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let res = http
+        .delete(format!("{}/api/trash/busy", server.http_base()))
+        .send()
+        .await?;
+    assert!(res.status().is_success(), "{}", res.status());
     api.create("busy", "fresh").await?;
     let (status, named) = api
         .post("/api/docs/busy/versions", json!({"name": "new life"}))

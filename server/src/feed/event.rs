@@ -28,9 +28,16 @@ pub(crate) enum Event {
         /// The first non-empty line of the text (empty when there is none).
         title: String,
     },
-    /// The document was deleted.
+    /// The document was deleted: moved to the trash (a purge from the trash later is not
+    /// reported again).
     #[serde(rename = "document.deleted")]
     DocumentDeleted {
+        /// The document id.
+        doc: String,
+    },
+    /// The document was restored from the trash, with its content and history.
+    #[serde(rename = "document.restored")]
+    DocumentRestored {
         /// The document id.
         doc: String,
     },
@@ -53,6 +60,7 @@ impl Event {
             Event::DocumentCreated { doc }
             | Event::DocumentUpdated { doc, .. }
             | Event::DocumentDeleted { doc }
+            | Event::DocumentRestored { doc }
             | Event::VersionCreated { doc, .. } => doc,
         }
     }
@@ -63,6 +71,7 @@ impl Event {
             Event::DocumentCreated { .. } => "document.created",
             Event::DocumentUpdated { .. } => "document.updated",
             Event::DocumentDeleted { .. } => "document.deleted",
+            Event::DocumentRestored { .. } => "document.restored",
             Event::VersionCreated { .. } => "version.created",
         }
     }

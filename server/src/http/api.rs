@@ -80,7 +80,11 @@ impl Modify for BearerAuth {
 pub(crate) fn routes(max_body: usize) -> Router<AppState> {
     let (router, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_docs, create_doc))
-        .routes(routes!(get_doc, delete_doc))
+        .routes(routes!(get_doc, delete_doc, rename_doc))
+        .routes(routes!(super::trash::list_trash))
+        .routes(routes!(super::search::search_docs))
+        .routes(routes!(super::trash::restore_doc))
+        .routes(routes!(super::trash::purge_doc))
         .routes(routes!(get_text, put_text))
         .routes(routes!(append_text))
         .routes(routes!(get_update, post_update))
@@ -127,8 +131,11 @@ struct ListQuery {
 struct DocSummary {
     /// The document id (also its room name in `/ws/{id}` and `/d/{id}`).
     id: String,
-    /// Title: the one given at creation, or the first line of the text.
+    /// Title: the one given at creation or with `PATCH`, or the first line of the text.
     title: Option<String>,
+    /// Whether the title was given explicitly (at creation or with `PATCH`); if not, it
+    /// follows the first line of the text.
+    title_pinned: bool,
     /// Creation time, milliseconds since the Unix epoch.
     created_ms: u64,
     /// Last change, milliseconds since the Unix epoch.
@@ -149,6 +156,7 @@ impl DocSummary {
             users,
             id: m.id,
             title: m.title.filter(|t| !t.is_empty()),
+            title_pinned: m.title_pinned,
             created_ms: m.created_ms,
             updated_ms: m.updated_ms,
             size_bytes: m.size_bytes,
@@ -229,10 +237,10 @@ impl From<Committed> for Written {
     }
 }
 
-/// A document was deleted.
+/// A document was moved to the trash.
 #[derive(Debug, Serialize, ToSchema)]
 struct Deleted {
-    /// Always true.
+    /// Always true: the document is in the trash (see `GET /api/trash`).
     deleted: bool,
     /// Connections that were open on it and were closed (code 4410).
     disconnected: u32,
@@ -319,7 +327,10 @@ fn page_of(
     offset: usize,
     limit: usize,
 ) -> Result<(Vec<DocMeta>, usize), StoreError> {
+    let trash: std::collections::HashSet<String> =
+        store.trash()?.into_iter().map(|(doc, _)| doc).collect();
     let mut metas = store.list_untitled()?;
+    metas.retain(|m| !trash.contains(&m.id));
     metas.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(a.id.cmp(&b.id)));
     let total = metas.len();
     let mut page: Vec<DocMeta> = metas.into_iter().skip(offset).take(limit).collect();
@@ -352,7 +363,8 @@ async fn create_doc(
     headers: HeaderMap,
     AppJson(body): AppJson<CreateDoc>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let (id, room) = new_doc(ctx, &headers, body.id)?;
+    let (id, room) = new_doc(ctx.clone(), &headers, body.id)?;
+    super::trash::refuse_trashed(&ctx, &id).await?;
     let version = room.create(body.text, body.title).await?;
     Ok((StatusCode::CREATED, Json(Created { id, version })))
 }
@@ -371,8 +383,11 @@ async fn get_doc(doc: Existing<Read>) -> Json<DocSummary> {
     Json(DocSummary::new(doc.meta, users))
 }
 
-/// Deletes a document: its connections are closed with code 4410 (y-websocket clients do not
-/// reconnect) and everything stored is removed. Needs the admin role.
+/// Deletes a document: moves it to the trash, where it is kept `--trash-keep-days` (30 by
+/// default) before it is purged; `POST /api/docs/{id}/restore` brings it back with its content
+/// and history. Its connections are closed with code 4410 (y-websocket clients do not
+/// reconnect); until restored it answers 404 and sockets to it are closed with 4410 at once.
+/// Needs write access.
 #[utoipa::path(
     delete, path = "/api/docs/{id}", tag = "documents", params(("id" = String, Path)),
     responses(
@@ -381,12 +396,56 @@ async fn get_doc(doc: Existing<Read>) -> Json<DocSummary> {
         (status = 404, body = ErrorBody),
     )
 )]
-async fn delete_doc(doc: Existing<Admin>) -> Result<Json<Deleted>, ApiError> {
+async fn delete_doc(doc: Existing<Write>) -> Result<Json<Deleted>, ApiError> {
     let disconnected = doc.room.delete().await?;
     Ok(Json(Deleted {
         deleted: true,
         disconnected,
     }))
+}
+
+/// `PATCH /api/docs/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DocPatch {
+    /// The new title: one line, surrounding whitespace trimmed, not empty, at most 200
+    /// characters. Edits of the text no longer change it.
+    title: String,
+}
+
+/// Renames a document: its title becomes `title` (listings, the editor's header, the browser
+/// tab) and editors open on it are told at once. Needs write access.
+#[utoipa::path(
+    patch, path = "/api/docs/{id}", tag = "documents", params(("id" = String, Path)),
+    request_body = DocPatch,
+    responses(
+        (status = 200, body = DocSummary),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    )
+)]
+async fn rename_doc(
+    doc: DocAccess<Write>,
+    State(search): State<Arc<crate::search::Search>>,
+    AppJson(body): AppJson<DocPatch>,
+) -> Result<Json<DocSummary>, ApiError> {
+    let title = super::trash::valid_title(&body.title)?;
+    let meta = doc.meta().await?;
+    let room = DocRoom::new(doc.context().clone(), doc.name().clone());
+    room.rename(title.clone()).await?;
+    search.touch(doc.name().as_str());
+    let users = doc
+        .context()
+        .live_users()
+        .get(&meta.id)
+        .copied()
+        .unwrap_or(0);
+    let meta = DocMeta {
+        title: Some(title),
+        title_pinned: true,
+        ..meta
+    };
+    Ok(Json(DocSummary::new(meta, users)))
 }
 
 /// The document's text (`content`), as live editors see it.

@@ -28,7 +28,7 @@ use crate::http::{auth, forwarded};
 use crate::room::authors::ANONYMOUS;
 use crate::room::calls::DocRoom;
 use crate::room::registry::RoomContext;
-use crate::store::{DocMeta, StoreError};
+use crate::store::{DocMeta, Store, StoreError};
 use crate::token::Access;
 
 /// The access a handler needs, named as a type so its extractor can check it.
@@ -142,10 +142,11 @@ impl<N> DocAccess<N> {
     }
 
     /// The document's metadata, or 404 `doc_not_found`, read from the store without loading it.
+    /// A document in the trash is not found.
     pub(crate) async fn meta(&self) -> Result<DocMeta, ApiError> {
         let store = self.ctx.store.clone();
         let id = self.room.clone();
-        blocking(move || store.meta(&id))
+        blocking(move || live_meta(store.as_ref(), &id))
             .await?
             .ok_or_else(not_found)
     }
@@ -306,6 +307,15 @@ pub(crate) fn authorize(
 pub(crate) fn parse_id(config: &Config, id: &str) -> Result<RoomName, ApiError> {
     RoomName::parse(id, &config.limits())
         .map_err(|e| ApiError::bad_request("invalid_doc_id", e.to_string()))
+}
+
+/// The metadata of `doc` if it exists and is not in the trash: what every request naming a
+/// document checks first.
+pub(crate) fn live_meta(store: &dyn Store, doc: &RoomName) -> Result<Option<DocMeta>, StoreError> {
+    match store.trashed(doc)? {
+        Some(_) => Ok(None),
+        None => store.meta(doc),
+    }
 }
 
 /// 404 `doc_not_found`.

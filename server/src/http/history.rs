@@ -19,7 +19,7 @@ use weft_protocol::RoomName;
 
 use crate::error::ApiError;
 use crate::error::ErrorBody;
-use crate::http::extract::{authorize, not_found, parse_id, AppJson};
+use crate::http::extract::{authorize, live_meta, not_found, parse_id, AppJson};
 use crate::room::authors::ANONYMOUS;
 use crate::room::calls::DocRoom;
 use crate::room::history::delta::Kind;
@@ -169,7 +169,7 @@ async fn access(
         )
     })?;
     let (store, doc) = (ctx.store.clone(), name.clone());
-    let exists = tokio::task::spawn_blocking(move || store.meta(&doc))
+    let exists = tokio::task::spawn_blocking(move || live_meta(store.as_ref(), &doc))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;

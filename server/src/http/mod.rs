@@ -33,6 +33,8 @@ pub(crate) mod policy;
 pub(crate) mod readiness;
 pub(crate) mod refusals;
 pub(crate) mod share;
+pub(crate) mod search;
+pub(crate) mod trash;
 pub(crate) mod upgrade;
 pub(crate) mod webhooks;
 
@@ -74,6 +76,8 @@ pub(crate) struct AppState {
     pub(crate) refusals: Arc<RefusalLog>,
     /// The webhook endpoints (none configured: an empty list).
     pub(crate) webhooks: Option<Arc<Webhooks>>,
+    /// The documents' search index, kept current by its indexer task.
+    pub(crate) search: Arc<crate::search::Search>,
 }
 
 impl AppState {
@@ -85,7 +89,9 @@ impl AppState {
         address_bytes: Arc<AddressLimiter>,
     ) -> Self {
         let config = &ctx.config;
+        let search = crate::search::Search::start(&ctx);
         Self {
+            search,
             connections: Arc::new(Semaphore::new(config.max_connections)),
             per_ip: Arc::default(),
             connects: Arc::new(ConnectRate::new(config.max_connects_per_sec)),

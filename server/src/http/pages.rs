@@ -135,15 +135,22 @@ async fn editor_page(
             "The document name in the address is not valid text (UTF-8).",
         );
     };
+    let limit = config.limits().max_room_name;
     match RoomName::parse(&id, &config.limits()) {
         Ok(_) => page("editor.html", &headers),
         Err(e) => error_page(
             StatusCode::BAD_REQUEST,
             "This document cannot be opened",
             &format!(
-                "“{}” is not a valid document name: {}.",
+                "“{}” is not a valid document name: {}{}. Go back to the list of documents and \
+                 pick another name.",
                 shorten(&id),
-                reason(&e)
+                reason(&e),
+                if id.len() > limit {
+                    format!(" ({} bytes; names have at most {limit})", id.len())
+                } else {
+                    String::new()
+                }
             ),
         ),
     }

@@ -182,6 +182,8 @@ impl Handler for Connection {
                         self.ctx.metrics.refused("room_full");
                         (CloseCode::TryAgainLater, e.to_string())
                     }
+                    // As for a deleted document: clients stop reconnecting.
+                    JoinError::Trashed => (CloseCode::Deleted, "doc_in_trash".into()),
                     _ => (CloseCode::Internal, e.to_string()),
                 };
                 warn!(reason, "join refused");

@@ -177,10 +177,37 @@ impl DocRoom {
         .await
     }
 
-    /// Deletes the document, closing its connections; returns how many were closed.
+    /// Moves the document to the trash, closing its connections; returns how many were closed.
     pub(crate) async fn delete(&self) -> Result<u32, RoomCallError> {
         self.call(ApiOp::Delete, |reply| match reply {
             ApiReply::Deleted(closed) => Ok(closed),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Gives the document an explicit title; editors open on it are told.
+    pub(crate) async fn rename(&self, title: String) -> Result<(), RoomCallError> {
+        self.call(ApiOp::SetTitle(title), |reply| match reply {
+            ApiReply::Titled => Ok(()),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Takes the document out of the trash (`NotFound` if it is not there).
+    pub(crate) async fn restore(&self) -> Result<(), RoomCallError> {
+        self.call(ApiOp::Restore, |reply| match reply {
+            ApiReply::Restored => Ok(()),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Deletes a document in the trash for good (`NotFound` if it is not there).
+    pub(crate) async fn purge(&self) -> Result<(), RoomCallError> {
+        self.call(ApiOp::Purge, |reply| match reply {
+            ApiReply::Deleted(_) => Ok(()),
             other => Err(other),
         })
         .await

@@ -29,6 +29,9 @@ pub(crate) enum JoinError {
     /// The stored document could not be loaded.
     #[error("document could not be loaded: {0}")]
     LoadFailed(String),
+    /// The document is in the trash: it takes no connections until it is restored.
+    #[error("the document is in the trash")]
+    Trashed,
 }
 
 /// A connection joining a room.
@@ -84,8 +87,18 @@ pub(crate) enum ApiOp {
         /// The user to address, or everyone.
         to: Option<String>,
     },
-    /// Close every member, delete everything stored, and stop the room.
+    /// Move the document to the trash: close every member and stop the room, keeping what is
+    /// stored until a restore or a purge.
     Delete,
+    /// Give the document an explicit title (trimmed and checked by the caller); editors see it
+    /// at once.
+    SetTitle(String),
+    /// Take the document out of the trash with its content and history (`NotFound` if it is
+    /// not there).
+    Restore,
+    /// Delete a document in the trash for good: content, history and its trash record
+    /// (`NotFound` if it is not there).
+    Purge,
     /// Record a version of the current text now, with this name (even if nothing changed
     /// when named); answered with [`ApiReply::Version`] once it is durable.
     RecordVersion(Option<String>),
@@ -110,8 +123,13 @@ pub(crate) enum ApiReply {
     BaseChanged,
     /// The notice went to this many connections.
     Delivered(u32),
-    /// The document is gone; this many connections were closed.
+    /// The document is in the trash (or, after a purge, gone); this many connections were
+    /// closed.
     Deleted(u32),
+    /// The document is out of the trash.
+    Restored,
+    /// The title was set.
+    Titled,
     /// The version recorded (or, unnamed with nothing changed, the latest one).
     Version(VersionMeta),
 }

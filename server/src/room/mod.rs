@@ -74,6 +74,7 @@ pub(crate) mod presence;
 pub(crate) mod registry;
 #[cfg(test)]
 mod tests;
+pub(crate) mod trash;
 pub(crate) mod versions;
 mod write;
 mod yrs_guards;
@@ -203,6 +204,9 @@ impl Room {
         let task = async move {
             if let Some(previous) = previous {
                 previous.wait().await;
+            }
+            if trash::in_trash(&ctx, registration.name()).await {
+                return trash::serve_trashed(ctx, rx, registration).await;
             }
             let loaded = {
                 let (ctx, name) = (ctx.clone(), registration.name().clone());
@@ -351,8 +355,8 @@ impl Room {
         info!(room = %self.name, "room closed for shutdown");
     }
 
-    /// After `Delete`: leave the registry, then answer whatever is still in the mailbox as if
-    /// the document never existed. Nothing is compacted or flushed: that would write it back.
+    /// After `Delete` (to the trash): leave the registry, then answer whatever is still in the
+    /// mailbox as if the document did not exist. Nothing is compacted.
     async fn stop_deleted(mut self, mut rx: mpsc::Receiver<Command>) {
         self.registration.release();
         // The registry no longer has this room: a joiner retries on a fresh one.
@@ -360,8 +364,10 @@ impl Room {
             refuse(cmd, &JoinError::Gone, &ApiOpError::NotFound);
         })
         .await;
-        self.delete_versions().await;
-        info!(room = %self.name, "room closed: document deleted");
+        // The history stays with the document in the trash; the recorder finishes first, so
+        // the next incarnation (a purge) never races it.
+        self.wind_up_versions().await;
+        info!(room = %self.name, "room closed: document moved to the trash");
     }
 
     /// Periodic work; returns true when the room unloaded itself.
@@ -467,7 +473,7 @@ impl Room {
         let result = run(self);
         let strict = self.ctx.config.durability == Durability::Strict;
         let durable_first = match &result {
-            Ok(ApiReply::Written { .. } | ApiReply::Deleted(_)) => true,
+            Ok(ApiReply::Written { .. } | ApiReply::Deleted(_) | ApiReply::Titled) => true,
             Ok(ApiReply::Text(_) | ApiReply::Update(_)) => strict,
             _ => false,
         };

@@ -20,7 +20,7 @@ use crate::room::inbox::Incoming;
 use crate::room::load::text_of;
 use crate::room::yrs_guards::{contain, decode_state_vector};
 use crate::room::{title_of, ApiOp, ApiOpError, ApiReply, Room};
-use crate::store::StoreError;
+use crate::store::{now_ms, StoreError};
 
 impl Room {
     /// Runs one API request; writes are queued for broadcast like a member's.
@@ -53,6 +53,9 @@ impl Room {
             ApiOp::ApplyUpdate(update) => self.receive(Incoming::Update(update), ANONYMOUS),
             ApiOp::Notice { level, text, to } => Ok(self.notice(level, text, to)),
             ApiOp::Delete => self.delete(),
+            ApiOp::SetTitle(title) => self.rename(title),
+            // A loaded document is not in the trash (see `room::trash`).
+            ApiOp::Restore | ApiOp::Purge => Err(ApiOpError::NotFound),
             // Answered by the recorder, never here (see `Room::handle`).
             ApiOp::RecordVersion(_) => Err(ApiOpError::Unavailable(
                 "versions are recorded by the room's recorder".into(),
@@ -142,11 +145,12 @@ impl Room {
         written
     }
 
-    /// `Delete`: removes everything stored and closes every member; the room then stops.
+    /// `Delete`: moves the document to the trash and closes every member; the room then stops
+    /// (content and history stay for a restore).
     fn delete(&mut self) -> Result<ApiReply, ApiOpError> {
         self.ctx
             .store
-            .delete(&self.name)
+            .move_to_trash(&self.name, now_ms())
             .map_err(|e| api_store_error(&e))?;
         let closed = self.members.len() as u32;
         for m in self.members.values() {
@@ -158,13 +162,36 @@ impl Room {
         self.queued.clear();
         self.exists = false;
         self.deleted = true;
-        // The delete batch must reach disk before the reply; nothing may compact afterwards.
+        // The trash record must reach disk before the reply; nothing compacts afterwards.
         self.dirty = true;
         self.log_len = 0;
         self.log_bytes = 0;
         self.title_stale = false;
-        info!(room = %self.name, closed, "document deleted");
+        info!(room = %self.name, closed, "document moved to the trash");
         Ok(ApiReply::Deleted(closed))
+    }
+
+    /// `SetTitle`: pins an explicit title (edits no longer replace it) and tells every editor
+    /// listening, so open tabs show it without a reload.
+    fn rename(&mut self, title: String) -> Result<ApiReply, ApiOpError> {
+        if title.chars().nth(MAX_TITLE_CHARS).is_some() {
+            return Err(ApiOpError::TitleTooLong(MAX_TITLE_CHARS));
+        }
+        self.ctx
+            .store
+            .pin_title(&self.name, &title)
+            .map_err(|e| api_store_error(&e))?;
+        self.queue_control(
+            Target::ControlExcept(None),
+            &Control::Title {
+                title: title.clone(),
+            },
+        );
+        self.title = Some(title);
+        self.title_stale = false;
+        // The reply waits for the flush that makes the title durable.
+        self.dirty = true;
+        Ok(ApiReply::Titled)
     }
 
     /// The text of `content`.

@@ -343,6 +343,18 @@ impl crate::store::Store for GatedStore {
     fn delete(&self, doc: &RoomName) -> Result<bool, StoreError> {
         self.inner.delete(doc)
     }
+    fn move_to_trash(&self, doc: &RoomName, at_ms: u64) -> Result<(), StoreError> {
+        self.inner.move_to_trash(doc, at_ms)
+    }
+    fn take_from_trash(&self, doc: &RoomName) -> Result<bool, StoreError> {
+        self.inner.take_from_trash(doc)
+    }
+    fn trashed(&self, doc: &RoomName) -> Result<Option<u64>, StoreError> {
+        self.inner.trashed(doc)
+    }
+    fn trash(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.trash()
+    }
     fn refuse(&self, hash: &[u8; 32], reason: &str) -> Result<(), StoreError> {
         self.inner.refuse(hash, reason)
     }
@@ -379,7 +391,8 @@ fn registry_over(store: Arc<dyn crate::store::Store>, dir: &std::path::Path) -> 
 }
 
 /// A delete that arrives while the document's room is compacting on its way out (idle unload)
-/// stays deleted: the room that compacts cannot write the document back after the delete.
+/// stays deleted: the document goes to the trash with its content, no room takes it back
+/// out, and a purge that follows leaves nothing the compacting room could write back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_racing_an_idle_unload_stays_deleted() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -424,10 +437,44 @@ async fn a_delete_racing_an_idle_unload_stays_deleted() {
     }
     .expect("the delete task");
     assert!(matches!(deleted, Ok(ApiReply::Deleted(_))), "{deleted:?}");
+    purge_and_check(&ctx, store.as_ref(), &name, deadline).await;
+}
+
+/// Checks that `name` is in the trash with its content and not served, purges it, and checks
+/// that nothing of it is left once its rooms stopped.
+async fn purge_and_check(
+    ctx: &Arc<RoomContext>,
+    store: &dyn Store,
+    name: &RoomName,
+    deadline: tokio::time::Instant,
+) {
+    let name = name.clone();
+    assert!(
+        store.trashed(&name).expect("trash").is_some(),
+        "not in the trash"
+    );
+    assert!(
+        !store.load(&name).expect("load").updates.is_empty()
+            || store.load(&name).expect("load").snapshot.is_some(),
+        "the trash keeps the content"
+    );
+    let text = ctx.api(&name, ApiOp::GetText).await;
+    assert_eq!(
+        text,
+        Err(crate::room::ApiOpError::NotFound),
+        "a trashed document is not served"
+    );
+    let purged = ctx.api(&name, ApiOp::Purge).await;
+    assert!(matches!(purged, Ok(ApiReply::Deleted(_))), "{purged:?}");
     while ctx.open_rooms() > 0 {
         assert!(tokio::time::Instant::now() < deadline, "rooms did not stop");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(
+        store.trashed(&name).expect("trash"),
+        None,
+        "still in the trash"
+    );
     let stored = store.load(&name).expect("load");
     assert_eq!(
         stored,

@@ -211,22 +211,6 @@ impl Room {
             let _ = task.await;
         }
     }
-
-    /// After the document was deleted: stop the recorder, then delete the history.
-    pub(super) async fn delete_versions(&mut self) {
-        self.versions.tx = None;
-        if let Some(task) = self.versions.task.take() {
-            let _ = task.await;
-        }
-        let (Some(history), name) = (self.ctx.history.clone(), self.name.clone()) else {
-            return;
-        };
-        match tokio::task::spawn_blocking(move || history.delete(&name)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => error!(room = %self.name, error = %e, "deleting the history failed"),
-            Err(e) => error!(room = %self.name, error = %e, "deleting the history failed"),
-        }
-    }
 }
 
 /// What a job left to do: nothing more (`Fed`), a version to record, or stop (the replica

@@ -70,7 +70,8 @@
 //! deadline, `health.rs` the failed state, `fsync.rs` the syncs sled leaves out; `commit.rs`
 //! batches flushes across rooms and `inflight.rs` keeps the crash marks beside the database;
 //! `revocations.rs` the token revocations, in a tree of their own; `history.rs` the documents'
-//! version histories, in a tree of their own.
+//! version histories, in a tree of their own; `trash.rs` the trash records, in a tree of their
+//! own.
 
 mod cache;
 mod flusher;
@@ -84,6 +85,7 @@ mod revocations;
 mod sled_store;
 #[cfg(test)]
 mod tests;
+mod trash;
 
 pub(crate) mod backup;
 pub(crate) mod commit;
@@ -271,6 +273,27 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Every revocation recorded with [`Store::revoke_tokens`], as `(document, time)`.
     fn revocations(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Records that `doc` is in the trash since `at_ms` (Unix ms), keeping its content; a
+    /// document already there keeps its first time. Durable after [`Store::flush`]. Stores
+    /// that keep no trash refuse.
+    fn move_to_trash(&self, doc: &RoomName, at_ms: u64) -> Result<(), StoreError> {
+        let _ = (doc, at_ms);
+        Err(StoreError::Failed("this store keeps no trash".into()))
+    }
+    /// Takes `doc` out of the trash (restore, or after a purge); `true` if it was there.
+    fn take_from_trash(&self, doc: &RoomName) -> Result<bool, StoreError> {
+        let _ = doc;
+        Ok(false)
+    }
+    /// When `doc` was moved to the trash (Unix ms), or `None` if it is not there.
+    fn trashed(&self, doc: &RoomName) -> Result<Option<u64>, StoreError> {
+        let _ = doc;
+        Ok(None)
+    }
+    /// Every document in the trash as `(document, time moved there)`, sorted by id.
+    fn trash(&self) -> Result<Vec<(String, u64)>, StoreError> {
         Ok(Vec::new())
     }
     /// Where documents' version histories are kept, made durable by [`Store::flush`] like the

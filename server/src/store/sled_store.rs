@@ -529,6 +529,22 @@ impl Store for SledStore {
         self.reserve_offsets(count)
     }
 
+    fn move_to_trash(&self, doc: &RoomName, at_ms: u64) -> Result<(), StoreError> {
+        self.write_trashed(doc, at_ms)
+    }
+
+    fn take_from_trash(&self, doc: &RoomName) -> Result<bool, StoreError> {
+        self.remove_trashed(doc)
+    }
+
+    fn trashed(&self, doc: &RoomName) -> Result<Option<u64>, StoreError> {
+        self.read_trashed(doc)
+    }
+
+    fn trash(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read_trash()
+    }
+
     fn history(&self) -> Option<super::history::HistoryStore> {
         super::history::HistoryStore::open(&self.db, self.piece)
             .map_err(|e| tracing::error!(error = %e, "cannot open the version history"))

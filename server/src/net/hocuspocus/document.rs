@@ -205,6 +205,7 @@ impl Hocuspocus {
                         self.ctx.metrics.refused("room_full");
                         CloseCode::TryAgainLater
                     }
+                    JoinError::Trashed => CloseCode::Deleted,
                     _ => CloseCode::Internal,
                 };
                 warn!(document = %room, reason = %e, "join refused");
