@@ -4,7 +4,7 @@
 // files (the Import control, or files dropped on the page).
 //
 // Hooks for tests: #docs[data-state="loading|ready|error"][data-error=<code>] >
-// li[data-doc-id] > a, li[data-users], .doc-actions button[data-action="rename|delete"];
+// li[data-doc-id] > a, li[data-users], .row-actions button[data-action="rename|delete"];
 // #trash li[data-doc-id] button[data-action="restore|purge"]; #view-docs, #view-trash;
 // #import-file; #list-status[data-kind]; #new-doc; #open-error; #search, and
 // #results[data-state="idle|loading|ready|error"] > li[data-doc-id] with .snippet mark.
@@ -127,7 +127,7 @@ const row = (d) => {
   ])
   const li = h('li', { class: 'doc', dataset: { docId: d.id, users: String(users) } }, [link])
   li.append(
-    h('span', { class: 'doc-actions' }, [
+    h('span', { class: 'row-actions' }, [
       h('button', { class: 'btn btn-small', type: 'button', dataset: { action: 'rename' }, title: 'Rename', text: 'Rename', onclick: () => rename(li, link, title ?? '', d.id) }),
       h('button', { class: 'btn btn-small btn-danger', type: 'button', dataset: { action: 'delete' }, title: 'Move to the trash', text: 'Delete', onclick: () => trash(d.id, title) })
     ])
@@ -215,7 +215,7 @@ const trashRow = (d) => {
       h('span', { class: title ? 'doc-title' : 'doc-title muted', text: title ?? 'Untitled document' }),
       h('span', { class: 'doc-key', text: `${d.id} · deleted ${timeAgo(d.deleted_ms)} · deleted for good on ${fullTime(d.purge_ms)}` })
     ]),
-    h('span', { class: 'doc-actions' }, [
+    h('span', { class: 'row-actions' }, [
       h('button', { class: 'btn btn-small', type: 'button', dataset: { action: 'restore' }, text: 'Restore', onclick: () => restore(d.id, title) }),
       h('button', { class: 'btn btn-small btn-danger', type: 'button', dataset: { action: 'purge' }, text: 'Delete forever', onclick: () => purge(d.id, title) })
     ])
