@@ -113,8 +113,17 @@ pub(super) enum Target {
 }
 
 impl Room {
-    /// Queues an awareness update carrying `entries` for every member (nothing when empty).
+    /// Queues an awareness update carrying `entries` for every member (nothing when empty), at
+    /// once or with the room's next awareness frame (see `awareness_tick`).
     pub(super) fn queue_awareness(&mut self, entries: Vec<AwarenessEntry>) {
+        let now = tokio::time::Instant::now();
+        if let Some(entries) = self.awareness.add(entries, now) {
+            self.queue_awareness_now(entries);
+        }
+    }
+
+    /// Queues an awareness update carrying `entries` for every member now.
+    pub(super) fn queue_awareness_now(&mut self, entries: Vec<AwarenessEntry>) {
         if entries.is_empty() {
             return;
         }
