@@ -10,7 +10,7 @@
 //!
 //! The first change after a quiet tick goes out at once (leading edge), so a small room, where
 //! changes are rare, sees no added latency; only changes that follow within a tick wait, at
-//! most one tick.
+//! most one tick: [`AWARENESS_TICK`], or [`CROWD_TICK`] in a room of more than [`CROWD`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +24,22 @@ use crate::room::Room;
 /// delivery stays well under the 50 ms a remote cursor may lag unnoticed.
 pub(crate) const AWARENESS_TICK: Duration = Duration::from_millis(25);
 
+/// The tick of a crowded room (more than [`CROWD`] members): every tick costs a frame per
+/// member, so a crowd's tick is longer, halving what its presence costs the sockets.
+pub(crate) const CROWD_TICK: Duration = Duration::from_millis(50);
+
+/// Members above which a room counts as a crowd for its awareness tick.
+pub(crate) const CROWD: usize = 250;
+
+/// The awareness tick of a room with `members` members.
+pub(crate) fn tick_for(members: usize) -> Duration {
+    if members > CROWD {
+        CROWD_TICK
+    } else {
+        AWARENESS_TICK
+    }
+}
+
 /// Awareness changes not yet sent, and when the next frame may go.
 #[derive(Debug, Default)]
 pub(crate) struct AwarenessTick {
@@ -33,6 +49,8 @@ pub(crate) struct AwarenessTick {
     index: HashMap<u64, usize>,
     /// Until when a new frame must wait; `None` after a quiet tick.
     next: Option<Instant>,
+    /// The current tick length (see [`tick_for`]).
+    tick: Duration,
 }
 
 impl AwarenessTick {
@@ -42,10 +60,12 @@ impl AwarenessTick {
         &mut self,
         entries: Vec<AwarenessEntry>,
         now: Instant,
+        members: usize,
     ) -> Option<Vec<AwarenessEntry>> {
         if entries.is_empty() {
             return None;
         }
+        self.tick = tick_for(members);
         for entry in entries {
             match self.index.get(&entry.client_id) {
                 Some(&i) => self.pending[i] = entry,
@@ -78,7 +98,7 @@ impl AwarenessTick {
 
     /// Every pending entry, and a new tick starting `now`.
     fn take(&mut self, now: Instant) -> Option<Vec<AwarenessEntry>> {
-        self.next = Some(now + AWARENESS_TICK);
+        self.next = Some(now + self.tick.max(AWARENESS_TICK));
         self.index.clear();
         Some(std::mem::take(&mut self.pending))
     }
@@ -119,11 +139,11 @@ mod tests {
     fn leading_edge_then_coalesced() {
         let mut t = AwarenessTick::default();
         let t0 = Instant::now();
-        let first = t.add(vec![entry(1, 1)], t0).map(|e| e.len());
+        let first = t.add(vec![entry(1, 1)], t0, 2).map(|e| e.len());
         assert_eq!(first, Some(1));
         assert!(t.due().is_none(), "nothing pending after the leading edge");
-        assert!(t.add(vec![entry(1, 2)], t0).is_none());
-        assert!(t.add(vec![entry(2, 1), entry(1, 3)], t0).is_none());
+        assert!(t.add(vec![entry(1, 2)], t0, 2).is_none());
+        assert!(t.add(vec![entry(2, 1), entry(1, 3)], t0, 2).is_none());
         assert_eq!(t.due(), Some(t0 + AWARENESS_TICK));
         let sent = t.on_due(t0 + AWARENESS_TICK).unwrap_or_default();
         let got: Vec<(u64, u64)> = sent.iter().map(|e| (e.client_id, e.clock)).collect();
@@ -135,9 +155,19 @@ mod tests {
     fn quiet_tick_resets() {
         let mut t = AwarenessTick::default();
         let t0 = Instant::now();
-        assert!(t.add(vec![entry(1, 1)], t0).is_some());
+        assert!(t.add(vec![entry(1, 1)], t0, 2).is_some());
         assert!(t.on_due(t0 + AWARENESS_TICK).is_none());
-        assert!(t.add(vec![entry(1, 2)], t0 + AWARENESS_TICK).is_some());
+        assert!(t.add(vec![entry(1, 2)], t0 + AWARENESS_TICK, 2).is_some());
+    }
+
+    /// A crowded room waits the longer tick.
+    #[test]
+    fn crowds_tick_slower() {
+        let mut t = AwarenessTick::default();
+        let t0 = Instant::now();
+        assert!(t.add(vec![entry(1, 1)], t0, CROWD + 1).is_some());
+        assert!(t.add(vec![entry(1, 2)], t0, CROWD + 1).is_none());
+        assert_eq!(t.due(), Some(t0 + CROWD_TICK));
     }
 
     /// Changes after the tick has passed go at once even if the timer has not fired yet.
@@ -145,8 +175,8 @@ mod tests {
     fn late_change_goes_at_once() {
         let mut t = AwarenessTick::default();
         let t0 = Instant::now();
-        assert!(t.add(vec![entry(1, 1)], t0).is_some());
-        assert!(t.add(vec![entry(2, 1)], t0 + AWARENESS_TICK).is_some());
-        assert!(t.add(vec![], t0 + AWARENESS_TICK).is_none());
+        assert!(t.add(vec![entry(1, 1)], t0, 2).is_some());
+        assert!(t.add(vec![entry(2, 1)], t0 + AWARENESS_TICK, 2).is_some());
+        assert!(t.add(vec![], t0 + AWARENESS_TICK, 2).is_none());
     }
 }

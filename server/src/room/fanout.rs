@@ -117,7 +117,8 @@ impl Room {
     /// once or with the room's next awareness frame (see `awareness_tick`).
     pub(super) fn queue_awareness(&mut self, entries: Vec<AwarenessEntry>) {
         let now = tokio::time::Instant::now();
-        if let Some(entries) = self.awareness.add(entries, now) {
+        let members = self.members.len();
+        if let Some(entries) = self.awareness.add(entries, now, members) {
             self.queue_awareness_now(entries);
         }
     }

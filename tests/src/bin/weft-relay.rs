@@ -103,6 +103,8 @@ fn is_step1(frame: &[u8]) -> bool {
 async fn serve(stream: TcpStream, rooms: Arc<Rooms>) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut path = String::new();
+    // tungstenite's handshake callback type fixes the error variant's size.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
         path = req.uri().path().to_owned();
         Ok(resp)
