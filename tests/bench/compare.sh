@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Side-by-side load comparison: Weft (strict and relaxed durability, persistence on) against the
-# y-websocket reference server (`@y/websocket-server` 0.1.1, in memory), driven by `weft-bench`.
+# y-websocket reference server (`@y/websocket-server` 0.1.1, in memory) and a null relay
+# (`weft-relay`: forwards each frame to the room's other members, keeps no document: the floor),
+# driven by `weft-bench`.
 #
 #   tests/bench/compare.sh                                   # every scenario, 3 runs, ~20 s each
 #   SECONDS=5 SCENARIOS="echo2 hot-room" tests/bench/compare.sh   # a short run
 #
 # Environment:
-#   SCENARIOS   scenarios to run (default: echo2 hot-room many-rooms idle big-doc saturation)
+#   SCENARIOS   scenarios to run (default: echo2 hot-room many-rooms idle big-doc saturation
+#               crowd-presence join-storm many-writers)
 #   SECONDS     send window of each phase, passed to `weft-bench --seconds` (default 20). Bash
 #               imports SECONDS and counts up from it, so it is read on the first line below.
 #   RUNS        runs per scenario and server (default 3); the table shows medians
-#   SERVERS     which servers (default: peer weft-strict weft-relaxed)
+#   SERVERS     which servers (default: relay peer weft-strict weft-relaxed). The relay keeps no
+#               document, so it sits out the scenarios that join one (big-doc, join-storm).
 #   SERVER_CPU / BENCH_CPU   cores for `taskset` (default 0 and 1; no pinning on one core)
 #   YWS_DIR     a directory where `npm install @y/websocket-server@0.1.1` was already run
 #   OUT_DIR     where raw JSON reports and the table go (default target/bench-compare/<time>)
@@ -22,13 +26,13 @@ BENCH_SECS_RAW=${SECONDS:-0}
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-SCENARIOS=${SCENARIOS:-"echo2 hot-room many-rooms idle big-doc saturation"}
+SCENARIOS=${SCENARIOS:-"echo2 hot-room many-rooms idle big-doc saturation crowd-presence join-storm many-writers"}
 BENCH_SECS=20
 if [[ "$BENCH_SECS_RAW" =~ ^[0-9]+$ ]] && ((BENCH_SECS_RAW > 0)); then
     BENCH_SECS=$BENCH_SECS_RAW
 fi
 RUNS=${RUNS:-3}
-SERVERS=${SERVERS:-"peer weft-strict weft-relaxed"}
+SERVERS=${SERVERS:-"relay peer weft-strict weft-relaxed"}
 SERVER_CPU=${SERVER_CPU:-0}
 BENCH_CPU=${BENCH_CPU:-1}
 OUT_DIR=${OUT_DIR:-"$ROOT/target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ)"}
@@ -63,10 +67,19 @@ else
     PIN_BENCH=()
 fi
 
-log "building weft and weft-bench (release)"
-(cd "$ROOT" && cargo build --release --quiet -p weft-server --bin weft -p weft-tests --bin weft-bench)
-WEFT="$ROOT/target/release/weft"
-BENCH="$ROOT/target/release/weft-bench"
+# crowd-presence holds 1,500 connections: both ends of each count against the open-file limit
+# of this shell's children (the server and the load generator).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
+    log "open-file limit $(ulimit -n) is low for crowd-presence (1,500 connections); raise ulimit -Hn"
+fi
+
+log "building weft, weft-bench and weft-relay (release)"
+(cd "$ROOT" && cargo build --release --quiet -p weft-server --bin weft -p weft-tests --bin weft-bench --bin weft-relay)
+TARGET_DIR=${CARGO_TARGET_DIR:-"$ROOT/target"}
+WEFT="$TARGET_DIR/release/weft"
+BENCH="$TARGET_DIR/release/weft-bench"
+RELAY="$TARGET_DIR/release/weft-relay"
 
 if [[ " $SERVERS " == *" peer "* ]]; then
     if [ -z "${YWS_DIR:-}" ]; then
@@ -108,6 +121,11 @@ start_server() {
             SERVER_PID=$!
             URL="ws://127.0.0.1:$port/{room}"
             ;;
+        relay)
+            "${PIN_SERVER[@]}" "$RELAY" --bind "127.0.0.1:$port" >"$logfile" 2>&1 &
+            SERVER_PID=$!
+            URL="ws://127.0.0.1:$port/{room}"
+            ;;
         weft-strict | weft-relaxed)
             local data
             data=$(mktemp -d -t weft-bench-data.XXXXXX)
@@ -116,6 +134,7 @@ start_server() {
                 --data "$data" --durability "${name#weft-}" \
                 --max-frames-per-sec 1000000 --max-bytes-per-sec 2000000000 \
                 --max-connections-per-ip 100000 --max-connects-per-sec 0 \
+                --max-room-connections 100000 \
                 >"$logfile" 2>&1 &
             SERVER_PID=$!
             URL="ws://127.0.0.1:$port/ws/{room}"
@@ -137,6 +156,9 @@ stop_server() {
 for scenario in $SCENARIOS; do
     for run in $(seq 1 "$RUNS"); do
         for server in $SERVERS; do
+            if [ "$server" = relay ] && { [ "$scenario" = big-doc ] || [ "$scenario" = join-storm ]; }; then
+                continue
+            fi
             port=$(free_port)
             dir="$OUT_DIR/$server/$scenario"
             mkdir -p "$dir"
@@ -165,11 +187,18 @@ METRICS = {
              "server_rss_mib_before", "server_rss_mib_after"],
     "big-doc": ["seed_chars", "seed_s", "join_seq_p50_ms", "join_seq_max_ms", "join_sim_p50_ms",
                 "join_sim_max_ms", "server_cpu_pct", "server_rss_mib_after"],
+    "crowd-presence": ["connections", "server_cpu_pct", "latency_p50_ms", "latency_p99_ms",
+                       "delivered_ratio", "delivered_within_1s_ratio", "insert_delivered_ratio",
+                       "closes", "server_rss_mib_after", "generator_cpu_pct"],
+    "join-storm": ["doc_chars", "seed_s", "joins", "join_p50_ms", "join_p99_ms", "join_max_ms",
+                   "server_rss_mib_peak", "server_rss_mib_after", "server_cpu_pct"],
 }
 # values[label][server][metric] = [one value per run]; ok[label][server] = [bool per run]
 values, ok, order = {}, {}, []
 for server in servers:
     for scenario in scenarios:
+        if server == "relay" and scenario in ("big-doc", "join-storm"):
+            continue  # the relay keeps no document: nothing to join
         d = os.path.join(out_dir, server, scenario)
         for run in range(1, int(runs) + 1):
             try:
@@ -197,10 +226,12 @@ def fmt(x):
         return f"{x:,.0f}"
     return f"{x:.3g}" if abs(x) < 1 else f"{x:.2f}"
 
-weft = [s for s in servers if s != "peer"]
-head = ["scenario", "metric"] + servers + [f"{s}/peer" for s in weft if "peer" in servers]
+weft = [s for s in servers if s not in ("peer", "relay")]
+bases = [b for b in ("peer", "relay") if b in servers]
+head = ["scenario", "metric"] + servers + [f"{s}/{b}" for b in bases for s in weft]
 print(f"Medians of {runs} run(s), {secs} s send window per phase; server pinned to one core, "
-      "load generator to another.\n")
+      "load generator to another. `relay` is the null relay (the floor); it keeps no document "
+      "and sits out big-doc and join-storm.\n")
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for label in order:
@@ -212,8 +243,8 @@ for label in order:
         if all(v is None for v in row):
             continue
         ratios = []
-        if "peer" in servers:
-            p = med(label, "peer", m)
+        for b in bases:
+            p = med(label, b, m)
             for s in weft:
                 w = med(label, s, m)
                 ratios.append(f"{w / p:.2f}" if (w is not None and p) else "–")

@@ -332,16 +332,13 @@ async fn write_loop(
                     closer.token.cancelled().await;
                     break;
                 };
-                let len = data.len() as u64;
-                queued.now.fetch_sub(data.len(), Ordering::AcqRel);
                 tokio::select! {
-                    sent = sink.send(data.into_message()) => if sent.is_err() {
-                        closer.end(Ending::Terminate("write failed"));
-                        break;
-                    } else if let Some(m) = &metrics {
-                        m.messages_out.inc();
-                        m.bytes_out.inc_by(len);
-                    },
+                    sent = write_queued(&mut sink, &mut rx, data, &queued, metrics.as_deref()) => {
+                        if sent.is_err() {
+                            closer.end(Ending::Terminate("write failed"));
+                            break;
+                        }
+                    }
                     _ = closer.token.cancelled() => break,
                 }
             }
@@ -362,6 +359,41 @@ async fn write_loop(
     if let Some(Ending::Close(code, reason)) = closer.ending() {
         send_close(&mut sink, &mut rx, code, reason).await;
     }
+}
+
+/// Most frames one wake-up of the writer hands the socket before flushing.
+const COALESCE_FRAMES: usize = 64;
+
+/// Most bytes one wake-up of the writer hands the socket before flushing.
+const COALESCE_BYTES: usize = 256 * 1024;
+
+/// Writes `first` and whatever else is already queued (up to [`COALESCE_FRAMES`] and
+/// [`COALESCE_BYTES`]) into the socket's buffer, then flushes once: one `send` per wake-up
+/// instead of one per frame, the largest cost of a busy room (the kernel's TCP send path).
+async fn write_queued(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    rx: &mut mpsc::Receiver<Data>,
+    first: Data,
+    queued: &QueuedBytes,
+    metrics: Option<&Metrics>,
+) -> Result<(), axum::Error> {
+    let (mut frames, mut bytes) = (0usize, 0usize);
+    let mut next = Some(first);
+    while let Some(data) = next.take() {
+        let len = data.len();
+        queued.now.fetch_sub(len, Ordering::AcqRel);
+        sink.feed(data.into_message()).await?;
+        if let Some(m) = metrics {
+            m.messages_out.inc();
+            m.bytes_out.inc_by(len as u64);
+        }
+        frames += 1;
+        bytes += len;
+        if frames < COALESCE_FRAMES && bytes < COALESCE_BYTES {
+            next = rx.try_recv().ok();
+        }
+    }
+    sink.flush().await
 }
 
 /// Sends the close frame, after what was queued before the close was decided (an echo, a last

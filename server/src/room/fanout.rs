@@ -93,8 +93,9 @@ impl Member {
 pub(super) enum Target {
     /// Every member.
     All,
-    /// Every member but one.
-    AllBut(ConnId),
+    /// Every member but these (sorted): the owners of entries in a coalesced awareness frame,
+    /// which get their own frame without them.
+    AllExcept(Vec<ConnId>),
     /// One member.
     One(ConnId),
     /// Every member that opted in to control messages, except one.
@@ -115,17 +116,15 @@ pub(super) enum Target {
 }
 
 impl Room {
-    /// Queues an awareness update carrying `entries` for every member (nothing when empty).
+    /// Queues an awareness update carrying `entries` (removals and snapshots the room makes, no
+    /// sender) for every member, at once or with the room's next awareness frame.
     pub(super) fn queue_awareness(&mut self, entries: Vec<AwarenessEntry>) {
-        if entries.is_empty() {
-            return;
-        }
-        let frame = Message::Awareness(AwarenessUpdate { entries }).encode();
-        self.queued.push((Target::All, Bytes::from(frame)));
+        self.coalesce_awareness(entries, None);
     }
 
-    /// Queues an awareness update `conn` sent: `relayed` for the others, `echo` (its own clocks,
-    /// see `room::presence`) for itself. Nothing when empty.
+    /// Queues an awareness update `conn` sent: `relayed` for the others, with the room's next
+    /// awareness frame, and `echo` (its own clocks, see `room::presence`) for itself at once.
+    /// Nothing when `relayed` is empty.
     pub(super) fn queue_awareness_from(
         &mut self,
         conn: ConnId,
@@ -135,10 +134,48 @@ impl Room {
         if relayed.is_empty() {
             return;
         }
-        let frame = Message::Awareness(AwarenessUpdate { entries: relayed }).encode();
-        self.queued.push((Target::AllBut(conn), Bytes::from(frame)));
         let frame = Message::Awareness(AwarenessUpdate { entries: echo }).encode();
         self.queued.push((Target::One(conn), Bytes::from(frame)));
+        self.coalesce_awareness(relayed, Some(conn));
+    }
+
+    fn coalesce_awareness(&mut self, entries: Vec<AwarenessEntry>, owner: Option<ConnId>) {
+        let now = tokio::time::Instant::now();
+        let members = self.members.len();
+        if let Some(batch) = self.awareness.add(entries, owner, now, members) {
+            self.queue_awareness_now(batch);
+        }
+    }
+
+    /// Queues a coalesced awareness batch now: one frame shared by every member that owns none
+    /// of its entries, and for each owner the batch without its own entries, whose relayed
+    /// clocks it must never see (it would adopt them as its own).
+    pub(super) fn queue_awareness_now(&mut self, batch: Vec<(AwarenessEntry, Option<ConnId>)>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut owners: Vec<ConnId> = batch.iter().filter_map(|(_, o)| *o).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        for &owner in &owners {
+            let others: Vec<AwarenessEntry> = batch
+                .iter()
+                .filter(|(_, o)| *o != Some(owner))
+                .map(|(e, _)| e.clone())
+                .collect();
+            if !others.is_empty() {
+                let frame = Message::Awareness(AwarenessUpdate { entries: others }).encode();
+                self.queued.push((Target::One(owner), Bytes::from(frame)));
+            }
+        }
+        let entries = batch.into_iter().map(|(e, _)| e).collect();
+        let frame = Bytes::from(Message::Awareness(AwarenessUpdate { entries }).encode());
+        let target = if owners.is_empty() {
+            Target::All
+        } else {
+            Target::AllExcept(owners)
+        };
+        self.queued.push((target, frame));
     }
 
     /// Queues a control message for `target`.
@@ -168,9 +205,10 @@ impl Room {
         };
         for (target, frame) in self.queued.drain(..) {
             match target {
-                Target::All | Target::AllBut(_) => {
+                Target::All | Target::AllExcept(_) => {
                     for (&id, m) in &self.members {
-                        if !matches!(target, Target::AllBut(except) if except == id) {
+                        let skip = matches!(&target, Target::AllExcept(except) if except.binary_search(&id).is_ok());
+                        if !skip {
                             send(id, m, frame.clone());
                         }
                     }

@@ -37,6 +37,7 @@
 //! - `versions.rs`: when the room records a version; `history/`: how versions are stored,
 //!   rebuilt, diffed and thinned.
 //! - `presence.rs` (awareness), `registry.rs` (get-or-load by name, what rooms share).
+//! - `awareness_tick.rs`: awareness changes sent at most once per tick, one frame per member.
 //!
 //! # Seams
 //! - **Durable log.** The room adds to a document's history only through
@@ -55,6 +56,7 @@
 //!   the registry.
 
 pub(crate) mod authors;
+mod awareness_tick;
 mod batch;
 pub(crate) mod calls;
 pub(crate) mod clocks;
@@ -92,6 +94,7 @@ use yrs::Doc;
 
 use crate::config::Durability;
 use crate::room::authors::Authors;
+use crate::room::awareness_tick::{awareness_due, AwarenessTick};
 use crate::room::batch::{saved, Unsaved};
 use crate::room::fanout::{Member, Target};
 use crate::room::feed::{window_closed, FeedState};
@@ -143,6 +146,8 @@ pub(crate) struct Room {
     registration: Registration,
     doc: Doc,
     presence: Presence,
+    /// Awareness changes waiting for the room's next awareness frame.
+    awareness: AwarenessTick,
     members: HashMap<ConnId, Member>,
     /// Sequence number of the last update appended to the store.
     last_seq: u64,
@@ -247,6 +252,7 @@ impl Room {
             ctx,
             registration,
             doc: loaded.doc,
+            awareness: AwarenessTick::default(),
             members: HashMap::new(),
             last_seq: loaded.last_seq,
             log_len: loaded.log_len,
@@ -313,6 +319,10 @@ impl Room {
                     if self.on_tick(&mut rx).await {
                         return;
                     }
+                }
+                _ = awareness_due(self.awareness.due()), if self.awareness.due().is_some() => {
+                    self.send_awareness_tick();
+                    self.finish_batch().await;
                 }
                 _ = window_closed(self.feed.due), if self.feed.due.is_some() => {
                     self.report_feed();

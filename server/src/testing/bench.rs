@@ -82,6 +82,14 @@ impl BenchRoom {
         rt.block_on(room.finish_batch());
     }
 
+    /// Sends the awareness changes the room holds back for its next awareness tick, as the
+    /// actor does when the tick passes, and ends the batch.
+    pub fn awareness_tick(&mut self) {
+        let DirectRoom { rt, room, .. } = &mut self.direct;
+        room.send_awareness_tick();
+        rt.block_on(room.finish_batch());
+    }
+
     /// Takes every frame waiting for `member`.
     pub fn drain(&mut self, member: MemberId) -> Delivered {
         let mut got = Delivered::default();
