@@ -384,8 +384,8 @@ async fn deleted_document_stays_deleted_and_can_be_saved_as_a_copy() -> anyhow::
             "a document deleted while away came back from this device's copy"
         );
 
-        // Deleted while away and created anew under the same name by someone else: the old
-        // copy is not merged into the new document.
+        // Deleted (and purged from the trash) while away and created anew under the same name
+        // by someone else: the old copy is not merged into the new document.
         let reused = doc_id("reused");
         open_doc(&ana, &base, &reused).await?;
         ana.type_in_editor("Mine.").await?;
@@ -397,6 +397,12 @@ async fn deleted_document_stays_deleted_and_can_be_saved_as_a_copy() -> anyhow::
             .send()
             .await?;
         ensure!(res.status().is_success(), "DELETE reused: {}", res.status());
+        // Out of the trash for good, so its name is free to take again.
+        let res = http
+            .delete(format!("{base}/api/trash/{reused}"))
+            .send()
+            .await?;
+        ensure!(res.status().is_success(), "purge reused: {}", res.status());
         let res = http
             .post(format!("{base}/api/docs"))
             .json(&json!({ "id": reused, "text": "Someone else's." }))
