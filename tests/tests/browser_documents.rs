@@ -15,7 +15,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use fantoccini::Locator;
-use harness::{doc_id, Browsers, Session};
+use harness::{doc_id, wait_titled, Browsers, Session};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use weft_tests::TestServer;
@@ -226,34 +226,6 @@ async fn trash_and_restore_from_the_list() -> anyhow::Result<()> {
     }
     .await;
     browsers.finish(result, vec![ana]).await
-}
-
-/// The id of the listed document titled `title`, if any.
-async fn id_titled(server: &TestServer, title: &str) -> anyhow::Result<Option<String>> {
-    let page: Value = reqwest::get(format!("{}/api/docs", server.http_base()))
-        .await?
-        .json()
-        .await?;
-    Ok(page["docs"]
-        .as_array()
-        .and_then(|d| d.iter().find(|d| d["title"] == title))
-        .and_then(|d| d["id"].as_str())
-        .map(str::to_owned))
-}
-
-/// Waits for a document titled `title` and returns its id.
-async fn wait_titled(server: &TestServer, title: &str) -> anyhow::Result<String> {
-    let deadline = tokio::time::Instant::now() + harness::WAIT;
-    loop {
-        if let Some(id) = id_titled(server, title).await? {
-            return Ok(id);
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no document titled {title:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }
 
 /// A file picked with the Import control and one dropped on the list become documents titled

@@ -580,3 +580,37 @@ pub(crate) async fn introduce(
     .await?;
     Ok(())
 }
+
+/// The id of the listed document titled `title`, if any.
+pub(crate) async fn id_titled(
+    server: &weft_tests::TestServer,
+    title: &str,
+) -> anyhow::Result<Option<String>> {
+    let page: Value = reqwest::get(format!("{}/api/docs", server.http_base()))
+        .await?
+        .json()
+        .await?;
+    Ok(page["docs"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["title"] == title))
+        .and_then(|d| d["id"].as_str())
+        .map(str::to_owned))
+}
+
+/// Waits for a document titled `title` and returns its id.
+pub(crate) async fn wait_titled(
+    server: &weft_tests::TestServer,
+    title: &str,
+) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(id) = id_titled(server, title).await? {
+            return Ok(id);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no document titled {title:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
