@@ -7,6 +7,7 @@
 //! skipped with a printed reason, and fail when `CI` is set. On failure each session's screenshot
 //! is written to `target/browser-screenshots/<test>/<session>.png` and the path printed.
 
+#[allow(dead_code)] // Shared with the other browser test files; this one uses only part of it.
 #[path = "browser/harness.rs"]
 mod harness;
 
