@@ -11,37 +11,15 @@
 #[path = "browser/harness.rs"]
 mod harness;
 
-use std::path::Path;
-
 use anyhow::Context as _;
 use fantoccini::Locator;
-use harness::{doc_id, wait_titled, Browsers, Session};
+use harness::{doc_id, screenshot, wait_titled, Browsers, Session};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use weft_tests::TestServer;
 
 /// The Enter key, as WebDriver types it.
 const ENTER: &str = "\u{E007}";
-
-/// Writes the screenshot of `s` to the test's output directory, and to `docs/screenshots` when
-/// `WEFT_UPDATE_SCREENSHOTS` is set.
-async fn screenshot(s: &Session, test: &str, file: &str) -> anyhow::Result<()> {
-    let png = s.client.screenshot().await.context("screenshot")?;
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dir = target
-        .parent()
-        .unwrap_or(target)
-        .join("browser-screenshots")
-        .join(test);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join(file), &png)?;
-    if std::env::var_os("WEFT_UPDATE_SCREENSHOTS").is_some_and(|v| !v.is_empty()) {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
-        std::fs::create_dir_all(&docs)?;
-        std::fs::write(docs.join(file), &png)?;
-    }
-    Ok(())
-}
 
 /// Creates `id` through the API with `text` (and `title` when given).
 async fn create(

@@ -10,12 +10,10 @@
 #[path = "browser/harness.rs"]
 mod harness;
 
-use std::path::Path;
-
 use anyhow::Context as _;
 use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
 use fantoccini::Locator;
-use harness::{doc_id, introduce, wait_titled, Browsers, Session};
+use harness::{doc_id, introduce, screenshot, wait_titled, Browsers, Session};
 use serde_json::{json, Value};
 use weft_tests::TestServer;
 
@@ -56,28 +54,6 @@ async fn stored(server: &TestServer, doc: &str, bearer: Option<&str>) -> anyhow:
         .bytes()
         .await?
         .to_vec())
-}
-
-/// Writes the screenshot of `s` to the test's output directory, and to `docs/screenshots` when
-/// `WEFT_UPDATE_SCREENSHOTS` is set.
-async fn screenshot(s: &Session, test: &str, file: &str) -> anyhow::Result<()> {
-    let png = s.client.screenshot().await.context("screenshot")?;
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dir = target
-        .parent()
-        .unwrap_or(target)
-        .join("browser-screenshots")
-        .join(test);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join(file), &png)?;
-    eprintln!("screenshot: {}", dir.join(file).display());
-    if std::env::var_os("WEFT_UPDATE_SCREENSHOTS").is_some_and(|v| !v.is_empty()) {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
-        std::fs::create_dir_all(&docs)?;
-        std::fs::write(docs.join(file), &png)?;
-        eprintln!("screenshot: {}", docs.join(file).display());
-    }
-    Ok(())
 }
 
 /// Opens the preview and waits until it shows the text of `len` characters.

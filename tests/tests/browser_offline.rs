@@ -13,10 +13,8 @@
 #[path = "browser/harness.rs"]
 mod harness;
 
-use std::path::Path;
-
 use anyhow::{ensure, Context as _};
-use harness::{doc_id, introduce, Browsers, Session};
+use harness::{doc_id, introduce, screenshot, Browsers, Session};
 use serde_json::json;
 use weft_tests::TestServer;
 
@@ -101,26 +99,6 @@ async fn wait_deleted_banner(s: &Session) -> anyhow::Result<String> {
         )
         .await?;
     Ok(v.as_str().unwrap_or_default().to_owned())
-}
-
-/// Writes the screenshot of `s` to the test's output directory, and to `docs/screenshots` when
-/// `WEFT_UPDATE_SCREENSHOTS` is set.
-async fn screenshot(s: &Session, test: &str, file: &str) -> anyhow::Result<()> {
-    let png = s.client.screenshot().await.context("screenshot")?;
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dir = target
-        .parent()
-        .unwrap_or(target)
-        .join("browser-screenshots")
-        .join(test);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join(file), &png)?;
-    if std::env::var_os("WEFT_UPDATE_SCREENSHOTS").is_some_and(|v| !v.is_empty()) {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
-        std::fs::create_dir_all(&docs)?;
-        std::fs::write(docs.join(file), &png)?;
-    }
-    Ok(())
 }
 
 /// The service worker is served from the root with revalidation, and names the editor page.

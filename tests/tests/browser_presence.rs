@@ -11,11 +11,10 @@
 #[path = "browser/harness.rs"]
 mod harness;
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use harness::{doc_id, introduce, Browsers, Session};
+use harness::{doc_id, introduce, screenshot, Browsers, Session};
 use serde_json::{json, Value};
 use weft_tests::TestServer;
 
@@ -305,26 +304,6 @@ async fn clicking_an_avatar_follows_that_collaborator() -> anyhow::Result<()> {
     }
     .await;
     browsers.finish(result, vec![ana, ben]).await
-}
-
-/// Writes the screenshot of `s` to the test's output directory, and to `docs/screenshots` when
-/// `WEFT_UPDATE_SCREENSHOTS` is set.
-async fn screenshot(s: &Session, test: &str, file: &str) -> anyhow::Result<()> {
-    let png = s.client.screenshot().await.context("screenshot")?;
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let dir = target
-        .parent()
-        .unwrap_or(target)
-        .join("browser-screenshots")
-        .join(test);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join(file), &png)?;
-    if std::env::var_os("WEFT_UPDATE_SCREENSHOTS").is_some_and(|v| !v.is_empty()) {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
-        std::fs::create_dir_all(&docs)?;
-        std::fs::write(docs.join(file), &png)?;
-    }
-    Ok(())
 }
 
 /// A page opened with a token that names its user (`sub`) shows that name to the others and in

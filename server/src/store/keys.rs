@@ -288,6 +288,29 @@ pub(super) fn decode_quarantine(
     })
 }
 
+/// A per-document time as the trash and revocation trees store it: eight bytes, big-endian.
+pub(super) fn decode_time(value: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(value).ok().map(u64::from_be_bytes)
+}
+
+/// Every `(document, time)` record of the sled tree `tree`, in key order; a record that cannot
+/// be decoded is skipped with an error naming `what` it was.
+pub(super) fn doc_times(
+    db: &sled::Db,
+    tree: &str,
+    what: &str,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in db.open_tree(tree)?.iter() {
+        let (key, value) = entry?;
+        match (std::str::from_utf8(&key), decode_time(&value)) {
+            (Ok(doc), Some(at)) => out.push((doc.to_owned(), at)),
+            _ => tracing::error!(len = key.len(), "skipping a malformed {what} record"),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 
 use weft_protocol::RoomName;
 
-use super::keys::check_doc;
+use super::keys::{check_doc, decode_time};
 use super::{SledStore, Store, StoreError};
 
 /// The sled tree holding the revocations.
@@ -23,7 +23,7 @@ impl SledStore {
             .open_tree(TREE)
             .map_err(|e| self.health.fail_on(&e))?;
         tree.fetch_and_update(doc.as_bytes(), |old| {
-            let old = old.and_then(decode).unwrap_or(0);
+            let old = old.and_then(decode_time).unwrap_or(0);
             Some(before.max(old).to_be_bytes().to_vec())
         })
         .map_err(|e| self.health.fail_on(&e))?;
@@ -33,22 +33,8 @@ impl SledStore {
     /// Every recorded revocation as `(document, time)`; a record that cannot be decoded is
     /// skipped with an error logged.
     pub(super) fn read_revocations(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let tree = self.db.open_tree(TREE)?;
-        let mut out = Vec::new();
-        for entry in tree.iter() {
-            let (key, value) = entry?;
-            match (std::str::from_utf8(&key), decode(&value)) {
-                (Ok(doc), Some(before)) => out.push((doc.to_owned(), before)),
-                _ => tracing::error!(len = key.len(), "skipping a malformed revocation record"),
-            }
-        }
-        Ok(out)
+        super::keys::doc_times(&self.db, TREE, "revocation")
     }
-}
-
-/// A stored time: eight bytes, big-endian.
-fn decode(value: &[u8]) -> Option<u64> {
-    <[u8; 8]>::try_from(value).ok().map(u64::from_be_bytes)
 }
 
 #[cfg(test)]

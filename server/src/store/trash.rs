@@ -9,7 +9,7 @@
 
 use weft_protocol::RoomName;
 
-use super::keys::check_doc;
+use super::keys::{check_doc, decode_time};
 use super::{SledStore, StoreError};
 
 /// The sled tree holding the trash records.
@@ -54,28 +54,14 @@ impl SledStore {
         Ok(tree
             .get(doc.as_str().as_bytes())?
             .as_deref()
-            .and_then(decode))
+            .and_then(decode_time))
     }
 
     /// Every trash record as `(document, time)`, sorted by id; a record that cannot be
     /// decoded is skipped with an error logged.
     pub(super) fn read_trash(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let tree = self.db.open_tree(TREE)?;
-        let mut out = Vec::new();
-        for entry in tree.iter() {
-            let (key, value) = entry?;
-            match (std::str::from_utf8(&key), decode(&value)) {
-                (Ok(doc), Some(at)) => out.push((doc.to_owned(), at)),
-                _ => tracing::error!(len = key.len(), "skipping a malformed trash record"),
-            }
-        }
-        Ok(out)
+        super::keys::doc_times(&self.db, TREE, "trash")
     }
-}
-
-/// A stored time: eight bytes, big-endian.
-fn decode(value: &[u8]) -> Option<u64> {
-    <[u8; 8]>::try_from(value).ok().map(u64::from_be_bytes)
 }
 
 #[cfg(test)]

@@ -614,3 +614,25 @@ pub(crate) async fn wait_titled(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Writes the screenshot of `s` to `target/browser-screenshots/<test>/<file>`, and to
+/// `docs/screenshots` when `WEFT_UPDATE_SCREENSHOTS` is set (how the docs' pictures are made).
+pub(crate) async fn screenshot(s: &Session, test: &str, file: &str) -> anyhow::Result<()> {
+    let png = s.client.screenshot().await.context("screenshot")?;
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dir = target
+        .parent()
+        .unwrap_or(target)
+        .join("browser-screenshots")
+        .join(test);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(file), &png)?;
+    eprintln!("screenshot: {}", dir.join(file).display());
+    if std::env::var_os("WEFT_UPDATE_SCREENSHOTS").is_some_and(|v| !v.is_empty()) {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+        std::fs::create_dir_all(&docs)?;
+        std::fs::write(docs.join(file), &png)?;
+        eprintln!("screenshot: {}", docs.join(file).display());
+    }
+    Ok(())
+}
