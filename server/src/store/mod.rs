@@ -66,9 +66,9 @@
 //!
 //! Files: this module holds the trait and its types; `keys.rs` the key layout and record
 //! encodings, `pieces.rs` values in pieces, `sled_store.rs` [`SledStore`], `cache.rs` its
-//! metadata cache, `open.rs` opening a data directory, `flusher.rs` the flush thread and its
-//! deadline, `health.rs` the failed state, `fsync.rs` the syncs sled leaves out; `commit.rs`
-//! batches flushes across rooms and `inflight.rs` keeps the crash marks beside the database;
+//! metadata cache (`slots.rs`: its slots, loaded and marked dirty), `open.rs` opening a data
+//! directory, `flusher.rs` the flush thread and its deadline, `health.rs` the failed state,
+//! `fsync.rs` the syncs sled leaves out; `commit.rs` batches flushes across rooms and `inflight.rs` keeps the crash marks beside the database;
 //! `revocations.rs` the token revocations, in a tree of their own; `history.rs` the documents'
 //! version histories, in a tree of their own; `trash.rs` the trash records, in a tree of their
 //! own.
@@ -83,6 +83,7 @@ mod open;
 mod pieces;
 mod revocations;
 mod sled_store;
+mod slots;
 #[cfg(test)]
 mod tests;
 mod trash;

@@ -1,7 +1,7 @@
 //! [`SledStore`]: the [`Store`] on an embedded sled database. Opening lives in `open.rs`, the
-//! metadata cache in `cache.rs`, values in pieces in `pieces.rs`, the flush thread and its
-//! deadline in `flusher.rs`, the failed state in `health.rs`, fsyncs in `fsync.rs`, key and
-//! record encodings in `keys.rs`.
+//! metadata cache in `cache.rs` (reached through `slots.rs`), values in pieces in `pieces.rs`,
+//! the flush thread and its deadline in `flusher.rs`, the failed state in `health.rs`, fsyncs
+//! in `fsync.rs`, key and record encodings in `keys.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
