@@ -68,10 +68,10 @@
 //! encodings, `pieces.rs` values in pieces, `sled_store.rs` [`SledStore`], `cache.rs` its
 //! metadata cache (`slots.rs`: its slots, loaded and marked dirty), `open.rs` opening a data
 //! directory, `flusher.rs` the flush thread and its deadline, `health.rs` the failed state,
-//! `fsync.rs` the syncs sled leaves out; `commit.rs` batches flushes across rooms and `inflight.rs` keeps the crash marks beside the database;
-//! `revocations.rs` the token revocations, in a tree of their own; `history.rs` the documents'
-//! version histories, in a tree of their own; `trash.rs` the trash records, in a tree of their
-//! own.
+//! `fsync.rs` the syncs sled leaves out; `commit.rs` batches flushes across rooms and
+//! `inflight.rs` keeps the crash marks beside the database; `revocations.rs` the token
+//! revocations, `history.rs` the documents' version histories, `trash.rs` the trash records and
+//! `offsets.rs` the awareness clock offsets, each in a tree of its own.
 
 mod cache;
 mod flusher;
