@@ -16,12 +16,12 @@
 //
 // Not bundled: a plain script, copied into dist/ by build.mjs with the placeholders replaced.
 
-const VERSION = 'f10af5b3d74a3a00'
+const VERSION = '7f1a3527def52d34'
 const CACHE = `weft-shell-${VERSION}`
 /** The editor page's hashed copy; every /d/{id} page is this same file. */
-const EDITOR_SHELL = '/assets/editor-148cbd387c.html'
+const EDITOR_SHELL = '/assets/editor-f00012d013.html'
 /** Everything the editor page loads: its script, stylesheet and icon (hashed file names). */
-const ASSETS = JSON.parse('["/assets/editor-PWVWKSE4.js","/assets/style-DGQSCVZ5.css","/assets/favicon-39aa6cdbe5.svg"]')
+const ASSETS = JSON.parse('["/assets/editor-PWVWKSE4.js","/assets/style-UKZANH4P.css","/assets/favicon-39aa6cdbe5.svg"]')
 
 self.addEventListener('install', (event) => {
   event.waitUntil(
