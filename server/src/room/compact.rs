@@ -22,10 +22,25 @@ pub(crate) const MAX_TITLE_CHARS: usize = 200;
 /// [`MAX_TITLE_CHARS`]).
 const FIRST_LINE_TITLE_CHARS: usize = 80;
 
-/// The first non-empty line of a document, trimmed to 80 characters, as its title.
+/// The first non-empty line of a document, trimmed to 80 characters, as its title; a Markdown
+/// heading's title is its text without the `#`s (as the editor shows it).
 pub(crate) fn title_of(text: &str) -> Option<String> {
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let line = text
+        .lines()
+        .map(|l| without_heading_marks(l.trim()))
+        .find(|l| !l.is_empty())?;
     Some(line.chars().take(FIRST_LINE_TITLE_CHARS).collect())
+}
+
+/// `line` without a leading Markdown heading mark: one to six `#`s and the space after them.
+fn without_heading_marks(line: &str) -> &str {
+    let rest = line.trim_start_matches('#');
+    let marks = line.len() - rest.len();
+    if (1..=6).contains(&marks) && rest.starts_with(char::is_whitespace) {
+        rest.trim_start()
+    } else {
+        line
+    }
 }
 
 /// What writing a snapshot gave: its size and the title written with it, or why it failed
@@ -125,7 +140,8 @@ impl Room {
 mod tests {
     use super::title_of;
 
-    /// The title is the first non-empty line, trimmed and cut to 80 characters.
+    /// The title is the first non-empty line, trimmed, without heading marks and cut to 80
+    /// characters.
     #[test]
     fn titles() {
         assert_eq!(title_of(""), None);
@@ -134,5 +150,12 @@ mod tests {
             Some("Hello world".into())
         );
         assert_eq!(title_of(&"é".repeat(100)).unwrap().chars().count(), 80);
+        assert_eq!(
+            title_of("## Plan for today\nmore"),
+            Some("Plan for today".into())
+        );
+        assert_eq!(title_of("#hashtag"), Some("#hashtag".into()));
+        assert_eq!(title_of("####### seven"), Some("####### seven".into()));
+        assert_eq!(title_of("# \nNext"), Some("#".into()));
     }
 }
