@@ -63,8 +63,11 @@ struct CrowdResult {
     peer: PeerResult,
 }
 
-/// The (client id, clock) pairs of an awareness message, without parsing the states; `None`
-/// when `frame` is not an awareness message.
+/// The (client id, sequence) pairs of an awareness message; `None` when `frame` is not an
+/// awareness message. The sequence is the `"seq"` a crowd client puts first in its state (see
+/// [`caret`]), read without parsing the JSON: a server may relay clocks above the sender's own
+/// (Weft does, so clients that reconnect are not ignored), so the clock cannot index the
+/// sender's log. A state without one (a removal) gives its clock.
 fn awareness_clocks(frame: &[u8]) -> Option<Vec<(u64, u64)>> {
     let mut d = Decoder::new(frame);
     if d.read_var_uint("type").ok()? != MESSAGE_AWARENESS {
@@ -77,16 +80,24 @@ fn awareness_clocks(frame: &[u8]) -> Option<Vec<(u64, u64)>> {
     for _ in 0..n {
         let client = d.read_var_uint("client").ok()?;
         let clock = d.read_var_uint("clock").ok()?;
-        d.read_var_bytes("state", usize::MAX).ok()?;
-        out.push((client, clock));
+        let state = d.read_var_bytes("state", usize::MAX).ok()?;
+        out.push((client, state_seq(state).unwrap_or(clock)));
     }
     Some(out)
 }
 
-/// The awareness message client `idx` sends for caret position `pos` at `clock`.
+/// The `N` of a state that starts `{"seq":N`.
+fn state_seq(state: &[u8]) -> Option<u64> {
+    let rest = state.strip_prefix(br#"{"seq":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// The awareness message client `idx` sends for caret position `pos` at `clock`; the state
+/// carries the clock as its `seq` too (see [`awareness_clocks`]).
 fn caret(idx: usize, clock: u64, pos: u64) -> Vec<u8> {
     let state = format!(
-        r##"{{"user":{{"name":"c{idx}","color":"#30bced"}},"cursor":{{"anchor":{pos},"head":{pos}}}}}"##
+        r##"{{"seq":{clock},"user":{{"name":"c{idx}","color":"#30bced"}},"cursor":{{"anchor":{pos},"head":{pos}}}}}"##
     );
     Message::Awareness(AwarenessUpdate {
         entries: vec![AwarenessEntry {
@@ -520,4 +531,26 @@ pub(super) async fn join_storm(target: &Target) -> Report {
     put_server(&mut rep, before, after);
     let all = times.len() == STORM_JOINERS as u64;
     finish(rep, &shared, all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caret relayed with a clock above the sender's own still names the sender's sequence.
+    #[test]
+    fn sequence_survives_a_relayed_clock() {
+        let sent = caret(3, 7, 42);
+        let mut relayed = match decode_frame(&sent, &Limits::default()) {
+            Ok(mut msgs) => match msgs.pop() {
+                Some(Message::Awareness(update)) => update,
+                other => panic!("not an awareness message: {other:?}"),
+            },
+            Err(e) => panic!("undecodable: {e}"),
+        };
+        relayed.entries[0].clock += 1024;
+        let frame = Message::Awareness(relayed).encode();
+        assert_eq!(awareness_clocks(&frame), Some(vec![(CLIENT_BASE + 3, 7)]));
+        assert_eq!(state_seq(b"null"), None);
+    }
 }
