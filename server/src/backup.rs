@@ -782,6 +782,7 @@ mod tests {
         let stored = StoredDoc {
             snapshot: Some(edit(0, "hello")),
             updates: vec![(2, edit(5, " world"))],
+            covers: 0,
         };
         let merged = state_of("d", stored).expect("merges");
         let copy = yrs::Doc::new();

@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         // The store's messages name the directory and include their cause: printed as one
         // line, not followed by the same cause again as a "Caused by" chain.
         crate::ServerError::Store(store) => anyhow::anyhow!("{store}"),
+        crate::ServerError::Cluster(cluster) => anyhow::anyhow!("{cluster}"),
         other => anyhow::Error::new(other).context(format!(
             "could not open the data directory {}",
             data.display()

@@ -35,6 +35,7 @@ pub mod shutdown;
 pub mod token;
 
 mod backup;
+mod cluster;
 mod error;
 mod feed;
 mod http;
@@ -60,4 +61,4 @@ pub use config::{Cli, Config, Durability};
 pub use server::{serve_echo, Server, ServerError};
 pub use shutdown::Shutdown;
 pub use stats::Stats;
-pub use store::{DocMeta, HistoryStore, SledStore, Store, StoreError};
+pub use store::{DocMeta, Followed, HistoryStore, SledStore, Store, StoreError};

@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 use weft_protocol::RoomName;
 
+use crate::cluster::{self, ClusterError};
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::http::{self, dashboard::Dashboard};
@@ -43,12 +44,31 @@ pub enum ServerError {
     /// directory was removed): edits not acknowledged before the failure may be lost.
     #[error("{0}; edits not acknowledged before the failure may be lost")]
     StoreFailed(StoreError),
+    /// Cluster mode could not reach or set up NATS JetStream.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// This node's name: `--node-name`, else the host name and the port it listens on.
+fn node_name(config: &Config) -> String {
+    if let Some(name) = &config.nats.node_name {
+        return name.clone();
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weft".to_owned());
+    format!("{host}-{}", config.bind.port())
 }
 
 /// A server with its store open, ready to serve on a listener.
 pub struct Server {
     config: Arc<Config>,
     store: Arc<dyn Store>,
+    /// In a cluster, the node's own sled store (change feed, webhook queue), kept open here.
+    _local: Option<SledStore>,
     feed: Arc<Feed>,
     webhooks: Arc<Webhooks>,
     stats: Stats,
@@ -67,17 +87,27 @@ impl Server {
         tracing::warn!(
             "built with fault injection: WEFT_FAULT_ABORT_ON_UPDATE_CONTAINING aborts the process"
         );
-        let store = SledStore::open_with(&config.data, config.flush_deadline())?;
+        // The node's own state (crash marks, change feed, webhook queue) stays in sled also in
+        // a cluster; the documents move to NATS.
+        let local = SledStore::open_with(&config.data, config.flush_deadline())?;
+        let feed = Feed::open(local.tree("feed")?)?;
+        let webhooks = Webhooks::open(&config, feed.clone(), local.tree("webhooks")?)?;
+        let (store, local): (Arc<dyn Store>, _) = if config.nats.enabled() {
+            let node = node_name(&config);
+            let nats = cluster::open(&config.nats, &node, config.flush_deadline())?;
+            (Arc::new(nats), Some(local))
+        } else {
+            (Arc::new(local), None)
+        };
         // Before any room loads: a mark left behind names bytes that must not be replayed.
-        let (inflight, _left) = InFlight::open(&config.data, &store).map_err(|e| match e {
+        let (inflight, _left) = InFlight::open(&config.data, &*store).map_err(|e| match e {
             inflight::OpenError::Store(e) => ServerError::Store(e),
             inflight::OpenError::Io(e) => ServerError::InFlight(e.to_string()),
         })?;
-        let feed = Feed::open(store.tree("feed")?)?;
-        let webhooks = Webhooks::open(&config, feed.clone(), store.tree("webhooks")?)?;
         Ok(Self {
             config: Arc::new(config),
-            store: Arc::new(store),
+            store,
+            _local: local,
             feed,
             webhooks: Arc::new(webhooks),
             stats: Stats::default(),

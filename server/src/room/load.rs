@@ -48,7 +48,7 @@ pub(crate) fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, Str
     }
     let mut loaded = Loaded {
         doc,
-        last_seq: 0,
+        last_seq: stored.covers,
         log_len: 0,
         log_bytes: 0,
         stored_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
@@ -133,6 +133,7 @@ impl Room {
                 self.stored_bytes = loaded.stored_bytes;
                 self.exists = loaded.exists;
                 self.versions_reset();
+                self.start_following();
             }
             // Keeping the document in memory would serve edits the store does not have.
             Err(e) => self.give_up(e),

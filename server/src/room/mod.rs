@@ -74,6 +74,7 @@ mod members;
 mod ops;
 pub(crate) mod presence;
 pub(crate) mod registry;
+mod replica;
 #[cfg(test)]
 mod tests;
 pub(crate) mod trash;
@@ -116,7 +117,7 @@ pub(crate) use yrs_guards::new_doc;
 const MAILBOX: usize = 1024;
 
 /// Most commands handled before one flush, so a flood cannot delay every reply indefinitely.
-const MAX_BATCH: usize = 256;
+pub(super) const MAX_BATCH: usize = 256;
 
 /// Most update bytes stored before one flush. Every member of every room waits for the flush
 /// its edits ride on, and a flush's time grows with the bytes it carries (sled rewrites whole
@@ -191,6 +192,8 @@ pub(crate) struct Room {
     failed: Option<String>,
     /// SyncStatus acknowledgements owed to Hocuspocus members.
     acks: Acks,
+    /// Other nodes' updates to this document, in a cluster.
+    follow: Option<mpsc::Receiver<crate::store::log::Followed>>,
 }
 
 impl Room {
@@ -274,6 +277,7 @@ impl Room {
             full_state: None,
             failed: None,
             acks: Acks::default(),
+            follow: None,
             authors: Authors::default(),
             versions: Versions::default(),
         }
@@ -298,6 +302,7 @@ impl Room {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         info!(room = %self.name, "room loaded");
         self.start_versions().await;
+        self.start_following();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.ctx.shutdown.clone();
@@ -322,6 +327,10 @@ impl Room {
                 }
                 _ = awareness_due(self.awareness.due()), if self.awareness.due().is_some() => {
                     self.send_awareness_tick();
+                    self.finish_batch().await;
+                }
+                followed = replica::next_followed(&mut self.follow) => {
+                    self.on_followed(followed);
                     self.finish_batch().await;
                 }
                 _ = window_closed(self.feed.due), if self.feed.due.is_some() => {

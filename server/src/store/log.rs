@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use weft_protocol::RoomName;
 
 use crate::config::Durability;
@@ -35,6 +36,24 @@ pub(crate) trait DurableLog: Send + Sync + 'static {
     /// the configured interval, and the future resolves when one covering these updates has
     /// succeeded (a failed flush is retried, not reported).
     fn durable(&self, durability: Durability) -> Durable;
+
+    /// Other writers' updates to `doc` logged after position `after`, in log order, while the
+    /// receiver is kept; `None` when this node is the only writer (a single node).
+    fn follow(&self, doc: &RoomName, after: u64) -> Option<mpsc::Receiver<Followed>> {
+        let _ = (doc, after);
+        None
+    }
+}
+
+/// An entry of a followed log: another writer's update to apply, or only the position of one
+/// of this node's own (already in the document), so the room knows how far its document
+/// covers the log.
+#[derive(Debug)]
+pub struct Followed {
+    /// Its position in the log.
+    pub seq: u64,
+    /// The update, when another node wrote it.
+    pub update: Option<bytes::Bytes>,
 }
 
 /// Today's log: sled's update keys, made durable by the group commit.
@@ -72,5 +91,9 @@ impl DurableLog for StoreLog {
                 })
             }
         }
+    }
+
+    fn follow(&self, doc: &RoomName, after: u64) -> Option<mpsc::Receiver<Followed>> {
+        self.store.follow(doc, after)
     }
 }

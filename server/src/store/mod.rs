@@ -95,6 +95,7 @@ pub(crate) mod inflight;
 pub(crate) mod log;
 
 pub use history::HistoryStore;
+pub use log::Followed;
 pub use sled_store::SledStore;
 
 use std::path::PathBuf;
@@ -142,6 +143,11 @@ pub enum StoreError {
     /// after 10 s".
     #[error("the document store failed: {0}; writes are refused until restart")]
     Failed(Arc<str>),
+    /// The store cannot be reached for now (a cluster's NATS servers are unreachable or did not
+    /// acknowledge in time): nothing written since is acknowledged, and it is retried until
+    /// they are back.
+    #[error("the document store is unavailable: {0}")]
+    Unavailable(Arc<str>),
     /// The document id cannot be used as a store key (empty or containing `\0`).
     #[error("invalid document id {doc:?}: {why}")]
     InvalidDoc {
@@ -178,6 +184,9 @@ pub struct StoredDoc {
     pub snapshot: Option<Vec<u8>>,
     /// Logged updates after the snapshot as `(seq, update)`, ascending by `seq`.
     pub updates: Vec<(u64, Vec<u8>)>,
+    /// The log position the snapshot covers when `updates` is empty (a cluster's log is read
+    /// from there on); 0 for stores whose positions all come from `updates`.
+    pub covers: u64,
 }
 
 /// Metadata of one document, readable without loading its CRDT state.
@@ -307,6 +316,12 @@ pub trait Store: Send + Sync + 'static {
     fn reserve_awareness_offsets(&self, count: u64) -> Result<u64, StoreError> {
         let _ = count;
         Ok(0)
+    }
+    /// For a store shared by several nodes: the updates other nodes log to `doc` after
+    /// position `after` (see [`log::DurableLog::follow`]); `None` for a store of one node.
+    fn follow(&self, doc: &RoomName, after: u64) -> Option<tokio::sync::mpsc::Receiver<Followed>> {
+        let _ = (doc, after);
+        None
     }
 }
 

@@ -290,7 +290,11 @@ impl Store for SledStore {
                     self.mark_dirty(entry, slot);
                 }
             }
-            Ok(StoredDoc { snapshot, updates })
+            Ok(StoredDoc {
+                snapshot,
+                updates,
+                covers: 0,
+            })
         })
     }
 

@@ -10,6 +10,9 @@ use weft_protocol::Limits;
 
 use crate::token::{Access, AuthSecret};
 
+mod nats;
+pub use nats::NatsArgs;
+
 /// `weft`: a self-hosted collaborative text editor server speaking the y-websocket protocol.
 ///
 /// Every option of the server is global: `weft --auth-secret S serve` and
@@ -470,6 +473,10 @@ pub struct Config {
         hide = true
     )]
     pub webhook_retry_base_ms: u64,
+
+    /// Cluster mode: the NATS JetStream servers that hold the documents.
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 /// Every change-feed event type (`--webhook-events` accepts these).

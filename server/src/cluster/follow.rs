@@ -1,0 +1,80 @@
+//! Following a document's log for a room: every update other nodes append is delivered to the
+//! room in log order, with no gaps (the ordered consumer re-creates itself from the last
+//! position it delivered when it misses a message or loses its server) and no duplicates (a
+//! position already delivered is never delivered again). This node's own updates are already
+//! in the room's document: only their positions are delivered, so the room knows how far its
+//! document covers the log, which is what compaction may purge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use weft_protocol::RoomName;
+
+use crate::cluster::connect::Nats;
+use crate::cluster::docs;
+use crate::cluster::names::NODE_HEADER;
+use crate::store::log::Followed;
+
+/// Entries buffered for a room before the follower waits for it.
+const BUFFER: usize = 1024;
+
+/// Pause before following again after the consumer failed, doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Starts following `doc` after position `after` on `handle`; it stops when the receiver is
+/// dropped.
+pub(crate) fn follow(
+    nats: Arc<Nats>,
+    handle: &tokio::runtime::Handle,
+    doc: RoomName,
+    after: u64,
+) -> mpsc::Receiver<Followed> {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    handle.spawn(run(nats, doc, after, tx));
+    rx
+}
+
+async fn run(nats: Arc<Nats>, doc: RoomName, mut after: u64, tx: mpsc::Sender<Followed>) {
+    let mut backoff = FIRST_BACKOFF;
+    while !tx.is_closed() {
+        match docs::ordered(&nats, doc.as_str(), after + 1).await {
+            Ok(mut messages) => loop {
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    next = messages.next() => next,
+                };
+                let msg = match next {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        debug!(room = %doc, error = %e, "log follower lost its consumer; following again");
+                        break;
+                    }
+                    None => break,
+                };
+                let Ok(info) = msg.info() else { continue };
+                let seq = info.stream_sequence;
+                if seq <= after {
+                    continue;
+                }
+                after = seq;
+                backoff = FIRST_BACKOFF;
+                let own = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(NODE_HEADER))
+                    .is_some_and(|n| n.as_str() == nats.node);
+                let update = (!own).then(|| msg.payload.clone());
+                if tx.send(Followed { seq, update }).await.is_err() {
+                    return;
+                }
+            },
+            Err(e) => warn!(room = %doc, error = %e, "cannot follow the document's log; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,389 @@
+//! [`NatsStore`]: the [`Store`] of a cluster node. Documents live in JetStream (see `docs.rs`
+//! and `meta.rs`); appends go through the [`Publisher`] and a flush waits for JetStream's
+//! acknowledgements. Trash, token revocations, refused hashes and the awareness clock offsets
+//! live in the key-value bucket, so every node sees the same ones.
+//!
+//! NATS being away is not a failure of the store for good, as a broken disk is for sled: calls
+//! fail with [`StoreError::Unavailable`] while it lasts, appends are kept and published once it
+//! is back, and the store takes writes again by itself.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use weft_protocol::RoomName;
+
+use crate::cluster::connect::Nats;
+use crate::cluster::meta::{self, Deltas, MetaRecord};
+use crate::cluster::names::{self, meta_key};
+use crate::cluster::publisher::Publisher;
+use crate::cluster::runtime::NatsRuntime;
+use crate::cluster::{docs, follow, kvs};
+use crate::store::log::Followed;
+use crate::store::{now_ms, DocMeta, Store, StoreError, StoredDoc};
+
+/// Longest a read or a metadata write waits for NATS.
+const CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The cluster's document store, as one node uses it.
+pub(crate) struct NatsStore {
+    rt: Arc<NatsRuntime>,
+    nats: Arc<Nats>,
+    publisher: Publisher,
+    deltas: Arc<Deltas>,
+    /// Documents known to have a metadata record; others get one before their first update
+    /// is acknowledged.
+    known: Mutex<HashSet<RoomName>>,
+    /// Documents given their first update since the last flush.
+    creating: Mutex<HashSet<RoomName>>,
+    /// How long a flush may wait for acknowledgements.
+    flush_deadline: Duration,
+    /// Documents counted at the last listing (for metrics).
+    count: AtomicU64,
+}
+
+impl NatsStore {
+    /// A store over the connection `nats` (made on `rt`), flushing within `flush_deadline`.
+    pub(crate) fn new(rt: Arc<NatsRuntime>, nats: Arc<Nats>, flush_deadline: Duration) -> Self {
+        let publisher = {
+            let _entered = rt.handle().enter();
+            Publisher::start(nats.clone())
+        };
+        let deltas = Arc::new(Deltas::default());
+        rt.handle()
+            .spawn(meta::write_deltas(nats.docs.clone(), deltas.clone()));
+        let store = Self {
+            rt,
+            nats,
+            publisher,
+            deltas,
+            known: Mutex::default(),
+            creating: Mutex::default(),
+            flush_deadline,
+            count: AtomicU64::new(0),
+        };
+        if let Ok(list) = store.list_untitled() {
+            store.count.store(list.len() as u64, Ordering::Relaxed);
+        }
+        store
+    }
+
+    /// Runs `f` on the NATS runtime and waits for it, within [`CALL_DEADLINE`].
+    fn call<T, F>(&self, f: impl FnOnce(Arc<Nats>) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, String>> + Send + 'static,
+    {
+        let fut = f(self.nats.clone());
+        match self.rt.call(CALL_DEADLINE, fut) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.into())),
+            Err(e) => Err(StoreError::Unavailable(e.to_string().into())),
+        }
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metadata of `doc` as stored plus this node's unwritten changes.
+    fn record(&self, doc: &RoomName) -> Result<Option<MetaRecord>, StoreError> {
+        let name = doc.to_string();
+        let stored = self.call(move |n| async move { meta::read(&n.docs, &name).await })?;
+        if stored.is_some() {
+            Self::lock(&self.known).insert(doc.clone());
+        }
+        Ok(meta::with_delta(
+            stored.map(|(r, _)| r),
+            self.deltas.get(doc),
+        ))
+    }
+
+    /// Changes `doc`'s record at once (compare-and-set), for what other nodes must see now.
+    fn modify(
+        &self,
+        doc: &RoomName,
+        f: impl Fn(&mut MetaRecord) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let name = doc.to_string();
+        self.call(move |n| async move { meta::modify(&n.docs, &name, f).await.map(|_| ()) })?;
+        Self::lock(&self.known).insert(doc.clone());
+        Ok(())
+    }
+
+    /// Creates the records of documents first written since the last flush.
+    async fn create_records(nats: &Nats, docs: Vec<RoomName>) -> Result<(), String> {
+        for doc in docs {
+            meta::modify(&nats.docs, doc.as_str(), |_| {}).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Store for NatsStore {
+    fn load(&self, doc: &RoomName) -> Result<StoredDoc, StoreError> {
+        let name = doc.clone();
+        let stored = self.call(move |n| async move { docs::load(&n, &name).await })?;
+        if stored.snapshot.is_some() || !stored.updates.is_empty() {
+            Self::lock(&self.known).insert(doc.clone());
+        }
+        Ok(stored)
+    }
+
+    fn append(&self, doc: &RoomName, update: &[u8]) -> Result<u64, StoreError> {
+        // Headers and subject ride in the same message: keep a margin below the server's limit.
+        if update.len() + 4096 > self.nats.max_payload {
+            return Err(StoreError::Unavailable(
+                format!(
+                    "an update of {} bytes is larger than NATS accepts (max_payload {}); raise \
+                     max_payload in the nats-server configuration",
+                    update.len(),
+                    self.nats.max_payload
+                )
+                .into(),
+            ));
+        }
+        if !Self::lock(&self.known).contains(doc) {
+            Self::lock(&self.creating).insert(doc.clone());
+            Self::lock(&self.known).insert(doc.clone());
+        }
+        self.publisher
+            .append(names::log_subject(doc.as_str()), update)
+            .map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
+        self.deltas.note(doc, |d| {
+            d.appended += 1;
+            d.bytes += update.len() as u64;
+            d.updated_ms = now_ms();
+        });
+        // A cluster's log positions come from following it (see `cluster::follow`).
+        Ok(0)
+    }
+
+    fn compact(
+        &self,
+        doc: &RoomName,
+        snapshot: &[u8],
+        upto_seq: u64,
+        title: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (name, bytes) = (doc.to_string(), snapshot.to_vec());
+        let won =
+            self.call(move |n| async move { docs::compact(&n, &name, &bytes, upto_seq).await })?;
+        let title = title.map(str::to_owned);
+        self.deltas.note(doc, |d| {
+            if won {
+                d.size = Some(snapshot.len() as u64);
+                d.bytes = 0;
+            }
+            if title.is_some() {
+                d.title = title;
+            }
+        });
+        Ok(())
+    }
+
+    fn quarantine(&self, doc: &RoomName, seq: u64, reason: &str) -> Result<(), StoreError> {
+        tracing::error!(room = %doc, seq, reason, "removing an update that does not apply from the log");
+        self.call(move |n| async move {
+            n.log
+                .delete_message(seq)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })?;
+        self.modify(doc, |rec| rec.quarantined += 1)
+    }
+
+    fn set_title(&self, doc: &RoomName, title: &str) -> Result<(), StoreError> {
+        let title = title.to_owned();
+        self.deltas.note(doc, |d| d.title = Some(title));
+        if !Self::lock(&self.known).contains(doc) {
+            Self::lock(&self.creating).insert(doc.clone());
+        }
+        Ok(())
+    }
+
+    fn pin_title(&self, doc: &RoomName, title: &str) -> Result<(), StoreError> {
+        let title = title.to_owned();
+        self.modify(doc, move |rec| {
+            rec.title = Some(title.clone());
+            rec.title_pinned = true;
+            rec.updated_ms = now_ms();
+        })
+    }
+
+    fn meta(&self, doc: &RoomName) -> Result<Option<DocMeta>, StoreError> {
+        Ok(self.record(doc)?.map(|r| r.to_meta(doc.as_str())))
+    }
+
+    fn list(&self) -> Result<Vec<DocMeta>, StoreError> {
+        let records = self.call(|n| async move { list_records(&n).await })?;
+        let list: Vec<DocMeta> = records
+            .into_iter()
+            .filter_map(|(doc, rec)| {
+                let rec = meta::with_delta(Some(rec), self.deltas.get(&doc))?;
+                Some(rec.to_meta(doc.as_str()))
+            })
+            .collect();
+        self.count.store(list.len() as u64, Ordering::Relaxed);
+        Ok(list)
+    }
+
+    fn doc_count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn delete(&self, doc: &RoomName) -> Result<bool, StoreError> {
+        let name = doc.to_string();
+        let existed = self.call(move |n| async move { docs::delete(&n, &name).await })?;
+        self.deltas.forget(doc);
+        Self::lock(&self.known).remove(doc);
+        Self::lock(&self.creating).remove(doc);
+        Ok(existed)
+    }
+
+    fn refuse(&self, hash: &[u8; 32], reason: &str) -> Result<(), StoreError> {
+        let (key, value) = (names::refused_key(hash), Bytes::from(reason.to_owned()));
+        self.call(move |n| async move { kvs::create_or_keep(&n.docs, &key, value).await })
+    }
+
+    fn refused(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.call(|n| async move { kvs::refused(&n.docs).await })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let target = self.publisher.appended();
+        let creating: Vec<RoomName> = Self::lock(&self.creating).drain().collect();
+        let mut acked = self.publisher.acked();
+        let n = self.nats.clone();
+        let fut = async move {
+            Self::create_records(&n, creating).await?;
+            acked
+                .wait_for(|a| *a >= target)
+                .await
+                .map(|_| ())
+                .map_err(|_| "the NATS publisher stopped".to_owned())
+        };
+        match self.rt.call(self.flush_deadline, fut) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Unavailable(e.into())),
+            Err(_) => Err(StoreError::Unavailable(self.not_acknowledged().into())),
+        }
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        if self.nats.client.connection_state() != State::Connected {
+            return Err(StoreError::Unavailable(
+                "the connection to NATS is lost; edits are kept and saved once it is back".into(),
+            ));
+        }
+        match self.publisher.failing() {
+            Some((_, why)) => Err(StoreError::Unavailable(why.into())),
+            None => Ok(()),
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.health()?;
+        let key = format!("probe.{}", names::hex(&self.nats.node));
+        self.call(move |n| async move {
+            n.docs
+                .put(&key, Bytes::from_static(b"1"))
+                .await
+                .map_err(|e| e.to_string())?;
+            n.docs.purge(&key).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn revoke_tokens(&self, doc: &RoomName, before: u64) -> Result<(), StoreError> {
+        let key = names::revoke_key(doc.as_str());
+        self.call(move |n| async move { kvs::raise(&n.docs, &key, before).await.map(|_| ()) })
+    }
+
+    fn revocations(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(|n| async move { kvs::numbers(&n.docs, "revoke.").await })
+    }
+
+    fn move_to_trash(&self, doc: &RoomName, at_ms: u64) -> Result<(), StoreError> {
+        let (key, value) = (
+            names::trash_key(doc.as_str()),
+            Bytes::from(at_ms.to_string()),
+        );
+        self.call(move |n| async move { kvs::create_or_keep(&n.docs, &key, value).await })
+    }
+
+    fn take_from_trash(&self, doc: &RoomName) -> Result<bool, StoreError> {
+        let key = names::trash_key(doc.as_str());
+        self.call(move |n| async move { kvs::take(&n.docs, &key).await })
+    }
+
+    fn trashed(&self, doc: &RoomName) -> Result<Option<u64>, StoreError> {
+        let key = names::trash_key(doc.as_str());
+        self.call(move |n| async move { kvs::number(&n.docs, &key).await })
+    }
+
+    fn trash(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(|n| async move { kvs::numbers(&n.docs, "trash.").await })
+    }
+
+    fn reserve_awareness_offsets(&self, count: u64) -> Result<u64, StoreError> {
+        self.call(move |n| async move { kvs::add(&n.docs, names::OFFSETS_KEY, count).await })
+    }
+
+    fn follow(&self, doc: &RoomName, after: u64) -> Option<tokio::sync::mpsc::Receiver<Followed>> {
+        Some(follow::follow(
+            self.nats.clone(),
+            self.rt.handle(),
+            doc.clone(),
+            after,
+        ))
+    }
+}
+
+impl NatsStore {
+    /// Why a flush is not acknowledged: the publisher's last failure, or the plain timeout.
+    fn not_acknowledged(&self) -> String {
+        match self.publisher.failing() {
+            Some((_, why)) => why,
+            None => format!(
+                "NATS did not acknowledge the edits within {:?}",
+                self.flush_deadline
+            ),
+        }
+    }
+}
+
+/// Every document's record, sorted by id.
+async fn list_records(nats: &Nats) -> Result<Vec<(RoomName, MetaRecord)>, String> {
+    let keys: Vec<String> = nats
+        .docs
+        .keys()
+        .await
+        .map_err(|e| format!("listing documents failed: {e}"))?
+        .try_collect()
+        .await
+        .map_err(|e| format!("listing documents failed: {e}"))?;
+    let docs = nats.docs.clone();
+    let mut list: Vec<(RoomName, MetaRecord)> = futures_util::stream::iter(
+        keys.into_iter()
+            .filter_map(|k| names::unhex(k.strip_prefix("meta.")?)),
+    )
+    .map(|doc| {
+        let docs = docs.clone();
+        async move {
+            let value = docs.get(meta_key(doc.as_str())).await.ok().flatten()?;
+            Some((doc, MetaRecord::decode(&value)?))
+        }
+    })
+    .buffer_unordered(32)
+    .filter_map(|m| async move { m })
+    .collect()
+    .await;
+    list.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    Ok(list)
+}
