@@ -3,8 +3,10 @@
 //!
 //! [`NatsServer`] is one server; [`NatsCluster`] is a JetStream cluster of several, routed to
 //! each other under one cluster name. Both can kill a server with SIGKILL and restart it on the
-//! same ports and the same store directory, where it comes back with its data. Every wait is
-//! bounded and fails with the server's log (kept in memory, like [`crate::WeftProcess`] does).
+//! same ports and the same store directory, where it comes back with its data, or freeze it
+//! with SIGSTOP (a stalled server that answers nothing) and thaw it; both can require client
+//! credentials ([`NatsAuth`]). Every wait is bounded and fails with the server's log (kept in
+//! memory, like [`crate::WeftProcess`] does).
 //!
 //! The binary comes from `PATH`, `/usr/sbin` or `/usr/bin` (Debian's `nats-server` package);
 //! [`require_nats`] skips a test group visibly when it is missing, and fails it under CI.
@@ -13,6 +15,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,22 +133,61 @@ fn pick_ports(n: usize) -> anyhow::Result<Vec<Ports>> {
         .collect())
 }
 
-/// A config-file string literal (JSON's escapes are valid in NATS config strings).
-fn quoted(path: &Path) -> String {
-    serde_json::Value::from(path.to_string_lossy().into_owned()).to_string()
+/// Client authorization a test server requires (none unless asked for), so tests can check
+/// Weft's NATS credential flags against a server that refuses clients without them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// `authorization { user, password }`: what `weft --nats-user`/`--nats-password` give.
+    UserPassword {
+        /// The user name.
+        user: String,
+        /// Its password, in clear in the config (NATS logs a warning about that).
+        password: String,
+    },
+    /// `authorization { token }`: what `weft --nats-token` gives.
+    Token(String),
 }
 
-/// The configuration file of one server; `routes` are the other servers' cluster ports (no
-/// cluster block for a lone server).
-fn config_text(name: &str, ports: Ports, store: &Path, routes: Option<&[u16]>) -> String {
+/// What differs between the servers of a cluster.
+struct ServerSpec<'a> {
+    name: String,
+    ports: Ports,
+    /// The other servers' cluster ports; `None` for a lone server (no cluster block).
+    routes: Option<Vec<u16>>,
+    auth: Option<&'a NatsAuth>,
+}
+
+/// A config-file string literal (JSON's escapes are valid in NATS config strings).
+fn quoted(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// The configuration file of one server.
+fn config_text(spec: &ServerSpec<'_>, store: &Path) -> String {
     let mut conf = format!(
-        "server_name: {name}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nmax_payload: {MAX_PAYLOAD}\n\
+        "server_name: {}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nmax_payload: {MAX_PAYLOAD}\n\
          jetstream {{\n  store_dir: {}\n  max_mem: 256MB\n  max_file: 2GB\n}}\n",
-        ports.client,
-        ports.monitor,
-        quoted(store),
+        spec.name,
+        spec.ports.client,
+        spec.ports.monitor,
+        quoted(&store.to_string_lossy()),
     );
-    if let Some(routes) = routes {
+    match spec.auth {
+        Some(NatsAuth::UserPassword { user, password }) => {
+            let _ = writeln!(
+                conf,
+                "authorization {{\n  user: {}\n  password: {}\n}}",
+                quoted(user),
+                quoted(password)
+            );
+        }
+        Some(NatsAuth::Token(token)) => {
+            let _ = writeln!(conf, "authorization {{\n  token: {}\n}}", quoted(token));
+        }
+        None => {}
+    }
+    if let Some(routes) = &spec.routes {
+        let ports = spec.ports;
         let _ = write!(
             conf,
             "cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{}\n  routes: [\n",
@@ -176,6 +218,8 @@ pub struct NatsServer {
     /// Where the current run's output starts in `log`, so a restart is not taken as ready
     /// on the previous run's "Server is ready".
     run_start: Mutex<usize>,
+    /// Stopped with SIGSTOP: still running, but answering nothing.
+    frozen: AtomicBool,
     /// The temporary directory of a lone server; a cluster's servers share the cluster's.
     _dir: Option<tempfile::TempDir>,
 }
@@ -188,12 +232,29 @@ impl NatsServer {
     /// When `nats-server` is missing or does not become ready within [`NATS_WAIT`] (its log is
     /// in the error).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_inner(None).await
+    }
+
+    /// Like [`NatsServer::start`], with a server that refuses clients without `auth`.
+    ///
+    /// # Errors
+    /// As [`NatsServer::start`].
+    pub async fn start_with_auth(auth: NatsAuth) -> anyhow::Result<Self> {
+        Self::start_inner(Some(&auth)).await
+    }
+
+    async fn start_inner(auth: Option<&NatsAuth>) -> anyhow::Result<Self> {
         let bin = nats_server_binary().context(MISSING)?;
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             let dir = tempfile::tempdir()?;
-            let ports = pick_ports(1)?[0];
-            let mut server = Self::prepare(&bin, "weft-nats-0", ports, dir.path(), None)?;
+            let spec = ServerSpec {
+                name: "weft-nats-0".to_owned(),
+                ports: pick_ports(1)?[0],
+                routes: None,
+                auth,
+            };
+            let mut server = Self::prepare(&bin, &spec, dir.path())?;
             server._dir = Some(dir);
             server.spawn()?;
             match server.wait_ready().await {
@@ -206,29 +267,24 @@ impl NatsServer {
             .context("nats-server kept finding its ports taken")
     }
 
-    /// Writes the config of a server named `name` under `dir` (`dir/<name>.conf`,
-    /// `dir/<name>/` for JetStream) without starting it.
-    fn prepare(
-        bin: &Path,
-        name: &str,
-        ports: Ports,
-        dir: &Path,
-        routes: Option<&[u16]>,
-    ) -> anyhow::Result<Self> {
-        let store = dir.join(name);
+    /// Writes the config of a server under `dir` (`dir/<name>.conf`, `dir/<name>/` for
+    /// JetStream) without starting it.
+    fn prepare(bin: &Path, spec: &ServerSpec<'_>, dir: &Path) -> anyhow::Result<Self> {
+        let store = dir.join(&spec.name);
         std::fs::create_dir_all(&store)?;
-        let conf = dir.join(format!("{name}.conf"));
-        std::fs::write(&conf, config_text(name, ports, &store, routes))
+        let conf = dir.join(format!("{}.conf", spec.name));
+        std::fs::write(&conf, config_text(spec, &store))
             .with_context(|| format!("writing {}", conf.display()))?;
         Ok(Self {
             bin: bin.to_path_buf(),
-            name: name.to_owned(),
-            ports,
+            name: spec.name.clone(),
+            ports: spec.ports,
             conf,
             store,
             child: Mutex::new(None),
             log: Arc::new(Mutex::new(String::new())),
             run_start: Mutex::new(0),
+            frozen: AtomicBool::new(false),
             _dir: None,
         })
     }
@@ -362,9 +418,14 @@ impl NatsServer {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// Whether its process is running (not killed, not exited).
+    /// Whether its process is running (not killed, not exited; a frozen one runs).
     pub fn is_running(&self) -> bool {
         matches!(self.exit_status(), Ok(None)) && lock(&self.child).is_some()
+    }
+
+    /// Whether it runs and is not frozen: it can take part in an election.
+    fn is_responsive(&self) -> bool {
+        self.is_running() && !self.is_frozen()
     }
 
     /// Kills it with SIGKILL, as a crash or the OOM killer would, and reaps it. Does nothing
@@ -374,6 +435,7 @@ impl NatsServer {
     /// When the signal cannot be sent or the process cannot be reaped.
     pub fn kill(&self) -> anyhow::Result<()> {
         if let Some(mut child) = lock(&self.child).take() {
+            self.frozen.store(false, Ordering::SeqCst);
             // One that already exited on its own is only reaped.
             if child.try_wait()?.is_none() {
                 child
@@ -381,6 +443,50 @@ impl NatsServer {
                     .with_context(|| format!("killing nats-server {}", self.name))?;
             }
             child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops it with SIGSTOP, as a stalled machine or a network black hole would: its sockets
+    /// stay open but it answers nothing, so clients only notice through their own timeouts.
+    /// Undo with [`NatsServer::thaw`]; [`NatsServer::kill`] and dropping still work.
+    ///
+    /// # Errors
+    /// When it is not running or the signal cannot be sent.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("STOP")?;
+        self.frozen.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Resumes it after [`NatsServer::freeze`] with SIGCONT.
+    ///
+    /// # Errors
+    /// When it is not running or the signal cannot be sent.
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal("CONT")?;
+        self.frozen.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether it is stopped by [`NatsServer::freeze`].
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
+    }
+
+    /// Sends `sig` with kill(1): std can only send SIGKILL, and this crate forbids the unsafe
+    /// code a direct kill(2) needs.
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = match lock(&self.child).as_ref() {
+            Some(child) => child.id(),
+            None => bail!("nats-server {} is not running", self.name),
+        };
+        let status = Command::new("kill")
+            .args(["-s", sig, "--", &pid.to_string()])
+            .status()
+            .context("running kill(1)")?;
+        if !status.success() {
+            bail!("kill -s {sig} {pid} failed: {status}");
         }
         Ok(())
     }
@@ -461,13 +567,26 @@ impl NatsCluster {
     /// When `nats-server` is missing, `n < 2`, or the cluster does not form within
     /// [`NATS_WAIT`] (the servers' logs are in the error).
     pub async fn start(n: usize) -> anyhow::Result<Self> {
+        Self::start_inner(n, None).await
+    }
+
+    /// Like [`NatsCluster::start`], with servers that refuse clients without `auth` (the
+    /// routes between them need none).
+    ///
+    /// # Errors
+    /// As [`NatsCluster::start`].
+    pub async fn start_with_auth(n: usize, auth: NatsAuth) -> anyhow::Result<Self> {
+        Self::start_inner(n, Some(&auth)).await
+    }
+
+    async fn start_inner(n: usize, auth: Option<&NatsAuth>) -> anyhow::Result<Self> {
         if n < 2 {
             bail!("a NATS cluster needs at least 2 servers (use NatsServer for one)");
         }
         let bin = nats_server_binary().context(MISSING)?;
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
-            let cluster = Self::spawn_all(&bin, n)?;
+            let cluster = Self::spawn_all(&bin, n, auth)?;
             match cluster.wait_started().await {
                 Ok(()) => {
                     cluster.wait_meta_leader().await?;
@@ -483,24 +602,23 @@ impl NatsCluster {
 
     /// Writes the configs of `n` servers on fresh ports and starts them all, so that their
     /// routes can connect while each waits for the others.
-    fn spawn_all(bin: &Path, n: usize) -> anyhow::Result<Self> {
+    fn spawn_all(bin: &Path, n: usize, auth: Option<&NatsAuth>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let ports = pick_ports(n)?;
         let mut servers = Vec::with_capacity(n);
         for (i, own) in ports.iter().enumerate() {
-            let routes: Vec<u16> = ports
+            let routes = ports
                 .iter()
                 .filter(|p| p.cluster != own.cluster)
                 .map(|p| p.cluster)
                 .collect();
-            let name = format!("weft-nats-{i}");
-            servers.push(NatsServer::prepare(
-                bin,
-                &name,
-                *own,
-                dir.path(),
-                Some(&routes),
-            )?);
+            let spec = ServerSpec {
+                name: format!("weft-nats-{i}"),
+                ports: *own,
+                routes: Some(routes),
+                auth,
+            };
+            servers.push(NatsServer::prepare(bin, &spec, dir.path())?);
         }
         let cluster = Self { servers, _dir: dir };
         for server in &cluster.servers {
@@ -563,6 +681,28 @@ impl NatsCluster {
         self.servers[i].kill()
     }
 
+    /// Freezes server `i` with SIGSTOP (see [`NatsServer::freeze`]).
+    ///
+    /// # Errors
+    /// When it is not running or the signal cannot be sent.
+    ///
+    /// # Panics
+    /// When `i` is out of range.
+    pub fn freeze(&self, i: usize) -> anyhow::Result<()> {
+        self.servers[i].freeze()
+    }
+
+    /// Resumes server `i` after [`NatsCluster::freeze`] with SIGCONT.
+    ///
+    /// # Errors
+    /// When it is not running or the signal cannot be sent.
+    ///
+    /// # Panics
+    /// When `i` is out of range.
+    pub fn thaw(&self, i: usize) -> anyhow::Result<()> {
+        self.servers[i].thaw()
+    }
+
     /// Restarts server `i` on its ports with its store, waits until it accepts clients, then
     /// until the running servers (it included) agree on a meta leader again: it has rejoined
     /// the JetStream cluster.
@@ -578,9 +718,9 @@ impl NatsCluster {
         Ok(())
     }
 
-    /// Waits until every running server reports the same JetStream meta leader, and that
-    /// leader is one of the running servers (after a leader is killed, the others keep naming
-    /// it until they elect a new one); returns the leader's index.
+    /// Waits until every running server that is not frozen reports the same JetStream meta
+    /// leader, and that leader is one of them (after a leader is killed or frozen, the others
+    /// keep naming it until they elect a new one); returns the leader's index.
     ///
     /// # Errors
     /// When no such agreement comes within [`NATS_WAIT`] (what each server saw, and the end of
@@ -597,9 +737,10 @@ impl NatsCluster {
                 for (server, seen) in self.servers.iter().zip(&seen) {
                     let _ = writeln!(
                         report,
-                        "== {} (running: {}) sees leader {seen:?}; log tail:\n{}",
+                        "== {} (running: {}, frozen: {}) sees leader {seen:?}; log tail:\n{}",
                         server.name,
                         server.is_running(),
+                        server.is_frozen(),
                         server.log_tail(40)
                     );
                 }
@@ -609,11 +750,11 @@ impl NatsCluster {
         }
     }
 
-    /// What each server sees as meta leader (`Ok(None)` for a killed server).
+    /// What each server sees as meta leader (`Ok(None)` for a killed or frozen one).
     async fn seen_meta_leaders(&self) -> Vec<anyhow::Result<Option<String>>> {
         let mut seen = Vec::with_capacity(self.servers.len());
         for server in &self.servers {
-            if server.is_running() {
+            if server.is_responsive() {
                 seen.push(server.seen_meta_leader().await);
             } else {
                 seen.push(Ok(None));
@@ -622,11 +763,11 @@ impl NatsCluster {
         seen
     }
 
-    /// The index of the leader all running servers name, if they agree on a running one.
+    /// The index of the leader all responsive servers name, if they agree on a responsive one.
     fn agreed_leader(&self, seen: &[anyhow::Result<Option<String>>]) -> Option<usize> {
         let mut agreed: Option<&str> = None;
         for (server, seen) in self.servers.iter().zip(seen) {
-            if !server.is_running() {
+            if !server.is_responsive() {
                 continue;
             }
             let leader = seen.as_ref().ok()?.as_deref()?;
@@ -636,7 +777,7 @@ impl NatsCluster {
             agreed = Some(leader);
         }
         let i = self.servers.iter().position(|s| Some(s.name()) == agreed)?;
-        self.servers[i].is_running().then_some(i)
+        self.servers[i].is_responsive().then_some(i)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The NATS harness itself (`weft_tests::nats`) against the real `nats-server`: a lone server
 //! starts with JetStream and the large payload limit, keeps a stream's messages across a
-//! SIGKILL and restart; a cluster of three forms, replicates a stream to all three, elects a
-//! new meta leader when the old one is killed, and takes the killed server back.
+//! SIGKILL and restart, refuses clients without the credentials it was given, and answers
+//! nothing while frozen; a cluster of three forms, replicates a stream to all three, elects a
+//! new meta leader when the old one is killed or frozen, and takes it back.
 //!
 //! JetStream is driven through the plain NATS text protocol over TCP (a few lines below), so
 //! this file needs no NATS client crate. Skips visibly without `nats-server`; fails under CI.
@@ -14,7 +15,8 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use weft_tests::nats::{
-    read_info_line, require_nats, NatsCluster, NatsServer, CLUSTER_NAME, MAX_PAYLOAD, NATS_WAIT,
+    read_info_line, require_nats, NatsAuth, NatsCluster, NatsServer, CLUSTER_NAME, MAX_PAYLOAD,
+    NATS_WAIT,
 };
 use weft_tests::within;
 
@@ -31,6 +33,11 @@ struct RawNats {
 impl RawNats {
     /// Connects, reads INFO, sends CONNECT and waits for the PONG to its PING.
     async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::connect_as(addr, serde_json::json!({})).await
+    }
+
+    /// Like [`RawNats::connect`], with credentials (`user`/`pass`, `auth_token`) in CONNECT.
+    async fn connect_as(addr: SocketAddr, credentials: serde_json::Value) -> anyhow::Result<Self> {
         let (read, writer) = TcpStream::connect(addr).await?.into_split();
         let mut me = Self {
             reader: BufReader::new(read),
@@ -41,7 +48,15 @@ impl RawNats {
         if !info.starts_with("INFO ") {
             bail!("expected INFO, got {info:?}");
         }
-        me.send(b"CONNECT {\"verbose\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1}\r\nPING\r\n")
+        let mut connect = serde_json::json!({
+            "verbose": false, "headers": true, "no_responders": true, "protocol": 1,
+        });
+        if let (Some(connect), Some(credentials)) =
+            (connect.as_object_mut(), credentials.as_object())
+        {
+            connect.extend(credentials.clone());
+        }
+        me.send(format!("CONNECT {connect}\r\nPING\r\n").as_bytes())
             .await?;
         loop {
             match me.line().await?.as_str() {
@@ -258,6 +273,63 @@ async fn a_killed_server_refuses_then_restarts_with_its_data() -> anyhow::Result
     Ok(())
 }
 
+/// Connecting to `server` with `credentials` fails with an authorization error.
+async fn assert_refused_as(server: &NatsServer, credentials: serde_json::Value) {
+    let refused = RawNats::connect_as(server.addr(), credentials.clone()).await;
+    let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        err.contains("Authorization Violation"),
+        "connecting with {credentials} was not refused for authorization: {err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_with_credentials_refuses_clients_without_them() -> anyhow::Result<()> {
+    if require_nats(GROUP).is_none() {
+        return Ok(());
+    }
+    let auth = NatsAuth::UserPassword {
+        user: "weft".into(),
+        password: "s3cret \"quoted\"".into(),
+    };
+    let server = NatsServer::start_with_auth(auth).await?;
+    assert_eq!(server.info().await?["auth_required"], true);
+    assert_refused_as(&server, serde_json::json!({})).await;
+    assert_refused_as(
+        &server,
+        serde_json::json!({"user": "weft", "pass": "wrong"}),
+    )
+    .await;
+    let mut nats = RawNats::connect_as(
+        server.addr(),
+        serde_json::json!({"user": "weft", "pass": "s3cret \"quoted\""}),
+    )
+    .await?;
+    nats.js("$JS.API.INFO", b"").await?;
+
+    let server = NatsServer::start_with_auth(NatsAuth::Token("t0ken".into())).await?;
+    assert_refused_as(&server, serde_json::json!({"auth_token": "other"})).await;
+    RawNats::connect_as(server.addr(), serde_json::json!({"auth_token": "t0ken"})).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_frozen_server_answers_nothing_until_thawed() -> anyhow::Result<()> {
+    if require_nats(GROUP).is_none() {
+        return Ok(());
+    }
+    let server = NatsServer::start().await?;
+    server.freeze()?;
+    assert!(server.is_frozen() && server.is_running());
+    // The kernel still completes TCP handshakes for it; the server itself says nothing.
+    let silent = tokio::time::timeout(Duration::from_secs(1), read_info_line(server.addr())).await;
+    assert!(silent.is_err(), "a frozen server answered: {silent:?}");
+    server.thaw()?;
+    assert!(!server.is_frozen());
+    assert_info(&server).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_cluster_of_three_forms_and_survives_losing_a_server() -> anyhow::Result<()> {
     if require_nats(GROUP).is_none() {
@@ -293,5 +365,18 @@ async fn a_cluster_of_three_forms_and_survives_losing_a_server() -> anyhow::Resu
     cluster.restart(leader).await?;
     assert_info(cluster.server(leader)).await?;
     wait_jsz(cluster.server(leader), 1, 1).await?;
+
+    // A frozen leader is replaced like a dead one, and rejoins once thawed.
+    let leader = cluster.wait_meta_leader().await?;
+    cluster.freeze(leader)?;
+    let next = cluster.wait_meta_leader().await?;
+    assert_ne!(
+        next, leader,
+        "a responsive server leads while the leader is frozen"
+    );
+    cluster.thaw(leader)?;
+    // Agreement now includes the thawed server.
+    cluster.wait_meta_leader().await?;
+    assert_info(cluster.server(leader)).await?;
     Ok(())
 }
