@@ -5,8 +5,10 @@
 //! `weft-protocol` and yrs ([`Client`]) or with raw frames ([`RawSocket`]).
 //!
 //! Every wait is a bounded poll ([`wait_until`]) that fails with a message saying what it waited
-//! for. [`proxy`] puts a WebSocket-blocking proxy in front of a server.
+//! for. [`proxy`] puts a WebSocket-blocking proxy in front of a server; [`nats`] starts real
+//! NATS JetStream servers and clusters for the cluster tests.
 
+pub mod nats;
 pub mod proxy;
 
 use std::collections::HashMap;
