@@ -61,4 +61,6 @@ pub use config::{Cli, Config, Durability};
 pub use server::{serve_echo, Server, ServerError};
 pub use shutdown::Shutdown;
 pub use stats::Stats;
-pub use store::{DocMeta, Followed, HistoryStore, SledStore, Store, StoreError};
+pub use store::{
+    DocMeta, Followed, HistoryStore, PeerLink, PeerMessage, SledStore, Store, StoreError,
+};

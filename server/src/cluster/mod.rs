@@ -9,6 +9,7 @@
 //!   compacts and deletes a document, `meta.rs` keeps its metadata, `kvs.rs` the small shared
 //!   records (trash, revocations, refusals, clock offsets).
 //! - `follow.rs`: a room's follower of its document's log, delivering other nodes' updates.
+//! - `peers.rs`: a room's link to the same document's rooms on other nodes (awareness).
 
 mod connect;
 mod docs;
@@ -16,6 +17,7 @@ pub(crate) mod follow;
 mod kvs;
 mod meta;
 mod names;
+mod peers;
 mod publisher;
 mod runtime;
 mod store;

@@ -47,6 +47,11 @@ pub(crate) fn log_subject(doc: &str) -> String {
     format!("weft.log.{}", hex(doc))
 }
 
+/// The core NATS subject where nodes exchange `doc`'s awareness.
+pub(crate) fn awareness_subject(doc: &str) -> String {
+    format!("weft.aw.{}", hex(doc))
+}
+
 /// Key of `doc`'s metadata record.
 pub(crate) fn meta_key(doc: &str) -> String {
     format!("meta.{}", hex(doc))

@@ -23,9 +23,9 @@ use crate::cluster::meta::{self, Deltas, MetaRecord};
 use crate::cluster::names::{self, meta_key};
 use crate::cluster::publisher::Publisher;
 use crate::cluster::runtime::NatsRuntime;
-use crate::cluster::{docs, follow, kvs};
+use crate::cluster::{docs, follow, kvs, peers};
 use crate::store::log::Followed;
-use crate::store::{now_ms, DocMeta, Store, StoreError, StoredDoc};
+use crate::store::{now_ms, DocMeta, PeerLink, Store, StoreError, StoredDoc};
 
 /// Longest a read or a metadata write waits for NATS.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
@@ -342,6 +342,10 @@ impl Store for NatsStore {
             doc.clone(),
             after,
         ))
+    }
+
+    fn peers(&self, doc: &RoomName) -> Option<PeerLink> {
+        Some(peers::link(self.nats.clone(), self.rt.handle(), doc))
     }
 }
 

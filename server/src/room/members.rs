@@ -28,6 +28,7 @@ impl Room {
         self.queued
             .push((Target::One(j.id), Bytes::from(encode_sync(SYNC_STEP1, &sv))));
         let snapshot = self.presence.welcome(j.id);
+        self.peers_welcome();
         if !snapshot.entries.is_empty() {
             self.queued.push((
                 Target::One(j.id),
@@ -54,6 +55,7 @@ impl Room {
             .users
             .store(self.members.len() as u32, Ordering::Relaxed);
         let removed = self.presence.remove_connection(conn, Instant::now());
+        self.share_awareness(&removed);
         self.queue_awareness(removed);
         if member.control {
             let left = Control::Left {
@@ -99,6 +101,7 @@ impl Room {
                     warn!(room = %self.name, conn, refused = applied.foreign,
                         "awareness update touched client ids owned by another connection");
                 }
+                self.share_awareness(&applied.accepted);
                 self.queue_awareness_from(conn, applied.accepted, applied.echo);
             }
             Message::QueryAwareness => {

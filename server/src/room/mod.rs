@@ -38,6 +38,8 @@
 //!   rebuilt, diffed and thinned.
 //! - `presence.rs` (awareness), `registry.rs` (get-or-load by name, what rooms share).
 //! - `awareness_tick.rs`: awareness changes sent at most once per tick, one frame per member.
+//! - `replica.rs`: a cluster's other nodes' updates, applied and broadcast, never logged again;
+//!   `peers.rs`: awareness exchanged with the same document's rooms on other nodes.
 //!
 //! # Seams
 //! - **Durable log.** The room adds to a document's history only through
@@ -72,6 +74,7 @@ mod inbox;
 mod load;
 mod members;
 mod ops;
+mod peers;
 pub(crate) mod presence;
 pub(crate) mod registry;
 mod replica;
@@ -194,6 +197,8 @@ pub(crate) struct Room {
     acks: Acks,
     /// Other nodes' updates to this document, in a cluster.
     follow: Option<mpsc::Receiver<crate::store::log::Followed>>,
+    /// The same document's rooms on other nodes, in a cluster.
+    peers: peers::Peers,
 }
 
 impl Room {
@@ -278,6 +283,7 @@ impl Room {
             failed: None,
             acks: Acks::default(),
             follow: None,
+            peers: peers::Peers::default(),
             authors: Authors::default(),
             versions: Versions::default(),
         }
@@ -303,6 +309,7 @@ impl Room {
         info!(room = %self.name, "room loaded");
         self.start_versions().await;
         self.start_following();
+        self.start_peers();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.ctx.shutdown.clone();
@@ -327,6 +334,10 @@ impl Room {
                 }
                 _ = awareness_due(self.awareness.due()), if self.awareness.due().is_some() => {
                     self.send_awareness_tick();
+                    self.finish_batch().await;
+                }
+                (node, msg) = peers::next_peer_message(&mut self.peers) => {
+                    self.on_peer(node, msg);
                     self.finish_batch().await;
                 }
                 followed = replica::next_followed(&mut self.follow) => {
@@ -395,8 +406,10 @@ impl Room {
         let removed = self.presence.sweep(now);
         if !removed.is_empty() {
             debug!(room = %self.name, count = removed.len(), "swept stale awareness states");
+            self.share_awareness(&removed);
             self.queue_awareness(removed);
         }
+        self.peers_tick(now);
         if self.title_stale && now.duration_since(self.title_checked) >= TITLE_EVERY {
             self.refresh_title(now);
         }

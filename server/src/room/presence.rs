@@ -146,7 +146,11 @@ impl Presence {
             return Outcome::Relay(clock);
         };
         if k.owner != conn {
-            if !k.orphaned {
+            // A client id lives on one connection: a newer clock here outranks a claim another
+            // node relayed (the client moved here before that node's removal arrived); an
+            // echo of the relayed state has no newer clock.
+            let moved_here = is_remote(k.owner) && e.clock > k.clock;
+            if !k.orphaned && !moved_here {
                 return if e.clock > k.clock {
                     Outcome::Foreign
                 } else {
@@ -249,14 +253,86 @@ impl Presence {
     /// before. A client back on a new socket has removed every peer's state locally but holds
     /// the clocks it last got, so a snapshot at those clocks would be ignored; the raised
     /// offset keeps each id's later clocks above this one for the members already here too.
+    /// Entries other nodes relayed are raised by their owners instead (see `room::peers`).
     pub(crate) fn welcome(&mut self, joiner: ConnId) -> AwarenessUpdate {
-        for k in self.known.values_mut() {
-            if k.state.is_some() && !k.orphaned {
+        self.raise_local();
+        self.snapshot(joiner)
+    }
+
+    /// Raises the relayed clock of every live state of this node's members by one (see
+    /// [`Presence::welcome`]); returns them at the raised clocks, for other nodes.
+    pub(crate) fn raise_local(&mut self) -> Vec<AwarenessEntry> {
+        let mut raised = Vec::new();
+        for (&client_id, k) in &mut self.known {
+            if k.orphaned || is_remote(k.owner) {
+                continue;
+            }
+            if let Some(state) = &k.state {
                 k.offset = k.offset.saturating_add(1);
                 k.clock = k.clock.saturating_add(1);
+                raised.push(AwarenessEntry {
+                    client_id,
+                    clock: k.clock,
+                    state: state.clone(),
+                });
             }
         }
-        self.snapshot(joiner)
+        raised
+    }
+
+    /// Applies entries another node relayed for its members; `node` is that node's stand-in
+    /// connection ([`is_remote`]). Clocks are taken as relayed (the owner's node translated
+    /// them), so every node relays a client id at the same clocks. Entries of this node's own
+    /// members are left alone. A removal orphans the entry: the client left that node and may
+    /// come back on any. Returns what took effect, to relay to this node's members.
+    pub(crate) fn apply_remote(
+        &mut self,
+        node: ConnId,
+        update: AwarenessUpdate,
+        now: Instant,
+    ) -> Vec<AwarenessEntry> {
+        let mut accepted = Vec::new();
+        for e in update.entries {
+            let removal = e.is_removal();
+            match self.known.get_mut(&e.client_id) {
+                None if removal => continue,
+                None => {
+                    let known = Known::live(e.clock, 0, &e.state, node, now);
+                    self.known.insert(e.client_id, known);
+                }
+                Some(k) => {
+                    if !k.orphaned && !is_remote(k.owner) {
+                        continue;
+                    }
+                    let removes_live = e.clock == k.clock && removal && k.state.is_some();
+                    if !(e.clock > k.clock || removes_live) {
+                        continue;
+                    }
+                    *k = Known::live(e.clock, 0, &e.state, node, now);
+                    if removal {
+                        k.state = None;
+                        k.orphaned = true;
+                    }
+                }
+            }
+            accepted.push(e);
+        }
+        accepted
+    }
+
+    /// Every live state of this node's members at the clocks relayed, for other nodes.
+    pub(crate) fn local_entries(&self) -> Vec<AwarenessEntry> {
+        self.known
+            .iter()
+            .filter(|(_, k)| !k.orphaned && !is_remote(k.owner))
+            .filter_map(|(&client_id, k)| {
+                Some(AwarenessEntry {
+                    client_id,
+                    clock: k.clock,
+                    state: k.state.clone()?,
+                })
+            })
+            .collect()
     }
 
     /// Number of client ids with a live state.
@@ -264,6 +340,15 @@ impl Presence {
     pub(crate) fn live(&self) -> usize {
         self.known.values().filter(|k| k.state.is_some()).count()
     }
+}
+
+/// Connection ids from here up stand for other nodes of a cluster (see `room::peers`); the
+/// server numbers its connections from 1, far below.
+pub(crate) const REMOTE_BASE: ConnId = u64::MAX / 2;
+
+/// Whether `conn` stands for another node rather than a member of this one.
+pub(crate) fn is_remote(conn: ConnId) -> bool {
+    conn >= REMOTE_BASE
 }
 
 fn removal(client_id: u64, clock: u64) -> AwarenessEntry {
@@ -488,5 +573,59 @@ mod tests {
             4,
             "the owner still sees its own clock"
         );
+    }
+
+    /// Another node's entries are relayed at its clocks, never displace a member's own id,
+    /// are not raised by a welcome here, and a removal from that node lets the client claim
+    /// its id on this node.
+    #[test]
+    fn remote_entries() {
+        let mut p = table();
+        let t = Instant::now();
+        let node = REMOTE_BASE + 1;
+        let got = p.apply_remote(node, upd(9, 40, r#"{"n":1}"#), t);
+        assert_eq!(got[0].clock, 40, "relayed as the owner's node relays it");
+        assert!(
+            p.apply_remote(node, upd(9, 40, r#"{"n":2}"#), t).is_empty(),
+            "not newer"
+        );
+        // A member's own id is not taken over by a remote claim.
+        let mine = p.apply(1, upd(5, 1, "{}"), t).accepted[0].clock;
+        assert!(p.apply_remote(node, upd(5, mine + 10, "{}"), t).is_empty());
+        // A welcome raises this node's members only.
+        let welcome = p.welcome(2);
+        let of = |id| {
+            welcome
+                .entries
+                .iter()
+                .find(|e| e.client_id == id)
+                .map(|e| e.clock)
+        };
+        assert_eq!(of(9), Some(40));
+        assert_eq!(of(5), Some(mine + 1));
+        assert_eq!(
+            p.local_entries().len(),
+            1,
+            "only this node's members go to peers"
+        );
+        // An echo of the relayed state by a connection owning nothing claims nothing ...
+        assert_eq!(p.apply(3, upd(9, 40, r#"{"n":1}"#), t).accepted.len(), 0);
+        // ... but after that node's removal the client may come back here.
+        assert_eq!(p.apply_remote(node, upd(9, 40, "null"), t).len(), 1);
+        let back = p.apply(3, upd(9, 2, "{}"), t).accepted;
+        assert!(back[0].clock > 40, "relayed above the removal peers hold");
+    }
+
+    /// A node gone (`Bye`, or silent) takes its members' entries along.
+    #[test]
+    fn a_gone_node_takes_its_entries() {
+        let mut p = table();
+        let t = Instant::now();
+        let node = REMOTE_BASE + 1;
+        p.apply_remote(node, upd(9, 4, "{}"), t);
+        p.apply_remote(node, upd(10, 4, "{}"), t);
+        let removed = p.remove_connection(node, t);
+        assert_eq!(removed.len(), 2);
+        assert_eq!(p.live(), 0);
     }
 }

@@ -93,9 +93,11 @@ pub(crate) mod commit;
 pub(crate) mod history;
 pub(crate) mod inflight;
 pub(crate) mod log;
+pub(crate) mod peers;
 
 pub use history::HistoryStore;
 pub use log::Followed;
+pub use peers::{PeerLink, PeerMessage};
 pub use sled_store::SledStore;
 
 use std::path::PathBuf;
@@ -321,6 +323,12 @@ pub trait Store: Send + Sync + 'static {
     /// position `after` (see [`log::DurableLog::follow`]); `None` for a store of one node.
     fn follow(&self, doc: &RoomName, after: u64) -> Option<tokio::sync::mpsc::Receiver<Followed>> {
         let _ = (doc, after);
+        None
+    }
+    /// For a store shared by several nodes: a link to the rooms of `doc` on the other nodes
+    /// (awareness, liveness); `None` for a store of one node.
+    fn peers(&self, doc: &RoomName) -> Option<PeerLink> {
+        let _ = doc;
         None
     }
 }
