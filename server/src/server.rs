@@ -49,6 +49,28 @@ pub enum ServerError {
     Cluster(#[from] ClusterError),
 }
 
+/// In a cluster: applies the token revocations other nodes record, closing the connections
+/// here that hold such a token.
+async fn close_revoked(
+    ctx: Arc<RoomContext>,
+    mut revoked: tokio::sync::mpsc::Receiver<(String, u64)>,
+    shutdown: Shutdown,
+) {
+    let limits = ctx.config.limits();
+    loop {
+        tokio::select! {
+            next = revoked.recv() => {
+                let Some((doc, before)) = next else { return };
+                if let Ok(name) = weft_protocol::RoomName::parse(&doc, &limits) {
+                    let closed = ctx.revoked(&name, before);
+                    info!(room = %name, before, closed, "tokens revoked on another node");
+                }
+            }
+            _ = shutdown.triggered() => return,
+        }
+    }
+}
+
 /// This node's name: `--node-name`, else the host name and the port it listens on.
 fn node_name(config: &Config) -> String {
     if let Some(name) = &config.nats.node_name {
@@ -147,6 +169,9 @@ impl Server {
             self.feed.clone(),
         ));
         self.start_feed(&ctx, &shutdown)?;
+        if let Some(revoked) = self.store.revocations_elsewhere() {
+            shutdown.spawn(close_revoked(ctx.clone(), revoked, shutdown.clone()));
+        }
         let dashboard = self.dashboard(&ctx);
         let address_bytes = Arc::new(socket::address_limiter(&self.config));
         shutdown.spawn(forget_quiet_addresses(

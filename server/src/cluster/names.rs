@@ -52,6 +52,9 @@ pub(crate) fn awareness_subject(doc: &str) -> String {
     format!("weft.aw.{}", hex(doc))
 }
 
+/// The core NATS subject where nodes announce token revocations.
+pub(crate) const REVOKED_SUBJECT: &str = "weft.revoked";
+
 /// Key of `doc`'s metadata record.
 pub(crate) fn meta_key(doc: &str) -> String {
     format!("meta.{}", hex(doc))

@@ -19,6 +19,9 @@ use crate::store::{PeerLink, PeerMessage};
 /// Header naming the kind of a peer message.
 const KIND_HEADER: &str = "Weft-Kind";
 
+/// Header naming the user a control message is for.
+const TO_HEADER: &str = "Weft-To";
+
 /// Messages from peers buffered for a room; beyond it they are dropped (presence renews).
 const BUFFER: usize = 1024;
 
@@ -57,8 +60,7 @@ async fn run(
                 if node == nats.node {
                     continue;
                 }
-                let kind = headers.get(KIND_HEADER).map(|k| k.as_str().to_owned());
-                let Some(parsed) = parse(kind.as_deref(), &msg.payload) else { continue };
+                let Some(parsed) = parse(headers, &msg.payload) else { continue };
                 let _ = in_tx.try_send((Arc::from(node), parsed));
             }
         }
@@ -71,10 +73,27 @@ async fn send(nats: &Nats, subject: &str, msg: PeerMessage) {
         PeerMessage::Alive => ("alive", Bytes::new()),
         PeerMessage::Query => ("query", Bytes::new()),
         PeerMessage::Bye => ("bye", Bytes::new()),
+        PeerMessage::Deleted => ("deleted", Bytes::new()),
+        PeerMessage::Control { json, to } => {
+            let mut headers = headers(nats, "control");
+            if let Some(to) = &to {
+                headers.insert(TO_HEADER, to.as_str());
+            }
+            publish(nats, subject, headers, Bytes::from(json)).await;
+            return;
+        }
     };
+    publish(nats, subject, headers(nats, kind), payload).await;
+}
+
+fn headers(nats: &Nats, kind: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(NODE_HEADER, nats.node.as_str());
     headers.insert(KIND_HEADER, kind);
+    headers
+}
+
+async fn publish(nats: &Nats, subject: &str, headers: HeaderMap, payload: Bytes) {
     if let Err(e) = nats
         .client
         .publish_with_headers(subject.to_owned(), headers, payload)
@@ -84,8 +103,14 @@ async fn send(nats: &Nats, subject: &str, msg: PeerMessage) {
     }
 }
 
-fn parse(kind: Option<&str>, payload: &[u8]) -> Option<PeerMessage> {
-    Some(match kind? {
+fn parse(headers: &HeaderMap, payload: &[u8]) -> Option<PeerMessage> {
+    let kind = headers.get(KIND_HEADER)?.as_str();
+    Some(match kind {
+        "deleted" => PeerMessage::Deleted,
+        "control" => PeerMessage::Control {
+            json: String::from_utf8(payload.to_vec()).ok()?,
+            to: headers.get(TO_HEADER).map(|t| t.as_str().to_owned()),
+        },
         "awareness" => PeerMessage::Awareness(payload.to_vec()),
         "alive" => PeerMessage::Alive,
         "query" => PeerMessage::Query,

@@ -302,7 +302,37 @@ impl Store for NatsStore {
 
     fn revoke_tokens(&self, doc: &RoomName, before: u64) -> Result<(), StoreError> {
         let key = names::revoke_key(doc.as_str());
-        self.call(move |n| async move { kvs::raise(&n.docs, &key, before).await.map(|_| ()) })
+        let announce = Bytes::from(format!("{before}\n{doc}"));
+        self.call(move |n| async move {
+            kvs::raise(&n.docs, &key, before).await?;
+            // Other nodes close their connections with such tokens at once; a node that misses
+            // this reads the record at its next start.
+            n.client
+                .publish(names::REVOKED_SUBJECT, announce)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn revocations_elsewhere(&self) -> Option<tokio::sync::mpsc::Receiver<(String, u64)>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let client = self.nats.client.clone();
+        self.rt.handle().spawn(async move {
+            let Ok(mut sub) = client.subscribe(names::REVOKED_SUBJECT).await else {
+                return;
+            };
+            while let Some(msg) = sub.next().await {
+                let text = String::from_utf8_lossy(&msg.payload);
+                let Some((before, doc)) = text.split_once('\n') else {
+                    continue;
+                };
+                let Ok(before) = before.parse() else { continue };
+                if tx.send((doc.to_owned(), before)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Some(rx)
     }
 
     fn revocations(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -339,6 +339,10 @@ impl Room {
                 (node, msg) = peers::next_peer_message(&mut self.peers) => {
                     self.on_peer(node, msg);
                     self.finish_batch().await;
+                    if self.deleted {
+                        self.stop_deleted(rx).await;
+                        return;
+                    }
                 }
                 followed = replica::next_followed(&mut self.follow) => {
                     self.on_followed(followed);

@@ -51,7 +51,14 @@ impl Room {
             ApiOp::Rewrite(rewrite) => self.receive(Incoming::Rewrite(rewrite), ANONYMOUS),
             ApiOp::Append(text) => self.receive(Incoming::Append(text), ANONYMOUS),
             ApiOp::ApplyUpdate(update) => self.receive(Incoming::Update(update), ANONYMOUS),
-            ApiOp::Notice { level, text, to } => Ok(self.notice(level, text, to)),
+            ApiOp::Notice { level, text, to } => {
+                let notice = Control::Notice {
+                    level,
+                    text: text.clone(),
+                };
+                self.share_control(&notice, to.clone());
+                Ok(self.notice(level, text, to))
+            }
             ApiOp::Delete => self.delete(),
             ApiOp::SetTitle(title) => self.rename(title),
             // A loaded document is not in the trash (see `room::trash`).
@@ -87,7 +94,12 @@ impl Room {
 
     /// `Notice`: queued for every opted-in member and Hocuspocus member (as a stateless
     /// message), or those whose token names `to`.
-    fn notice(&mut self, level: NoticeLevel, text: String, to: Option<String>) -> ApiReply {
+    pub(super) fn notice(
+        &mut self,
+        level: NoticeLevel,
+        text: String,
+        to: Option<String>,
+    ) -> ApiReply {
         let notice = Control::Notice { level, text };
         let stateless = self.queue_stateless_notice(&notice, to.clone());
         let delivered = self
@@ -152,23 +164,38 @@ impl Room {
             .store
             .move_to_trash(&self.name, now_ms())
             .map_err(|e| api_store_error(&e))?;
+        self.share_deleted();
+        let closed = self.close_for_delete();
+        self.feed_deleted();
+        // The trash record must reach disk before the reply; nothing compacts afterwards.
+        self.dirty = true;
+        info!(room = %self.name, closed, "document moved to the trash");
+        Ok(ApiReply::Deleted(closed))
+    }
+
+    /// Closes every member with [`CloseCode::Deleted`] and marks the room to stop after this
+    /// batch without writing the document again; returns how many were closed.
+    fn close_for_delete(&mut self) -> u32 {
         let closed = self.members.len() as u32;
         for m in self.members.values() {
             m.outbox.close(CloseCode::Deleted, "document deleted");
         }
         self.members.clear();
-        self.feed_deleted();
         self.live.users.store(0, Ordering::Relaxed);
         self.queued.clear();
         self.exists = false;
         self.deleted = true;
-        // The trash record must reach disk before the reply; nothing compacts afterwards.
-        self.dirty = true;
         self.log_len = 0;
         self.log_bytes = 0;
         self.title_stale = false;
-        info!(room = %self.name, closed, "document moved to the trash");
-        Ok(ApiReply::Deleted(closed))
+        closed
+    }
+
+    /// Another node moved the document to the trash: its members here are closed as there,
+    /// and the room stops.
+    pub(super) fn deleted_elsewhere(&mut self) {
+        let closed = self.close_for_delete();
+        info!(room = %self.name, closed, "document moved to the trash on another node");
     }
 
     /// `SetTitle`: pins an explicit title (edits no longer replace it) and tells every editor
@@ -181,12 +208,11 @@ impl Room {
             .store
             .pin_title(&self.name, &title)
             .map_err(|e| api_store_error(&e))?;
-        self.queue_control(
-            Target::ControlExcept(None),
-            &Control::Title {
-                title: title.clone(),
-            },
-        );
+        let control = Control::Title {
+            title: title.clone(),
+        };
+        self.share_control(&control, None);
+        self.queue_control(Target::ControlExcept(None), &control);
         self.title = Some(title);
         self.title_stale = false;
         // The reply waits for the flush that makes the title durable.

@@ -13,8 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weft_protocol::{AwarenessEntry, AwarenessUpdate};
+use weft_protocol::{AwarenessEntry, AwarenessUpdate, Control};
 
+use crate::room::fanout::Target;
 use crate::room::presence::REMOTE_BASE;
 use crate::room::{ConnId, Room};
 use crate::store::{PeerLink, PeerMessage};
@@ -135,6 +136,46 @@ impl Room {
                 let removed = self.presence.remove_connection(conn, now);
                 self.queue_awareness(removed);
             }
+            PeerMessage::Deleted => self.deleted_elsewhere(),
+            PeerMessage::Control { json, to } => {
+                if let Ok(control) = serde_json::from_str::<Control>(&json) {
+                    self.control_from_peer(control, to);
+                }
+            }
+        }
+    }
+
+    /// Tells the peers what the API did here that their members must hear: `control` (a
+    /// notice, a title) for every member or those of user `to`.
+    pub(super) fn share_control(&self, control: &Control, to: Option<String>) {
+        if self.peers.link.is_some() {
+            if let Ok(json) = serde_json::to_string(control) {
+                self.peers.send(PeerMessage::Control { json, to });
+            }
+        }
+    }
+
+    /// Tells the peers the document went to the trash through this node.
+    pub(super) fn share_deleted(&self) {
+        self.peers.send(PeerMessage::Deleted);
+    }
+
+    fn control_from_peer(&mut self, control: Control, to: Option<String>) {
+        match control {
+            Control::Notice { level, text } => {
+                self.notice(level, text, to);
+            }
+            Control::Title { title } => {
+                self.queue_control(
+                    Target::ControlExcept(None),
+                    &Control::Title {
+                        title: title.clone(),
+                    },
+                );
+                self.title = Some(title);
+                self.title_stale = false;
+            }
+            _ => {}
         }
     }
 

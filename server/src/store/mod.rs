@@ -331,6 +331,11 @@ pub trait Store: Send + Sync + 'static {
         let _ = doc;
         None
     }
+    /// For a store shared by several nodes: token revocations other nodes record, as
+    /// `(document, before)`, as they happen; `None` for a store of one node.
+    fn revocations_elsewhere(&self) -> Option<tokio::sync::mpsc::Receiver<(String, u64)>> {
+        None
+    }
 }
 
 /// Now, in milliseconds since the Unix epoch (0 if the clock is before 1970).

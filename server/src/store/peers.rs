@@ -1,5 +1,6 @@
 //! What a room exchanges with the rooms of the same document on other nodes of a cluster:
-//! awareness (cursors, names) and whether each node is still there. A single node has no peers.
+//! awareness (cursors, names), whether each node is still there, and what the API did on one
+//! node that the members on the others must hear (a notice, a new title, a delete). A single node has no peers.
 //! The transport (core NATS in a cluster) delivers at most once and may drop: presence renews
 //! itself, so nothing here is durable.
 
@@ -20,6 +21,16 @@ pub enum PeerMessage {
     Query,
     /// The sender closed the room: its members' entries go.
     Bye,
+    /// The document was moved to the trash through the sender: close and stop.
+    Deleted,
+    /// A control message (a notice, a new title) for the members, as JSON, to those whose
+    /// token names the user if one is given.
+    Control {
+        /// The control message's JSON.
+        json: String,
+        /// Only members whose token's subject is this.
+        to: Option<String>,
+    },
 }
 
 /// A room's link to its peers: send on `outgoing`, receive `(node, message)` on `incoming`.
