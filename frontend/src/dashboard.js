@@ -4,7 +4,7 @@
 // socket never opens, or keeps dropping) the page polls /dashboard/snapshots instead, says
 // "live (polling)", and keeps trying the socket in the background to return to push.
 // `?transport=poll` forces polling. With tokens on, `?token=` (an admin token) is passed on.
-// Both transports carry the same message: { server, totals, rooms, rooms_open, webhooks,
+// Both transports carry the same message: { server, nodes, totals, rooms, rooms_open, webhooks,
 // snapshots }.
 
 import './diagnostics.js'
@@ -120,6 +120,24 @@ const webhookState = (w) => {
   return { text: 'ok' }
 }
 
+/** The cluster's nodes (`null` on a single node, which hides the panel). */
+const renderNodes = (nodes) => {
+  const section = byId('nodes-section')
+  section.hidden = !nodes
+  if (!nodes) return
+  setText('nodes-summary', `(${nodes.length})`)
+  byId('nodes').querySelector('tbody').replaceChildren(
+    ...nodes.map((n) =>
+      h('tr', { dataset: { node: n.name } }, [
+        h('td', { text: n.this ? `${n.name} (this node)` : n.name }),
+        h('td', { class: 'num', text: num(n.connections) }),
+        h('td', { class: 'num', text: num(n.rooms) }),
+        h('td', { text: n.this ? 'now' : `${num(n.seen_secs_ago)} s ago` })
+      ])
+    )
+  )
+}
+
 const renderWebhooks = (webhooks = []) => {
   const body = byId('webhooks').querySelector('tbody')
   setText('webhooks-summary', `(${webhooks.length})`)
@@ -172,6 +190,7 @@ const render = (msg) => {
   setTally('total-disconnects', totals.disconnects)
   renderRooms(msg.rooms, msg.rooms_open)
   renderWebhooks(msg.webhooks)
+  renderNodes(msg.nodes)
 }
 
 /** Shows a tally (`{label: count}`) as its total with each label's count below it. */

@@ -62,5 +62,6 @@ pub use server::{serve_echo, Server, ServerError};
 pub use shutdown::Shutdown;
 pub use stats::Stats;
 pub use store::{
-    DocMeta, Followed, HistoryStore, PeerLink, PeerMessage, SledStore, Store, StoreError,
+    DocMeta, Followed, HistoryStore, NodeStatus, PeerLink, PeerMessage, SledStore, Store,
+    StoreError,
 };

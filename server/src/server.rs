@@ -71,20 +71,6 @@ async fn close_revoked(
     }
 }
 
-/// This node's name: `--node-name`, else the host name and the port it listens on.
-fn node_name(config: &Config) -> String {
-    if let Some(name) = &config.nats.node_name {
-        return name.clone();
-    }
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "weft".to_owned());
-    format!("{host}-{}", config.bind.port())
-}
-
 /// A server with its store open, ready to serve on a listener.
 pub struct Server {
     config: Arc<Config>,
@@ -115,7 +101,7 @@ impl Server {
         let feed = Feed::open(local.tree("feed")?)?;
         let webhooks = Webhooks::open(&config, feed.clone(), local.tree("webhooks")?)?;
         let (store, local): (Arc<dyn Store>, _) = if config.nats.enabled() {
-            let node = node_name(&config);
+            let node = config.node_name();
             let nats = cluster::open(&config.nats, &node, config.flush_deadline())?;
             (Arc::new(nats), Some(local))
         } else {

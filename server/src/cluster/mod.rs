@@ -9,6 +9,7 @@
 //!   compacts and deletes a document, `meta.rs` keeps its metadata, `kvs.rs` the small shared
 //!   records (trash, revocations, refusals, clock offsets).
 //! - `follow.rs`: a room's follower of its document's log, delivering other nodes' updates.
+//! - `nodes.rs`: the list of nodes the dashboard shows.
 //! - `peers.rs`: a room's link to the same document's rooms on other nodes (awareness).
 
 mod connect;
@@ -17,6 +18,7 @@ pub(crate) mod follow;
 mod kvs;
 mod meta;
 mod names;
+mod nodes;
 mod peers;
 mod publisher;
 mod runtime;

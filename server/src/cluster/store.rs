@@ -23,9 +23,9 @@ use crate::cluster::meta::{self, Deltas, MetaRecord};
 use crate::cluster::names::{self, meta_key};
 use crate::cluster::publisher::Publisher;
 use crate::cluster::runtime::NatsRuntime;
-use crate::cluster::{docs, follow, kvs, peers};
+use crate::cluster::{docs, follow, kvs, nodes, peers};
 use crate::store::log::Followed;
-use crate::store::{now_ms, DocMeta, PeerLink, Store, StoreError, StoredDoc};
+use crate::store::{now_ms, DocMeta, NodeStatus, PeerLink, Store, StoreError, StoredDoc};
 
 /// Longest a read or a metadata write waits for NATS.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
@@ -45,6 +45,8 @@ pub(crate) struct NatsStore {
     flush_deadline: Duration,
     /// Documents counted at the last listing (for metrics).
     count: AtomicU64,
+    /// The nodes of the cluster, for the dashboard.
+    nodes: Arc<nodes::Directory>,
 }
 
 impl NatsStore {
@@ -57,6 +59,8 @@ impl NatsStore {
         let deltas = Arc::new(Deltas::default());
         rt.handle()
             .spawn(meta::write_deltas(nats.docs.clone(), deltas.clone()));
+        let nodes = Arc::new(nodes::Directory::default());
+        rt.handle().spawn(nodes::run(nats.clone(), nodes.clone()));
         let store = Self {
             rt,
             nats,
@@ -66,6 +70,7 @@ impl NatsStore {
             creating: Mutex::default(),
             flush_deadline,
             count: AtomicU64::new(0),
+            nodes,
         };
         if let Ok(list) = store.list_untitled() {
             store.count.store(list.len() as u64, Ordering::Relaxed);
@@ -372,6 +377,10 @@ impl Store for NatsStore {
             doc.clone(),
             after,
         ))
+    }
+
+    fn cluster_nodes(&self, mine: NodeStatus) -> Option<Vec<NodeStatus>> {
+        Some(self.nodes.update(mine))
     }
 
     fn peers(&self, doc: &RoomName) -> Option<PeerLink> {

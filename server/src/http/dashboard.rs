@@ -40,6 +40,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
+
+use crate::store::NodeStatus;
 use tokio::sync::{broadcast, Semaphore};
 use tracing::{debug, info, warn};
 use weft_protocol::CloseCode;
@@ -328,9 +330,18 @@ impl Dashboard {
             },
         };
         let snapshots: Vec<&str> = snapshots.map(|s| &**s).collect();
+        let mine = NodeStatus {
+            name: config.node_name(),
+            connections: self.ctx.metrics.connections.get(),
+            rooms: h.rooms_open as u64,
+            seen_secs_ago: 0,
+            this: true,
+        };
+        let nodes = self.ctx.store.cluster_nodes(mine);
         format!(
-            r#"{{"server":{},"totals":{},"rooms":{},"rooms_open":{},"webhooks":{},"snapshots":[{}]}}"#,
+            r#"{{"server":{},"nodes":{},"totals":{},"rooms":{},"rooms_open":{},"webhooks":{},"snapshots":[{}]}}"#,
             to_json(&info),
+            to_json(&nodes),
             to_json(totals),
             h.rooms,
             h.rooms_open,

@@ -97,7 +97,7 @@ pub(crate) mod peers;
 
 pub use history::HistoryStore;
 pub use log::Followed;
-pub use peers::{PeerLink, PeerMessage};
+pub use peers::{NodeStatus, PeerLink, PeerMessage};
 pub use sled_store::SledStore;
 
 use std::path::PathBuf;
@@ -334,6 +334,13 @@ pub trait Store: Send + Sync + 'static {
     /// For a store shared by several nodes: token revocations other nodes record, as
     /// `(document, before)`, as they happen; `None` for a store of one node.
     fn revocations_elsewhere(&self) -> Option<tokio::sync::mpsc::Receiver<(String, u64)>> {
+        None
+    }
+    /// For a store shared by several nodes: notes this node's status (`mine`, announced to the
+    /// others) and returns every node heard from lately, this one first; `None` for a store of
+    /// one node.
+    fn cluster_nodes(&self, mine: NodeStatus) -> Option<Vec<NodeStatus>> {
+        let _ = mine;
         None
     }
 }

@@ -42,3 +42,20 @@ pub struct PeerLink {
     /// Messages from them, with the sending node's id.
     pub incoming: mpsc::Receiver<(Arc<str>, PeerMessage)>,
 }
+
+/// One node of a cluster as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// The node's name (`--node-name`).
+    pub name: String,
+    /// Open WebSocket connections.
+    pub connections: i64,
+    /// Open rooms.
+    pub rooms: u64,
+    /// Seconds since it was last heard from (0 for this node).
+    #[serde(default)]
+    pub seen_secs_ago: u64,
+    /// Whether it is the node answering.
+    #[serde(default)]
+    pub this: bool,
+}
