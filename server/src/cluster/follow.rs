@@ -1,13 +1,17 @@
 //! Following a document's log for a room: every update other nodes append is delivered to the
 //! room in log order, with no gaps (the ordered consumer re-creates itself from the last
 //! position it delivered when it misses a message or loses its server) and no duplicates (a
-//! position already delivered is never delivered again). This node's own updates are already
-//! in the room's document: only their positions are delivered, so the room knows how far its
-//! document covers the log, which is what compaction may purge.
+//! position already delivered is never delivered again). The updates this room appended itself
+//! are already in its document: only their positions are delivered, so the room knows how far
+//! its document covers the log, which is what compaction may purge. "Itself" means this node
+//! after the room started following: an update this node appended earlier (a room that failed
+//! and reloaded, or unloaded while its publish was still being retried) may be missing from
+//! the document, so it is delivered like another node's (applying it twice changes nothing).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::header::NATS_MESSAGE_ID;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -27,18 +31,42 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Starts following `doc` after position `after` on `handle`; it stops when the receiver is
 /// dropped.
+/// `first_own` is the number the publisher gives this node's next append: this node's updates
+/// numbered from there on are the room's own.
 pub(crate) fn follow(
     nats: Arc<Nats>,
     handle: &tokio::runtime::Handle,
     doc: RoomName,
     after: u64,
+    first_own: u64,
 ) -> mpsc::Receiver<Followed> {
     let (tx, rx) = mpsc::channel(BUFFER);
-    handle.spawn(run(nats, doc, after, tx));
+    handle.spawn(run(nats, doc, after, first_own, tx));
     rx
 }
 
-async fn run(nats: Arc<Nats>, doc: RoomName, mut after: u64, tx: mpsc::Sender<Followed>) {
+/// Whether `msg` is an update this room appended since it started following.
+fn own(nats: &Nats, msg: &async_nats::jetstream::Message, first_own: u64) -> bool {
+    let Some(headers) = msg.headers.as_ref() else {
+        return false;
+    };
+    let from_here = headers
+        .get(NODE_HEADER)
+        .is_some_and(|n| n.as_str() == nats.node);
+    from_here
+        && headers
+            .get(NATS_MESSAGE_ID)
+            .and_then(|id| id.as_str().rsplit_once('-')?.1.parse::<u64>().ok())
+            .is_some_and(|n| n >= first_own)
+}
+
+async fn run(
+    nats: Arc<Nats>,
+    doc: RoomName,
+    mut after: u64,
+    first_own: u64,
+    tx: mpsc::Sender<Followed>,
+) {
     let mut backoff = FIRST_BACKOFF;
     while !tx.is_closed() {
         match docs::ordered(&nats, doc.as_str(), after + 1).await {
@@ -62,12 +90,7 @@ async fn run(nats: Arc<Nats>, doc: RoomName, mut after: u64, tx: mpsc::Sender<Fo
                 }
                 after = seq;
                 backoff = FIRST_BACKOFF;
-                let own = msg
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(NODE_HEADER))
-                    .is_some_and(|n| n.as_str() == nats.node);
-                let update = (!own).then(|| msg.payload.clone());
+                let update = (!own(&nats, &msg, first_own)).then(|| msg.payload.clone());
                 if tx.send(Followed { seq, update }).await.is_err() {
                     return;
                 }

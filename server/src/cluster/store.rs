@@ -376,6 +376,7 @@ impl Store for NatsStore {
             self.rt.handle(),
             doc.clone(),
             after,
+            self.publisher.appended() + 1,
         ))
     }
 

@@ -183,6 +183,11 @@ struct Args {
     /// `ws://127.0.0.1:1234/{room}` (y-websocket server). The host must be a loopback IP.
     #[arg(long)]
     url: String,
+    /// A second node of the same cluster (URL template as `--url`): clients alternate between
+    /// the two, so half of every room's members hear each update through the other node.
+    /// Typing scenarios only (echo2, hot-room, many-rooms, saturation).
+    #[arg(long)]
+    url2: Option<String>,
     /// Which load shape to run.
     #[arg(long, value_enum)]
     scenario: ScenarioName,
@@ -751,6 +756,8 @@ fn put_generator(report: &mut Report, before: Option<ProcSample>, after: Option<
 struct Target {
     /// URL template.
     template: String,
+    /// A second node's URL template, for odd-numbered clients of typing phases.
+    template2: Option<String>,
     /// Room name prefix.
     prefix: String,
     /// Server PID for `/proc`.
@@ -762,6 +769,14 @@ impl Target {
     fn url(&self, name: &str) -> String {
         self.template
             .replace("{room}", &format!("{}-{name}", self.prefix))
+    }
+
+    /// The URL of room `name` for client `i`: odd clients use the second node, if any.
+    fn url_for(&self, i: usize, name: &str) -> String {
+        match &self.template2 {
+            Some(t) if i % 2 == 1 => t.replace("{room}", &format!("{}-{name}", self.prefix)),
+            _ => self.url(name),
+        }
     }
 }
 
@@ -777,7 +792,7 @@ async fn typing_phase(
     let n = rooms * per_room;
     let shared = Arc::new(Shared::new(n));
     let urls: Vec<String> = (0..n)
-        .map(|i| target.url(&format!("{label}-r{}", i / per_room)))
+        .map(|i| target.url_for(i, &format!("{label}-r{}", i / per_room)))
         .collect();
     eprintln!("[{label}] connecting {n} clients in {rooms} room(s)");
     let (conns, connect_wall) = connect_all(&urls, &shared).await;
@@ -1147,8 +1162,12 @@ async fn run(args: &Args) -> anyhow::Result<Vec<Report>> {
         .room_prefix
         .clone()
         .unwrap_or_else(|| format!("bench{:08x}", rand::thread_rng().gen::<u32>()));
+    if let Some(url2) = &args.url2 {
+        check_loopback(url2)?;
+    }
     let target = Target {
         template: args.url.clone(),
+        template2: args.url2.clone(),
         prefix,
         pid: args.server_pid,
     };
