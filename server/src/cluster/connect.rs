@@ -45,12 +45,14 @@ pub(crate) struct Nats {
 /// Connects to the servers of `args` and creates or checks the cluster's stream and buckets.
 pub(crate) async fn connect(args: &NatsArgs, node_name: &str) -> Result<Nats, ClusterError> {
     let urls = args.urls.join(",");
+    // One address each: the client parses a single string as one URL, commas and all.
+    let servers: Vec<&str> = args.urls.iter().map(|u| u.trim()).collect();
     let client = options(args)
         .await?
         .name(format!("weft {node_name}"))
         .connection_timeout(CONNECT_TIMEOUT)
         .max_reconnects(None)
-        .connect(urls.as_str())
+        .connect(servers.as_slice())
         .await
         .map_err(|e| ClusterError::Connect {
             urls: urls.clone(),

@@ -19,6 +19,9 @@ use crate::cluster::connect::Nats;
 use crate::cluster::names::{log_subject, meta_key, snap_key, snapshot_object};
 use crate::store::StoredDoc;
 
+/// Longest a follower's pull request waits; its idle heartbeat is half of it.
+const FOLLOW_EXPIRES: Duration = Duration::from_secs(5);
+
 /// Longest wait for the next message of a log being read to its end.
 const READ_STALL: Duration = Duration::from_secs(5);
 
@@ -168,6 +171,9 @@ pub(crate) async fn ordered(nats: &Nats, doc: &str, start: u64) -> Result<pull::
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: start.max(1),
             },
+            // Pull requests expire, and idle heartbeats come, within this: a consumer lost
+            // with its server is noticed after a few seconds, not the client's default 30.
+            max_expires: FOLLOW_EXPIRES,
             ..Default::default()
         })
         .await

@@ -29,6 +29,19 @@ const BUFFER: usize = 1024;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// How often a follower looks whether the client reconnected. A NATS server that restarted
+/// has lost the consumer, and the client would only notice when its idle heartbeats stop
+/// coming; following again at once resumes within this.
+const RECONNECT_CHECK: Duration = Duration::from_millis(250);
+
+/// How many times the client has connected so far (the first connect included).
+fn connects(nats: &Nats) -> u64 {
+    nats.client
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Starts following `doc` after position `after` on `handle`; it stops when the receiver is
 /// dropped.
 /// `first_own` is the number the publisher gives this node's next append: this node's updates
@@ -68,11 +81,21 @@ async fn run(
     tx: mpsc::Sender<Followed>,
 ) {
     let mut backoff = FIRST_BACKOFF;
+    let mut check = tokio::time::interval(RECONNECT_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !tx.is_closed() {
+        let connected = connects(&nats);
         match docs::ordered(&nats, doc.as_str(), after + 1).await {
             Ok(mut messages) => loop {
                 let next = tokio::select! {
                     _ = tx.closed() => return,
+                    _ = check.tick() => {
+                        if connects(&nats) == connected {
+                            continue;
+                        }
+                        debug!(room = %doc, "reconnected to NATS; following the log again");
+                        break;
+                    }
                     next = messages.next() => next,
                 };
                 let msg = match next {
