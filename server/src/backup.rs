@@ -660,7 +660,7 @@ fn name_some(ids: &[&str]) -> String {
 
 /// A stored document as one Yjs v1 update: its snapshot as is when it has no log (what `weft
 /// backup` writes), else snapshot and log merged (a backup that was served and edited since).
-fn state_of(id: &str, stored: StoredDoc) -> Result<Vec<u8>, RestoreError> {
+pub(crate) fn state_of(id: &str, stored: StoredDoc) -> Result<Vec<u8>, RestoreError> {
     let mut parts: Vec<Vec<u8>> = stored.snapshot.into_iter().collect();
     parts.extend(stored.updates.into_iter().map(|(_, update)| update));
     let damaged = |why: String| RestoreError::Damaged {
@@ -684,7 +684,7 @@ fn state_of(id: &str, stored: StoredDoc) -> Result<Vec<u8>, RestoreError> {
 
 /// The name of a document listed by a store: it passed validation when it was created, under
 /// whatever `--max-room-name` that server had, so only the length limit is lifted here.
-fn stored_name(id: &str) -> Result<RoomName, RestoreError> {
+pub(crate) fn stored_name(id: &str) -> Result<RoomName, RestoreError> {
     let limits = Limits {
         max_room_name: id.len().max(Limits::DEFAULT.max_room_name),
         ..Limits::DEFAULT

@@ -1,11 +1,12 @@
 //! The command line, shared by the `weft` binary and its fault-injection twin: parse flags,
 //! install logging, open the store, bind, serve until a signal; or, with `weft token`, print a
-//! signed access token; or run `weft backup` / `weft restore` (in [`crate::backup`]).
+//! signed access token; or run `weft backup` / `weft restore` (in [`crate::backup`]) or `weft
+//! migrate` (in [`crate::migrate`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::config::{BackupArgs, Cli, Config, RestoreArgs, Subcommand, TokenArgs};
+use crate::config::{BackupArgs, Cli, Config, MigrateArgs, RestoreArgs, Subcommand, TokenArgs};
 use crate::shutdown::Shutdown;
 use crate::token::AuthSecret;
 use crate::token::{mint, unix_now, Claims, Scope};
@@ -51,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Subcommand::Backup(args)) => return backup(&args, &cli.serve).await,
         Some(Subcommand::Restore(args)) => return restore(args, &cli.serve).await,
+        Some(Subcommand::Migrate(args)) => return migrate(args, &cli.serve).await,
         _ => {}
     }
     let config = cli.into_config();
@@ -179,6 +181,20 @@ async fn restore(args: RestoreArgs, config: &Config) -> anyhow::Result<()> {
         println!("note: {failed} documents could not be read when this backup was taken");
     }
     Ok(())
+}
+
+/// `weft migrate`: prints what moved; fails if a document was skipped or reads back differently.
+async fn migrate(args: MigrateArgs, config: &Config) -> anyhow::Result<()> {
+    let (nats, deadline) = (config.nats.clone(), config.flush_deadline());
+    let report =
+        tokio::task::spawn_blocking(move || crate::migrate::migrate(&args, &nats, deadline))
+            .await
+            .context("the migration task failed")??;
+    print!("{report}");
+    match report.problems() {
+        Some(problems) => anyhow::bail!("{problems}"),
+        None => Ok(()),
+    }
 }
 
 /// Triggers graceful shutdown on SIGINT or SIGTERM.

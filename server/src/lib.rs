@@ -22,7 +22,7 @@
 //! - `http/`: the axum `Router` built in one place, the JSON API, the dashboard and `/metrics`,
 //!   the embedded editor pages, and the access policy (which token covers what).
 //! - `server` and [`cli`]: wiring, the binaries' entry point; `backup`: the `weft backup` and
-//!   `weft restore` commands.
+//!   `weft restore` commands; `migrate`: `weft migrate`, between a data directory and a cluster.
 //! - `testing/`: fuzz harnesses, bench hooks and fault injection, behind features.
 //!
 //! A frame's path: `net::socket` (read) → `net::connection` (decode) → `room` (validate, apply,
@@ -40,6 +40,7 @@ mod error;
 mod feed;
 mod http;
 mod metrics;
+mod migrate;
 mod net;
 mod outbox;
 mod room;

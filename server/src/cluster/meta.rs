@@ -110,9 +110,10 @@ impl Delta {
     }
 }
 
-/// This node's deltas, by document.
+/// This node's deltas, by document, and the lock of whoever is writing them out (so that
+/// [`write_pending`] returns only once a round already under way has finished too).
 #[derive(Default)]
-pub(crate) struct Deltas(Mutex<HashMap<RoomName, Delta>>);
+pub(crate) struct Deltas(Mutex<HashMap<RoomName, Delta>>, tokio::sync::Mutex<()>);
 
 impl Deltas {
     /// Changes `doc`'s delta with `f`.
@@ -215,13 +216,24 @@ pub(crate) async fn write_deltas(docs: kv::Store, deltas: Arc<Deltas>) {
         if Arc::strong_count(&deltas) == 1 {
             return;
         }
-        for (doc, delta) in deltas.take() {
-            if let Err(e) = modify(&docs, doc.as_str(), |rec| delta.apply(rec)).await {
-                warn!(room = %doc, error = %e, "metadata not written to NATS yet; retrying");
-                deltas.put_back(doc, delta);
-            }
+        // A failure is logged and retried next round.
+        let _ = write_pending(&docs, &deltas).await;
+    }
+}
+
+/// Writes every delta into its record now; one that cannot be written is kept for the next
+/// round, and the first failure returned.
+pub(crate) async fn write_pending(docs: &kv::Store, deltas: &Deltas) -> Result<(), String> {
+    let _writing = deltas.1.lock().await;
+    let mut failed = None;
+    for (doc, delta) in deltas.take() {
+        if let Err(e) = modify(docs, doc.as_str(), |rec| delta.apply(rec)).await {
+            warn!(room = %doc, error = %e, "metadata not written to NATS yet; retrying");
+            deltas.put_back(doc, delta);
+            failed.get_or_insert(e);
         }
     }
+    failed.map_or(Ok(()), Err)
 }
 
 /// The record of `doc` as this node sees it: the stored one plus the delta not written yet.

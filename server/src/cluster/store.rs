@@ -390,6 +390,27 @@ impl Store for NatsStore {
 }
 
 impl NatsStore {
+    /// Writes this node's metadata changes (sizes, counts, automatic titles) to NATS now rather
+    /// than within the next half second: for a command that exits right after its last write.
+    pub(crate) fn write_metadata(&self) -> Result<(), StoreError> {
+        let deltas = self.deltas.clone();
+        self.call(move |n| async move { meta::write_pending(&n.docs, &deltas).await })
+    }
+
+    /// Sets `doc`'s creation and last-change times (Unix ms): a document moved here from
+    /// another store keeps its own.
+    pub(crate) fn set_times(
+        &self,
+        doc: &RoomName,
+        created_ms: u64,
+        updated_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.modify(doc, move |rec| {
+            rec.created_ms = created_ms;
+            rec.updated_ms = updated_ms;
+        })
+    }
+
     /// Why a flush is not acknowledged: the publisher's last failure, or the plain timeout.
     fn not_acknowledged(&self) -> String {
         match self.publisher.failing() {

@@ -10,7 +10,9 @@ use weft_protocol::Limits;
 
 use crate::token::{Access, AuthSecret};
 
+mod migrate;
 mod nats;
+pub use migrate::MigrateArgs;
 pub use nats::NatsArgs;
 
 /// `weft`: a self-hosted collaborative text editor server speaking the y-websocket protocol.
@@ -54,6 +56,9 @@ pub enum Subcommand {
     /// there is only replaced with `--overwrite`; without it, nothing is restored. See
     /// docs/backup.md.
     Restore(RestoreArgs),
+    /// Copy every document between a data directory and a cluster's NATS, either way.
+    #[command(long_about = migrate::LONG_ABOUT)]
+    Migrate(MigrateArgs),
 }
 
 /// Flags of `weft backup`.
