@@ -8,13 +8,17 @@
 //! - `store.rs`: [`NatsStore`], the [`Store`](crate::store::Store) of a node; `docs.rs` loads,
 //!   compacts and deletes a document, `meta.rs` keeps its metadata, `kvs.rs` the small shared
 //!   records (trash, revocations, refusals, clock offsets).
+//! - `history.rs`: documents' version histories, shared by every node; `lease.rs`: which node
+//!   records a document's versions.
 //! - `follow.rs`: a room's follower of its document's log, delivering other nodes' updates.
 //! - `peers.rs`: a room's link to the same document's rooms on other nodes (awareness).
 
 mod connect;
 mod docs;
 pub(crate) mod follow;
+mod history;
 mod kvs;
+mod lease;
 mod meta;
 mod names;
 mod peers;

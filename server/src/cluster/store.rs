@@ -19,11 +19,13 @@ use futures_util::{StreamExt, TryStreamExt};
 use weft_protocol::RoomName;
 
 use crate::cluster::connect::Nats;
+use crate::cluster::history::NatsHistory;
 use crate::cluster::meta::{self, Deltas, MetaRecord};
 use crate::cluster::names::{self, meta_key};
 use crate::cluster::publisher::Publisher;
 use crate::cluster::runtime::NatsRuntime;
 use crate::cluster::{docs, follow, kvs, peers};
+use crate::store::history::HistoryStore;
 use crate::store::log::Followed;
 use crate::store::{now_ms, DocMeta, PeerLink, Store, StoreError, StoredDoc};
 
@@ -45,6 +47,8 @@ pub(crate) struct NatsStore {
     flush_deadline: Duration,
     /// Documents counted at the last listing (for metrics).
     count: AtomicU64,
+    /// The documents' version histories, in NATS too.
+    history: HistoryStore,
 }
 
 impl NatsStore {
@@ -57,6 +61,7 @@ impl NatsStore {
         let deltas = Arc::new(Deltas::default());
         rt.handle()
             .spawn(meta::write_deltas(nats.docs.clone(), deltas.clone()));
+        let history = HistoryStore::with(NatsHistory::new(rt.clone(), nats.clone()));
         let store = Self {
             rt,
             nats,
@@ -66,6 +71,7 @@ impl NatsStore {
             creating: Mutex::default(),
             flush_deadline,
             count: AtomicU64::new(0),
+            history,
         };
         if let Ok(list) = store.list_untitled() {
             store.count.store(list.len() as u64, Ordering::Relaxed);
@@ -346,6 +352,10 @@ impl Store for NatsStore {
 
     fn peers(&self, doc: &RoomName) -> Option<PeerLink> {
         Some(peers::link(self.nats.clone(), self.rt.handle(), doc))
+    }
+
+    fn history(&self) -> Option<HistoryStore> {
+        Some(self.history.clone())
     }
 }
 
