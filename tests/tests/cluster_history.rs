@@ -300,3 +300,31 @@ async fn purging_deletes_the_history_of_every_node() -> anyhow::Result<()> {
     ensure!(seen.len() == 1);
     Ok(())
 }
+
+/// A keyframe of a big document (too large for the key-value bucket: it goes to the object
+/// store) reads back whole through the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_versions_read_back_through_every_node() -> anyhow::Result<()> {
+    let Some(_) = require_nats("cluster history") else {
+        return Ok(());
+    };
+    let nats = NatsServer::start().await?;
+    let (a, b) = (node(&nats).await?, node(&nats).await?);
+    let (api_a, api_b) = (Api::new(&a), Api::new(&b));
+    let doc = "big-history";
+    // Characters deflate cannot shrink much: some 300 KB of UTF-8.
+    let big: String = (0..100_000u32)
+        .map(|i| char::from_u32(0x4e00 + (i.wrapping_mul(2_654_435_761) % 20_000)).unwrap_or('x'))
+        .collect();
+    let (status, body) = api_a
+        .post("/api/docs", json!({"id": doc, "text": big}))
+        .await?;
+    ensure!(status == StatusCode::CREATED, "create: {status} {body}");
+    let versions = api_b.wait_text(doc, &big).await?;
+    ensure!(versions.len() == 1, "{versions:?}");
+    let edited = format!("{big}, and more");
+    api_b.put_text(doc, &edited).await?;
+    let versions = api_a.wait_text(doc, &edited).await?;
+    ensure!(api_b.text_of(doc, &versions[1]["id"]).await? == big);
+    Ok(())
+}

@@ -56,9 +56,9 @@ pub(crate) struct HistoryBuckets {
     /// Metadata, small bodies, leases.
     pub(crate) kv: kv::Store,
     /// The bucket's stream: listing one document's versions, purging removed ones.
-    stream: stream::Stream,
+    pub(crate) stream: stream::Stream,
     /// Large bodies.
-    bodies: object_store::ObjectStore,
+    pub(crate) bodies: object_store::ObjectStore,
 }
 
 /// Creates (or opens) the history bucket and object store with `replicas` replicas. The
@@ -486,6 +486,15 @@ async fn delete_doc(n: &Nats, doc: &str) -> Result<bool, StoreError> {
         }
     }
     Ok(!versions.is_empty())
+}
+
+/// The object holding the body of version `id` of `doc`, if its body is in the object store.
+#[cfg(test)]
+pub(crate) async fn stored_body_place(n: &Nats, doc: &str, id: u64) -> Option<String> {
+    match stored(n, doc, id).await.ok()??.body {
+        Where::Object(name) => Some(name),
+        Where::Kv(_) => None,
+    }
 }
 
 #[cfg(test)]

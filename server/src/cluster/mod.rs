@@ -17,6 +17,8 @@ mod connect;
 mod docs;
 pub(crate) mod follow;
 mod history;
+#[cfg(test)]
+mod history_tests;
 mod kvs;
 mod lease;
 mod meta;
