@@ -11,6 +11,9 @@
 //! replica up to date, reads the text, computes the delta, compresses and writes on a blocking
 //! thread, then makes the version durable through the group commit before anyone sees it:
 //! [`record_version`] is the one place a version comes into being.
+//!
+//! In a cluster every node's room of a document sees every change, and one node at a time
+//! records its versions: the recorder asks its turn first (`history/turn.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
