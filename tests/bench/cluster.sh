@@ -78,17 +78,17 @@ start_nats() {
 
 # Starts a Weft node ($1: durability, $2: extra flags); sets NODE_PID and NODE_URL.
 start_node() {
-    local port data
+    local port dir
     port=$(free_port)
-    data=$(mktemp -d -p "$TMP" data.XXXXXX)
+    dir=$(mktemp -d -p "$TMP" node.XXXXXX)
     # shellcheck disable=SC2086
-    RUST_LOG=warn "$WEFT" --bind "127.0.0.1:$port" --data "$data" --durability "$1" \
+    RUST_LOG=warn "$WEFT" --bind "127.0.0.1:$port" --data "$dir/data" --durability "$1" \
         --max-frames-per-sec 1000000 --max-bytes-per-sec 2000000000 \
         --max-connections-per-ip 100000 --max-connects-per-sec 0 --max-room-connections 100000 \
-        $2 >"$data/log" 2>&1 &
+        $2 >"$dir/log" 2>&1 &
     NODE_PID=$!
     PIDS+=("$NODE_PID")
-    wait_port "$port" "$NODE_PID" || { log "weft did not start: $(tail -3 "$data/log")"; exit 1; }
+    wait_port "$port" "$NODE_PID" || { log "weft did not start: $(tail -3 "$dir/log")"; exit 1; }
     NODE_URL="ws://127.0.0.1:$port/ws/{room}"
 }
 

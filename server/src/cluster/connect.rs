@@ -1,6 +1,7 @@
 //! Connecting a node to NATS and making sure JetStream holds what a cluster needs: the update
-//! log stream, the documents' key-value bucket and the snapshot object store, each created with
-//! the chosen replicas or checked against it.
+//! log stream, the documents' key-value bucket, the snapshot object store and the version
+//! history's bucket and object store (`history.rs`), each created with the chosen replicas or
+//! checked against it.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use async_nats::jetstream::{self, kv, object_store, stream};
 use async_nats::{Client, ConnectOptions};
 use tracing::info;
 
+use crate::cluster::history::{self, HistoryBuckets};
 use crate::cluster::names::{DOCS_BUCKET, LOG_STREAM, LOG_SUBJECTS, SNAPSHOT_BUCKET};
 use crate::cluster::ClusterError;
 use crate::config::NatsArgs;
@@ -40,6 +42,8 @@ pub(crate) struct Nats {
     pub(crate) node: String,
     /// Largest message the NATS servers accept.
     pub(crate) max_payload: usize,
+    /// Version histories (see `history.rs`).
+    pub(crate) history: HistoryBuckets,
 }
 
 /// Connects to the servers of `args` and creates or checks the cluster's stream and buckets.
@@ -79,6 +83,7 @@ pub(crate) async fn connect(args: &NatsArgs, node_name: &str) -> Result<Nats, Cl
         })
         .await
         .map_err(|e| ClusterError::setup(SNAPSHOT_BUCKET, e))?;
+    let history = history::setup(&js, replicas).await?;
     let node = format!("{node_name}-{}", uuid::Uuid::new_v4().simple());
     info!(%urls, server = %server.server_name, version = %server.version, servers, replicas,
         max_payload = server.max_payload, "connected to NATS JetStream");
@@ -90,6 +95,7 @@ pub(crate) async fn connect(args: &NatsArgs, node_name: &str) -> Result<Nats, Cl
         snapshots,
         node,
         max_payload: server.max_payload,
+        history,
     })
 }
 

@@ -8,6 +8,8 @@
 //! - `store.rs`: [`NatsStore`], the [`Store`](crate::store::Store) of a node; `docs.rs` loads,
 //!   compacts and deletes a document, `meta.rs` keeps its metadata, `kvs.rs` the small shared
 //!   records (trash, revocations, refusals, clock offsets).
+//! - `history.rs`: documents' version histories, shared by every node; `lease.rs`: which node
+//!   records a document's versions.
 //! - `follow.rs`: a room's follower of its document's log, delivering other nodes' updates.
 //! - `nodes.rs`: the list of nodes the dashboard shows.
 //! - `peers.rs`: a room's link to the same document's rooms on other nodes (awareness).
@@ -15,7 +17,11 @@
 mod connect;
 mod docs;
 pub(crate) mod follow;
+mod history;
+#[cfg(test)]
+mod history_tests;
 mod kvs;
+mod lease;
 mod meta;
 mod names;
 mod nodes;

@@ -19,11 +19,13 @@ use futures_util::{StreamExt, TryStreamExt};
 use weft_protocol::RoomName;
 
 use crate::cluster::connect::Nats;
+use crate::cluster::history::NatsHistory;
 use crate::cluster::meta::{self, Deltas, MetaRecord};
 use crate::cluster::names::{self, meta_key};
 use crate::cluster::publisher::Publisher;
 use crate::cluster::runtime::NatsRuntime;
 use crate::cluster::{docs, follow, kvs, nodes, peers};
+use crate::store::history::HistoryStore;
 use crate::store::log::Followed;
 use crate::store::{now_ms, DocMeta, NodeStatus, PeerLink, Store, StoreError, StoredDoc};
 
@@ -47,6 +49,8 @@ pub(crate) struct NatsStore {
     count: AtomicU64,
     /// The nodes of the cluster, for the dashboard.
     nodes: Arc<nodes::Directory>,
+    /// The documents' version histories, in NATS too.
+    history: HistoryStore,
 }
 
 impl NatsStore {
@@ -61,6 +65,7 @@ impl NatsStore {
             .spawn(meta::write_deltas(nats.docs.clone(), deltas.clone()));
         let nodes = Arc::new(nodes::Directory::default());
         rt.handle().spawn(nodes::run(nats.clone(), nodes.clone()));
+        let history = HistoryStore::with(NatsHistory::new(rt.clone(), nats.clone()));
         let store = Self {
             rt,
             nats,
@@ -71,6 +76,7 @@ impl NatsStore {
             flush_deadline,
             count: AtomicU64::new(0),
             nodes,
+            history,
         };
         if let Ok(list) = store.list_untitled() {
             store.count.store(list.len() as u64, Ordering::Relaxed);
@@ -386,6 +392,10 @@ impl Store for NatsStore {
 
     fn peers(&self, doc: &RoomName) -> Option<PeerLink> {
         Some(peers::link(self.nats.clone(), self.rt.handle(), doc))
+    }
+
+    fn history(&self) -> Option<HistoryStore> {
+        Some(self.history.clone())
     }
 }
 

@@ -11,6 +11,9 @@
 //! replica up to date, reads the text, computes the delta, compresses and writes on a blocking
 //! thread, then makes the version durable through the group commit before anyone sees it:
 //! [`record_version`] is the one place a version comes into being.
+//!
+//! In a cluster every node's room of a document sees every change, and one node at a time
+//! records its versions: the recorder asks its turn first (`history/turn.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ use yrs::{ReadTxn, StateVector, Transact};
 use crate::config::Durability;
 use crate::room::authors::Since;
 use crate::room::history::replica::Replica;
+use crate::room::history::turn::{Turn, TURN_EVERY};
 use crate::room::history::{Capture, Cursor, History};
 use crate::room::registry::RoomContext;
 use crate::room::{ApiOpError, ApiReply, ApiReplyTx, Room};
@@ -266,24 +270,83 @@ async fn feed(slot: &mut Option<Replica>, job: Job) -> Next {
 }
 
 /// A room's recorder: keeps the replica, records each version in order, answers whoever waits
-/// for it, and applies retention now and then.
+/// for it, and applies retention now and then. With a history several nodes share, it records
+/// only in its turn (see `history/turn.rs`).
 async fn recorder(
     ctx: Arc<RoomContext>,
     history: History,
     name: RoomName,
-    (mut cursor, replica): (Cursor, Replica),
+    (cursor, replica): (Cursor, Replica),
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
-    let mut thinned: Option<Instant> = None;
+    let mut turn = Turn::new(&history);
+    let mut tick = tokio::time::interval(TURN_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut state = Recording {
+        cursor,
+        thinned: None,
+    };
     let mut replica = Some(replica);
-    while let Some(job) = rx.recv().await {
+    loop {
+        let job = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => break,
+            },
+            _ = tick.tick(), if turn.shared() => match turn.tick(&history, &name).await {
+                Some(owed) => Job::Version(owed, None),
+                None => continue,
+            },
+        };
+        if matches!(job, Job::Update(_)) {
+            turn.saw_change();
+        }
         let (capture, reply) = match feed(&mut replica, job).await {
             Next::Fed => continue,
             Next::Stop => break,
             Next::Record(capture, reply) => (capture, reply),
         };
-        let (result, back) = record_version(&ctx, &history, &name, cursor, capture).await;
-        cursor = back;
+        match turn.claim(&history, &name, reply.is_some()).await {
+            Ok(true) => state.record(&ctx, &history, &name, capture, reply).await,
+            Ok(false) | Err(_) if reply.is_none() => turn.owe(capture),
+            Ok(false) => refuse(reply, "another node is recording this document; try again"),
+            Err(e) => refuse(reply, &format!("cannot take the recorder lease: {e}")),
+        }
+    }
+    turn.release(&history, &name).await;
+    if !rx.is_closed() {
+        error!(room = %name, "the version recorder failed; no more versions until the document reloads");
+    }
+}
+
+/// Answers a request for a version this node could not record.
+fn refuse(reply: Option<ApiReplyTx>, why: &str) {
+    if let Some(reply) = reply {
+        let _ = reply.send(Err(ApiOpError::Unavailable(why.to_owned())));
+    }
+}
+
+/// What a recorder keeps between versions.
+struct Recording {
+    /// The newest version and its text.
+    cursor: Cursor,
+    /// When retention last ran.
+    thinned: Option<Instant>,
+}
+
+impl Recording {
+    /// Records `capture`, answers `reply`, and applies retention when it is due.
+    async fn record(
+        &mut self,
+        ctx: &RoomContext,
+        history: &History,
+        name: &RoomName,
+        capture: Capture,
+        reply: Option<ApiReplyTx>,
+    ) {
+        let cursor = std::mem::take(&mut self.cursor);
+        let (result, back) = record_version(ctx, history, name, cursor, capture).await;
+        self.cursor = back;
         match (result, reply) {
             (Ok(meta), Some(reply)) => {
                 let _ = reply.send(Ok(ApiReply::Version(meta)));
@@ -294,13 +357,10 @@ async fn recorder(
             (Err(e), None) => error!(room = %name, error = %e, "recording a version failed"),
             (Ok(_), None) => {}
         }
-        if thinned.is_none_or(|t| t.elapsed() >= THIN_EVERY) {
-            thinned = Some(Instant::now());
-            thin(&ctx, &history, &name, &mut cursor).await;
+        if self.thinned.is_none_or(|t| t.elapsed() >= THIN_EVERY) {
+            self.thinned = Some(Instant::now());
+            thin(ctx, history, name, &mut self.cursor).await;
         }
-    }
-    if !rx.is_closed() {
-        error!(room = %name, "the version recorder failed; no more versions until the document reloads");
     }
 }
 

@@ -16,6 +16,8 @@
 //! costs a small fraction of a full copy per version. Values larger than a piece are split as
 //! the document records are (`pieces.rs`), far below sled's blob threshold.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use weft_protocol::RoomName;
 
@@ -84,18 +86,175 @@ pub(crate) struct VersionBody {
     pub(crate) runs: Vec<(Option<String>, u64)>,
 }
 
-/// The `history` tree: every document's versions.
+/// Where one store keeps its documents' versions: the sled tree of a single node, or (in a
+/// cluster) NATS JetStream, shared by every node. Every method blocks on its backend.
+pub(crate) trait HistoryBackend: Send + Sync + 'static {
+    /// Every version of `doc`, oldest first.
+    fn list(&self, doc: &RoomName) -> Result<Vec<VersionMeta>, StoreError>;
+    /// Version `id` of `doc`, if it exists.
+    fn meta(&self, doc: &RoomName, id: u64) -> Result<Option<VersionMeta>, StoreError>;
+    /// The newest version of `doc`, if it has any.
+    fn last(&self, doc: &RoomName) -> Result<Option<VersionMeta>, StoreError>;
+    /// The body of version `id` of `doc`, if it exists.
+    fn body(&self, doc: &RoomName, id: u64) -> Result<Option<VersionBody>, StoreError>;
+    /// Writes version `meta` with `body`, replacing both if the id exists.
+    fn put(&self, doc: &RoomName, meta: &VersionMeta, body: &VersionBody)
+        -> Result<(), StoreError>;
+    /// Writes a new version; `false` (and nothing written) when its id is taken already, which
+    /// only a history written by several nodes sees.
+    fn create(
+        &self,
+        doc: &RoomName,
+        meta: &VersionMeta,
+        body: &VersionBody,
+    ) -> Result<bool, StoreError> {
+        self.put(doc, meta, body).map(|()| true)
+    }
+    /// Removes version `id` of `doc` (a no-op if absent).
+    fn remove(&self, doc: &RoomName, id: u64) -> Result<(), StoreError>;
+    /// Removes every version of `doc`; `true` if it had any.
+    fn delete_doc(&self, doc: &RoomName) -> Result<bool, StoreError>;
+    /// Bytes of every value stored for `doc`'s history.
+    #[cfg(any(test, feature = "bench-internals"))]
+    fn stored_bytes(&self, doc: &RoomName) -> Result<u64, StoreError>;
+    /// Whether other nodes write this history too: then one node at a time records a
+    /// document's versions, the holder of its recorder lease.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Takes or renews `doc`'s recorder lease for this node: `true` when this node may record.
+    /// A lease another node renewed lately is taken only when `force` is set.
+    fn claim(&self, doc: &RoomName, force: bool) -> Result<bool, StoreError> {
+        let _ = (doc, force);
+        Ok(true)
+    }
+    /// Gives `doc`'s recorder lease up if this node holds it, so another node takes over now.
+    fn release(&self, doc: &RoomName) -> Result<(), StoreError> {
+        let _ = doc;
+        Ok(())
+    }
+}
+
+/// The documents' version histories of a store, whichever backend keeps them.
 #[derive(Clone)]
 pub struct HistoryStore {
-    tree: sled::Tree,
-    /// Largest value written under one key (the store's piece length).
-    piece: usize,
+    backend: Arc<dyn HistoryBackend>,
 }
 
 impl std::fmt::Debug for HistoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HistoryStore").finish_non_exhaustive()
+        f.debug_struct("HistoryStore")
+            .field("shared", &self.backend.shared())
+            .finish_non_exhaustive()
     }
+}
+
+impl HistoryStore {
+    /// The history tree of `db`, whose values are split above `piece` bytes.
+    pub(crate) fn open(db: &sled::Db, piece: usize) -> Result<Self, StoreError> {
+        Ok(Self::with(SledHistory::open(db, piece)?))
+    }
+
+    /// The history kept by `backend`.
+    pub(crate) fn with(backend: impl HistoryBackend) -> Self {
+        Self {
+            backend: Arc::new(backend),
+        }
+    }
+
+    /// Every version of `doc`, oldest first.
+    pub(crate) fn list(&self, doc: &RoomName) -> Result<Vec<VersionMeta>, StoreError> {
+        self.backend.list(doc)
+    }
+
+    /// Version `id` of `doc`, if it exists.
+    pub(crate) fn meta(&self, doc: &RoomName, id: u64) -> Result<Option<VersionMeta>, StoreError> {
+        self.backend.meta(doc, id)
+    }
+
+    /// The newest version of `doc`, if it has any.
+    pub(crate) fn last(&self, doc: &RoomName) -> Result<Option<VersionMeta>, StoreError> {
+        self.backend.last(doc)
+    }
+
+    /// The body of version `id` of `doc`, if it exists.
+    pub(crate) fn body(&self, doc: &RoomName, id: u64) -> Result<Option<VersionBody>, StoreError> {
+        self.backend.body(doc, id)
+    }
+
+    /// Writes version `meta` with `body` (replacing both if the id exists); on sled not
+    /// durable until the store's next flush.
+    pub(crate) fn put(
+        &self,
+        doc: &RoomName,
+        meta: &VersionMeta,
+        body: &VersionBody,
+    ) -> Result<(), StoreError> {
+        self.backend.put(doc, meta, body)
+    }
+
+    /// Writes a new version; `false` when another node took its id first.
+    pub(crate) fn create(
+        &self,
+        doc: &RoomName,
+        meta: &VersionMeta,
+        body: &VersionBody,
+    ) -> Result<bool, StoreError> {
+        self.backend.create(doc, meta, body)
+    }
+
+    /// Removes version `id` of `doc` (a no-op if absent).
+    pub(crate) fn remove(&self, doc: &RoomName, id: u64) -> Result<(), StoreError> {
+        self.backend.remove(doc, id)
+    }
+
+    /// Removes every version of `doc`; `true` if it had any.
+    pub(crate) fn delete_doc(&self, doc: &RoomName) -> Result<bool, StoreError> {
+        self.backend.delete_doc(doc)
+    }
+
+    /// Bytes of every value stored for `doc`'s history (what the storage ratio counts).
+    #[cfg(any(test, feature = "bench-internals"))]
+    pub(crate) fn stored_bytes(&self, doc: &RoomName) -> Result<u64, StoreError> {
+        self.backend.stored_bytes(doc)
+    }
+
+    /// Whether several nodes write this history (see [`HistoryBackend::shared`]).
+    pub(crate) fn shared(&self) -> bool {
+        self.backend.shared()
+    }
+
+    /// Takes or renews `doc`'s recorder lease (see [`HistoryBackend::claim`]).
+    pub(crate) fn claim(&self, doc: &RoomName, force: bool) -> Result<bool, StoreError> {
+        self.backend.claim(doc, force)
+    }
+
+    /// Gives `doc`'s recorder lease up if held (see [`HistoryBackend::release`]).
+    pub(crate) fn release(&self, doc: &RoomName) -> Result<(), StoreError> {
+        self.backend.release(doc)
+    }
+}
+
+/// A version body as stored: JSON, deflated.
+pub(crate) fn pack_body(doc: &str, body: &VersionBody) -> Result<Vec<u8>, StoreError> {
+    let json = serde_json::to_vec(body).map_err(|e| StoreError::corrupt(doc, e.to_string()))?;
+    Ok(miniz_oxide::deflate::compress_to_vec(&json, 6))
+}
+
+/// A version body read back from its stored form.
+pub(crate) fn unpack_body(doc: &str, packed: &[u8]) -> Result<VersionBody, StoreError> {
+    let json = miniz_oxide::inflate::decompress_to_vec_with_limit(packed, MAX_INFLATED)
+        .map_err(|e| StoreError::corrupt(doc, format!("version body: {e}")))?;
+    serde_json::from_slice(&json)
+        .map_err(|e| StoreError::corrupt(doc, format!("version body: {e}")))
+}
+
+/// The `history` tree of a single node's sled store: every document's versions.
+#[derive(Clone)]
+pub(crate) struct SledHistory {
+    tree: sled::Tree,
+    /// Largest value written under one key (the store's piece length).
+    piece: usize,
 }
 
 /// `{tag}\0{doc}\0`.
@@ -114,134 +273,13 @@ fn key(tag: u8, doc: &str, id: u64) -> Vec<u8> {
     key
 }
 
-impl HistoryStore {
+impl SledHistory {
     /// The history tree of `db`, whose values are split above `piece` bytes.
     pub(crate) fn open(db: &sled::Db, piece: usize) -> Result<Self, StoreError> {
         Ok(Self {
             tree: db.open_tree("history")?,
             piece,
         })
-    }
-
-    /// Every version of `doc`, oldest first.
-    pub(crate) fn list(&self, doc: &RoomName) -> Result<Vec<VersionMeta>, StoreError> {
-        let doc = doc.as_str();
-        let start = prefix(TAG_META, doc);
-        let mut out: Vec<VersionMeta> = Vec::new();
-        let mut value: Vec<u8> = Vec::new();
-        let mut current: Option<u64> = None;
-        for item in self.tree.scan_prefix(&start) {
-            let (k, v) = item?;
-            let tail = &k[start.len()..];
-            let id = tail
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| StoreError::corrupt(doc, "version key"))?;
-            if current.is_some_and(|c| c != id) {
-                out.push(decode_meta(doc, &value)?);
-                value.clear();
-            }
-            current = Some(id);
-            value.extend_from_slice(&v);
-        }
-        if current.is_some() {
-            out.push(decode_meta(doc, &value)?);
-        }
-        Ok(out)
-    }
-
-    /// Version `id` of `doc`, if it exists.
-    pub(crate) fn meta(&self, doc: &RoomName, id: u64) -> Result<Option<VersionMeta>, StoreError> {
-        let value = self.read(&key(TAG_META, doc.as_str(), id))?;
-        value.map(|v| decode_meta(doc.as_str(), &v)).transpose()
-    }
-
-    /// The newest version of `doc`, if it has any.
-    pub(crate) fn last(&self, doc: &RoomName) -> Result<Option<VersionMeta>, StoreError> {
-        let start = prefix(TAG_META, doc.as_str());
-        let Some((k, _)) = self.tree.scan_prefix(&start).next_back().transpose()? else {
-            return Ok(None);
-        };
-        let id = k
-            .get(start.len()..start.len() + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| StoreError::corrupt(doc.as_str(), "version key"))?;
-        self.meta(doc, id)
-    }
-
-    /// The body of version `id` of `doc`, if it exists.
-    pub(crate) fn body(&self, doc: &RoomName, id: u64) -> Result<Option<VersionBody>, StoreError> {
-        let Some(packed) = self.read(&key(TAG_BODY, doc.as_str(), id))? else {
-            return Ok(None);
-        };
-        let json = miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, MAX_INFLATED)
-            .map_err(|e| StoreError::corrupt(doc.as_str(), format!("version body: {e}")))?;
-        serde_json::from_slice(&json)
-            .map(Some)
-            .map_err(|e| StoreError::corrupt(doc.as_str(), format!("version body: {e}")))
-    }
-
-    /// Writes version `meta` with `body` (replacing both if the id exists), in one batch; not
-    /// durable until the store's next flush.
-    pub(crate) fn put(
-        &self,
-        doc: &RoomName,
-        meta: &VersionMeta,
-        body: &VersionBody,
-    ) -> Result<(), StoreError> {
-        let doc = doc.as_str();
-        let meta_json =
-            serde_json::to_vec(meta).map_err(|e| StoreError::corrupt(doc, e.to_string()))?;
-        let body_json =
-            serde_json::to_vec(body).map_err(|e| StoreError::corrupt(doc, e.to_string()))?;
-        let packed = miniz_oxide::deflate::compress_to_vec(&body_json, 6);
-        let mut batch = sled::Batch::default();
-        for (tag, value) in [(TAG_META, &meta_json), (TAG_BODY, &packed)] {
-            let k = key(tag, doc, meta.id);
-            self.remove_value(&mut batch, &k)?;
-            insert_value(&mut batch, &k, &k, value, self.piece);
-        }
-        self.tree.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// Removes version `id` of `doc` (a no-op if absent); not durable until the next flush.
-    pub(crate) fn remove(&self, doc: &RoomName, id: u64) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for tag in [TAG_META, TAG_BODY] {
-            self.remove_value(&mut batch, &key(tag, doc.as_str(), id))?;
-        }
-        self.tree.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// Removes every version of `doc`; `true` if it had any.
-    pub(crate) fn delete_doc(&self, doc: &RoomName) -> Result<bool, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        for tag in [TAG_META, TAG_BODY] {
-            for k in self.tree.scan_prefix(prefix(tag, doc.as_str())).keys() {
-                batch.remove(k?);
-                any = true;
-            }
-        }
-        self.tree.apply_batch(batch)?;
-        Ok(any)
-    }
-
-    /// Bytes of every value stored for `doc`'s history (what the storage ratio counts).
-    #[cfg(any(test, feature = "bench-internals"))]
-    pub(crate) fn stored_bytes(&self, doc: &RoomName) -> Result<u64, StoreError> {
-        let mut total = 0u64;
-        for tag in [TAG_META, TAG_BODY] {
-            for item in self.tree.scan_prefix(prefix(tag, doc.as_str())) {
-                let (_, v) = item?;
-                total += v.len() as u64;
-            }
-        }
-        Ok(total)
     }
 
     /// The value under `k`, whole or reassembled from its pieces (which sort right after it,
@@ -270,8 +308,124 @@ impl HistoryStore {
     }
 }
 
+impl HistoryBackend for SledHistory {
+    /// Every version of `doc`, oldest first.
+    fn list(&self, doc: &RoomName) -> Result<Vec<VersionMeta>, StoreError> {
+        let doc = doc.as_str();
+        let start = prefix(TAG_META, doc);
+        let mut out: Vec<VersionMeta> = Vec::new();
+        let mut value: Vec<u8> = Vec::new();
+        let mut current: Option<u64> = None;
+        for item in self.tree.scan_prefix(&start) {
+            let (k, v) = item?;
+            let tail = &k[start.len()..];
+            let id = tail
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::corrupt(doc, "version key"))?;
+            if current.is_some_and(|c| c != id) {
+                out.push(decode_meta(doc, &value)?);
+                value.clear();
+            }
+            current = Some(id);
+            value.extend_from_slice(&v);
+        }
+        if current.is_some() {
+            out.push(decode_meta(doc, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Version `id` of `doc`, if it exists.
+    fn meta(&self, doc: &RoomName, id: u64) -> Result<Option<VersionMeta>, StoreError> {
+        let value = self.read(&key(TAG_META, doc.as_str(), id))?;
+        value.map(|v| decode_meta(doc.as_str(), &v)).transpose()
+    }
+
+    /// The newest version of `doc`, if it has any.
+    fn last(&self, doc: &RoomName) -> Result<Option<VersionMeta>, StoreError> {
+        let start = prefix(TAG_META, doc.as_str());
+        let Some((k, _)) = self.tree.scan_prefix(&start).next_back().transpose()? else {
+            return Ok(None);
+        };
+        let id = k
+            .get(start.len()..start.len() + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::corrupt(doc.as_str(), "version key"))?;
+        self.meta(doc, id)
+    }
+
+    /// The body of version `id` of `doc`, if it exists.
+    fn body(&self, doc: &RoomName, id: u64) -> Result<Option<VersionBody>, StoreError> {
+        let Some(packed) = self.read(&key(TAG_BODY, doc.as_str(), id))? else {
+            return Ok(None);
+        };
+        unpack_body(doc.as_str(), &packed).map(Some)
+    }
+
+    /// Writes version `meta` with `body` (replacing both if the id exists), in one batch; not
+    /// durable until the store's next flush.
+    fn put(
+        &self,
+        doc: &RoomName,
+        meta: &VersionMeta,
+        body: &VersionBody,
+    ) -> Result<(), StoreError> {
+        let doc = doc.as_str();
+        let meta_json =
+            serde_json::to_vec(meta).map_err(|e| StoreError::corrupt(doc, e.to_string()))?;
+        let packed = pack_body(doc, body)?;
+        let mut batch = sled::Batch::default();
+        for (tag, value) in [(TAG_META, &meta_json), (TAG_BODY, &packed)] {
+            let k = key(tag, doc, meta.id);
+            self.remove_value(&mut batch, &k)?;
+            insert_value(&mut batch, &k, &k, value, self.piece);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Removes version `id` of `doc` (a no-op if absent); not durable until the next flush.
+    fn remove(&self, doc: &RoomName, id: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for tag in [TAG_META, TAG_BODY] {
+            self.remove_value(&mut batch, &key(tag, doc.as_str(), id))?;
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Removes every version of `doc`; `true` if it had any.
+    fn delete_doc(&self, doc: &RoomName) -> Result<bool, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for tag in [TAG_META, TAG_BODY] {
+            for k in self.tree.scan_prefix(prefix(tag, doc.as_str())).keys() {
+                batch.remove(k?);
+                any = true;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(any)
+    }
+
+    #[cfg(any(test, feature = "bench-internals"))]
+    fn stored_bytes(&self, doc: &RoomName) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for tag in [TAG_META, TAG_BODY] {
+            for item in self.tree.scan_prefix(prefix(tag, doc.as_str())) {
+                let (_, v) = item?;
+                total += v.len() as u64;
+            }
+        }
+        Ok(total)
+    }
+}
+
 /// Decodes a metadata record of `doc`.
-fn decode_meta(doc: &str, value: &[u8]) -> Result<VersionMeta, StoreError> {
+pub(crate) fn decode_meta(doc: &str, value: &[u8]) -> Result<VersionMeta, StoreError> {
     serde_json::from_slice(value)
         .map_err(|e| StoreError::corrupt(doc, format!("version record: {e}")))
 }
@@ -300,7 +454,7 @@ mod tests {
     }
 
     /// How many pieces version `id` of document `a` has.
-    fn pieces(h: &HistoryStore, id: u64) -> usize {
+    fn pieces(h: &SledHistory, id: u64) -> usize {
         h.tree
             .iter()
             .keys()
@@ -315,7 +469,7 @@ mod tests {
     fn versions_round_trip_in_pieces() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::open(dir.path()).expect("sled");
-        let h = HistoryStore::open(&db, 4096).expect("open");
+        let h = SledHistory::open(&db, 4096).expect("open");
         let (a, b) = (
             RoomName::parse("a", &Default::default()).expect("name"),
             RoomName::parse("a2", &Default::default()).expect("name"),

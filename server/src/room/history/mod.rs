@@ -19,6 +19,7 @@ mod attribution;
 pub(crate) mod delta;
 pub(crate) mod replica;
 mod retention;
+pub(crate) mod turn;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,9 @@ use crate::store::{now_ms, StoreError};
 use delta::{Kind, Misfit};
 
 pub(crate) use retention::thin;
+
+/// Tries of recording one version while other nodes keep taking the next id.
+const RECORD_TRIES: usize = 3;
 
 /// Why a history request failed.
 #[derive(Debug, thiserror::Error)]
@@ -143,10 +147,12 @@ impl History {
 
     /// The newest version of `doc` and its text.
     pub(crate) fn cursor(&self, doc: &RoomName) -> Result<Cursor, HistoryError> {
-        let Some(last) = self.store.last(doc)? else {
+        let metas = self.store.list(doc)?;
+        let Some(last) = metas.last().cloned() else {
             return Ok(Cursor::default());
         };
-        let text = self.text_among(doc, last.id, &self.ids(doc)?)?;
+        let ids: Vec<u64> = metas.iter().map(|m| m.id).collect();
+        let text = self.text_among(doc, last.id, &ids)?;
         Ok(Cursor {
             last: Some(last),
             text,
@@ -191,47 +197,70 @@ impl History {
 
     /// Records `capture` as the version after `cursor` (unless nothing changed and it has no
     /// name: `None`), and moves the cursor to it. Not durable until the store's next flush. An
-    /// empty cursor is first reread from the store, so a lost one never reuses an id.
+    /// empty cursor is first reread from the store, so a lost one never reuses an id; in a
+    /// history several nodes write, so is one another node went past, and an id another node
+    /// took meanwhile is left to it and the version recorded after it.
     pub(crate) fn record(
         &self,
         doc: &RoomName,
         cursor: &mut Cursor,
         capture: Capture,
     ) -> Result<Option<VersionMeta>, HistoryError> {
-        if cursor.last.is_none() && self.store.last(doc)?.is_some() {
+        for _ in 0..RECORD_TRIES {
+            self.refresh(doc, cursor)?;
+            let changed = cursor.last.is_none() || cursor.text != capture.text;
+            if !changed && capture.name.is_none() {
+                return Ok(None);
+            }
+            let (meta, body) = next_version(cursor, &capture, changed);
+            {
+                let mut map = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+                map.insert(doc.as_str().to_owned(), meta.id);
+            }
+            if !self.store.create(doc, &meta, &body)? {
+                let mut map = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+                map.remove(doc.as_str());
+                *cursor = Cursor::default();
+                continue;
+            }
+            cursor.last = Some(meta.clone());
+            cursor.text = capture.text;
+            return Ok(Some(meta));
+        }
+        Err(StoreError::Unavailable("other nodes kept taking the next version id".into()).into())
+    }
+
+    /// Rereads `cursor` from the store when it is empty or, in a shared history, behind.
+    fn refresh(&self, doc: &RoomName, cursor: &mut Cursor) -> Result<(), HistoryError> {
+        if cursor.last.is_some() && !self.store.shared() {
+            return Ok(());
+        }
+        let last = self.store.last(doc)?;
+        if last.as_ref().map(|m| m.id) != cursor.last.as_ref().map(|m| m.id) {
             *cursor = self.cursor(doc)?;
         }
-        let changed = cursor.last.is_none() || cursor.text != capture.text;
-        if !changed && capture.name.is_none() {
-            return Ok(None);
-        }
-        let ops = delta::between(&cursor.text, &capture.text);
-        let (inserted, deleted) = delta::counts(&ops);
-        let id = cursor.last.as_ref().map_or(1, |m| m.id + 1);
-        let meta = VersionMeta {
-            id,
-            created_ms: capture.at_ms,
-            name: capture.name,
-            authors: if changed { capture.authors } else { Vec::new() },
-            inserted,
-            deleted,
-            size: delta::chars(&capture.text),
-            seq: capture.seq,
-        };
-        let keyframe = cursor.last.is_none() || id % KEYFRAME_EVERY == 1;
-        let body = VersionBody {
-            text: keyframe.then(|| capture.text.clone()),
-            ops,
-            runs: capture.runs.unwrap_or_default(),
-        };
-        {
-            let mut map = self.unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
-            map.insert(doc.as_str().to_owned(), id);
-        }
-        self.store.put(doc, &meta, &body)?;
-        cursor.last = Some(meta.clone());
-        cursor.text = capture.text;
-        Ok(Some(meta))
+        Ok(())
+    }
+
+    /// The newest version of `doc`, durable or not.
+    pub(crate) fn last(&self, doc: &RoomName) -> Result<Option<VersionMeta>, StoreError> {
+        self.store.last(doc)
+    }
+
+    /// Whether several nodes write this history (a cluster): then only the holder of a
+    /// document's recorder lease records its versions.
+    pub(crate) fn shared(&self) -> bool {
+        self.store.shared()
+    }
+
+    /// Takes or renews `doc`'s recorder lease; `force` takes it from another live node.
+    pub(crate) fn claim(&self, doc: &RoomName, force: bool) -> Result<bool, StoreError> {
+        self.store.claim(doc, force)
+    }
+
+    /// Gives `doc`'s recorder lease up if this node holds it.
+    pub(crate) fn release(&self, doc: &RoomName) -> Result<(), StoreError> {
+        self.store.release(doc)
     }
 
     /// The diff of version `v` against version `against` (default: the version before `v`,
@@ -269,6 +298,35 @@ impl History {
     pub(crate) fn thin_now(&self, doc: &RoomName, keep_days: u64) -> Result<usize, HistoryError> {
         thin(self, doc, now_ms(), keep_days)
     }
+}
+
+/// The version `capture` makes after `cursor`, and its body: a keyframe for the first
+/// version and every [`KEYFRAME_EVERY`]th, else the delta from the cursor's text.
+fn next_version(cursor: &Cursor, capture: &Capture, changed: bool) -> (VersionMeta, VersionBody) {
+    let ops = delta::between(&cursor.text, &capture.text);
+    let (inserted, deleted) = delta::counts(&ops);
+    let id = cursor.last.as_ref().map_or(1, |m| m.id + 1);
+    let meta = VersionMeta {
+        id,
+        created_ms: capture.at_ms,
+        name: capture.name.clone(),
+        authors: if changed {
+            capture.authors.clone()
+        } else {
+            Vec::new()
+        },
+        inserted,
+        deleted,
+        size: delta::chars(&capture.text),
+        seq: capture.seq,
+    };
+    let keyframe = cursor.last.is_none() || id % KEYFRAME_EVERY == 1;
+    let body = VersionBody {
+        text: keyframe.then(|| capture.text.clone()),
+        ops,
+        runs: capture.runs.clone().unwrap_or_default(),
+    };
+    (meta, body)
 }
 
 /// Walks author runs (characters) alongside a text.
