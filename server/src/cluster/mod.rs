@@ -10,10 +10,14 @@
 //!   records (trash, revocations, refusals, clock offsets).
 //! - `follow.rs`: a room's follower of its document's log, delivering other nodes' updates.
 //! - `peers.rs`: a room's link to the same document's rooms on other nodes (awareness).
+//! - `feed.rs`: the change feed of the whole cluster, one stream; `hooks.rs`: the webhook
+//!   queues on it, shared by the nodes.
 
 mod connect;
 mod docs;
+pub(crate) mod feed;
 pub(crate) mod follow;
+mod hooks;
 mod kvs;
 mod meta;
 mod names;

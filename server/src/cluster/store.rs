@@ -73,6 +73,11 @@ impl NatsStore {
         store
     }
 
+    /// The runtime and the connection, for the cluster's other parts (the change feed).
+    pub(super) fn parts(&self) -> (&Arc<NatsRuntime>, &Arc<Nats>) {
+        (&self.rt, &self.nats)
+    }
+
     /// Runs `f` on the NATS runtime and waits for it, within [`CALL_DEADLINE`].
     fn call<T, F>(&self, f: impl FnOnce(Arc<Nats>) -> F) -> Result<T, StoreError>
     where
