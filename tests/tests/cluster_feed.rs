@@ -1,10 +1,13 @@
 //! The change feed and webhooks of a cluster: two Weft nodes on one real NATS server. Changes
 //! made through either node show in `GET /api/changes` of both, the same events in the same
 //! order under the same `seq`s (pages, `since` cursors and the live event stream alike), and a
-//! webhook receiver configured on both nodes gets each event exactly once, in feed order.
+//! webhook receiver configured on both nodes gets each event exactly once, in feed order; a node
+//! that stops while retrying an event leaves it to the other at once, and a redelivery asked on
+//! one node replays the events once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -203,15 +206,31 @@ async fn both_nodes_serve_one_feed() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a receiver got, per `webhook-id`, in arrival order.
+/// What a receiver accepted (`webhook-id`, body), in arrival order; it answers 503 (and
+/// records nothing) while `failing`.
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<(String, Value)>>>,
+    failing: Arc<AtomicBool>,
+    refused: Arc<Mutex<Vec<String>>>,
 }
 
 impl Receiver {
     fn got(&self) -> Vec<(String, Value)> {
         self.got.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// How often each id was accepted.
+    fn counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for (id, _) in self.got() {
+            *counts.entry(id).or_default() += 1;
+        }
+        counts
     }
 
     async fn serve(&self) -> anyhow::Result<SocketAddr> {
@@ -231,12 +250,37 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    if r.failing.load(Ordering::SeqCst) {
+        r.refused.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
     r.got
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push((id, json));
     StatusCode::OK
+}
+
+fn with_hooks(addr: SocketAddr) -> impl FnOnce(&mut weft_server::Config) + Send + Copy + 'static {
+    move |c: &mut weft_server::Config| {
+        c.webhook_urls = vec![format!("http://{addr}/hook")];
+        c.webhook_secret = Some(WebhookSecret(b"cluster webhook test key".to_vec()));
+        c.webhook_retry_base_ms = 20;
+    }
+}
+
+/// The state `GET /api/webhooks` shows for the one endpoint.
+async fn hook_state(base: &str) -> anyhow::Result<String> {
+    let listed: Value = reqwest::get(format!("{base}/api/webhooks"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(listed["endpoints"][0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
 }
 
 /// Both nodes post to one receiver: every event of the feed reaches it exactly once (counted by
@@ -249,11 +293,7 @@ async fn a_webhook_gets_each_event_once_from_two_nodes() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let receiver = Receiver::default();
     let addr = receiver.serve().await?;
-    let hooks = move |c: &mut weft_server::Config| {
-        c.webhook_urls = vec![format!("http://{addr}/hook")];
-        c.webhook_secret = Some(WebhookSecret(b"cluster webhook test key".to_vec()));
-        c.webhook_retry_base_ms = 20;
-    };
+    let hooks = with_hooks(addr);
     let a = node(&nats, hooks).await?;
     let b = node(&nats, hooks).await?;
     for i in 0..12 {
@@ -277,10 +317,7 @@ async fn a_webhook_gets_each_event_once_from_two_nodes() -> anyhow::Result<()> {
     // Time for a second node's repeat to show up, were there one.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let got = receiver.got();
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for (id, _) in &got {
-        *counts.entry(id.as_str()).or_default() += 1;
-    }
+    let counts = receiver.counts();
     let repeated: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).collect();
     assert!(
         repeated.is_empty(),
@@ -306,6 +343,75 @@ async fn a_webhook_gets_each_event_once_from_two_nodes() -> anyhow::Result<()> {
         made_on_b.count(),
         12,
         "B's events too (created and updated)"
+    );
+    Ok(())
+}
+
+/// A node that stops while it retries an event releases it: the other node delivers it at
+/// once (well before the ack wait that covers a node dying), and each event is accepted once.
+/// A redelivery asked on the remaining node then replays every event once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_leaves_its_event_to_the_other_and_redelivery_replays_once(
+) -> anyhow::Result<()> {
+    let Some(_) = require_nats("cluster webhook failover") else {
+        return Ok(());
+    };
+    let nats = NatsServer::start().await?;
+    let receiver = Receiver::default();
+    receiver.failing.store(true, Ordering::SeqCst);
+    let addr = receiver.serve().await?;
+    let a = node(&nats, with_hooks(addr)).await?;
+    let b = node(&nats, with_hooks(addr)).await?;
+    create(&a.http_base(), "held", "retried").await?;
+    // Whichever node took the first event retries it; the other waits its turn.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let holder = loop {
+        if hook_state(&a.http_base()).await? == "retrying" {
+            break "a";
+        }
+        if hook_state(&b.http_base()).await? == "retrying" {
+            break "b";
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("no node retried; {} refusals", receiver.refused());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (stopping, staying) = if holder == "a" { (a, b) } else { (b, a) };
+    stopping.stop().await?;
+    receiver.failing.store(false, Ordering::SeqCst);
+    let feed = feed_until(&staying.http_base(), "both events", |e| e.len() >= 2).await?;
+    let expected: Vec<String> = seqs(&feed)
+        .iter()
+        .map(|s| format!("msg_weft_{s}"))
+        .collect();
+    // Well under the 30 s ack wait: the stopping node handed the event back.
+    wait_until("the other node delivering", Duration::from_secs(15), || {
+        let counts = receiver.counts();
+        expected.iter().all(|id| counts.contains_key(id))
+    })
+    .await?;
+    let replay: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/api/webhooks/redeliver?since=0",
+            staying.http_base()
+        ))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(replay["endpoints"], 1);
+    wait_until("the replay", WAIT, || {
+        let counts = receiver.counts();
+        expected.iter().all(|id| counts.get(id) == Some(&2))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let counts = receiver.counts();
+    assert!(
+        expected.iter().all(|id| counts.get(id) == Some(&2)) && counts.len() == expected.len(),
+        "each event accepted once, then once more by the replay: {counts:?}"
     );
     Ok(())
 }
