@@ -100,6 +100,7 @@ impl Server {
             // One feed for the cluster, mirrored into a tree of its own (the node's own feed
             // of a run without --nats stays as it was).
             let shared = ClusterFeed::open(&nats, config.feed_keep())?;
+            nats.flush_also(marks.clone());
             let feed = Feed::open_shared(marks, local.tree("cluster-feed")?, shared.clone())?;
             (Arc::new(nats), Some(local), feed, Some(shared))
         } else {

@@ -3,7 +3,8 @@
 //! order under the same `seq`s (pages, `since` cursors and the live event stream alike), and a
 //! webhook receiver configured on both nodes gets each event exactly once, in feed order; a node
 //! that stops while retrying an event leaves it to the other at once, and a redelivery asked on
-//! one node replays the events once.
+//! one node replays the events once; an edit acknowledged just before its node is killed
+//! (its event not yet in the cluster's feed) reaches the feed when the node comes back.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use weft_server::config::WebhookSecret;
 use weft_tests::nats::{require_nats, NatsServer};
-use weft_tests::{wait_until, Client, TestServer, WAIT};
+use weft_tests::{wait_until, Client, TestServer, WeftProcess, WAIT};
 
 /// A node of the cluster on `nats`, with `adjust` on top.
 async fn node(
@@ -413,5 +414,36 @@ async fn a_stopping_node_leaves_its_event_to_the_other_and_redelivery_replays_on
         expected.iter().all(|id| counts.get(id) == Some(&2)) && counts.len() == expected.len(),
         "each event accepted once, then once more by the replay: {counts:?}"
     );
+    Ok(())
+}
+
+/// A node killed right after acknowledging an edit, inside its debounce window, owes the
+/// edit's events: they reach the cluster's feed (seen on the other node) once it restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_acknowledged_before_a_kill_reaches_the_cluster_feed() -> anyhow::Result<()> {
+    let Some(_) = require_nats("cluster feed after a kill") else {
+        return Ok(());
+    };
+    let nats = NatsServer::start().await?;
+    let url = nats.url();
+    let other = node(&nats, |_| {}).await?;
+    let dir = tempfile::tempdir()?;
+    let slow = ["--nats", &url, "--feed-debounce-ms", "60000"];
+    let mut weft = WeftProcess::spawn(dir.path(), &slow).await?;
+    let client = Client::connect_synced(&weft.room_url("crashy")).await?;
+    client.push("saved before the crash")?;
+    client.wait_acked().await?;
+    weft.kill()?;
+    drop(client);
+    let _weft =
+        WeftProcess::spawn(dir.path(), &["--nats", &url, "--feed-debounce-ms", "10"]).await?;
+    let events = feed_until(&other.http_base(), "the owed events", |e| {
+        has(e, "crashy", "document.updated")
+    })
+    .await?;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["document.created", "document.updated"]);
+    assert_eq!(events[1]["text_length"], 22);
+    assert_eq!(events[1]["title"], "saved before the crash");
     Ok(())
 }

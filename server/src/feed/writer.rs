@@ -4,7 +4,8 @@
 //! records what the log holds (every node's events, numbered by the log) into the tree readers
 //! read, and announces it.
 //!
-//! The marks stay in the node's own tree: a node that dies before appending what its marks owe
+//! The marks stay in the node's own tree, which the cluster's store flushes with every flush
+//! (before it acknowledges edits): a node that dies before appending what its marks owe
 //! appends it when it starts again ([`Feed::recover`]).
 
 use std::sync::Arc;
