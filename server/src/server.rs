@@ -12,6 +12,7 @@ use tracing::{error, info};
 
 use weft_protocol::RoomName;
 
+use crate::cluster::feed::ClusterFeed;
 use crate::cluster::{self, ClusterError};
 use crate::config::Config;
 use crate::feed::Feed;
@@ -78,6 +79,8 @@ pub struct Server {
     /// In a cluster, the node's own sled store (change feed, webhook queue), kept open here.
     _local: Option<SledStore>,
     feed: Arc<Feed>,
+    /// In a cluster, the cluster's change feed, which this node mirrors.
+    shared: Option<Arc<ClusterFeed>>,
     webhooks: Arc<Webhooks>,
     stats: Stats,
     inflight: Arc<InFlight>,
@@ -95,18 +98,23 @@ impl Server {
         tracing::warn!(
             "built with fault injection: WEFT_FAULT_ABORT_ON_UPDATE_CONTAINING aborts the process"
         );
-        // The node's own state (crash marks, change feed, webhook queue) stays in sled also in
-        // a cluster; the documents move to NATS.
+        // The node's own state (crash marks, change-feed marks, webhook cursors) stays in sled
+        // also in a cluster; the documents and the change feed move to NATS.
         let local = SledStore::open_with(&config.data, config.flush_deadline())?;
-        let feed = Feed::open(local.tree("feed")?)?;
-        let webhooks = Webhooks::open(&config, feed.clone(), local.tree("webhooks")?)?;
-        let (store, local): (Arc<dyn Store>, _) = if config.nats.enabled() {
+        let (marks, hooks) = (local.tree("feed")?, local.tree("webhooks")?);
+        let (store, local, feed, shared): (Arc<dyn Store>, _, _, _) = if config.nats.enabled() {
             let node = config.node_name();
             let nats = cluster::open(&config.nats, &node, config.flush_deadline())?;
-            (Arc::new(nats), Some(local))
+            // One feed for the cluster, mirrored into a tree of its own (the node's own feed
+            // of a run without --nats stays as it was).
+            let shared = ClusterFeed::open(&nats, config.feed_keep())?;
+            nats.flush_also(marks.clone());
+            let feed = Feed::open_shared(marks, local.tree("cluster-feed")?, shared.clone())?;
+            (Arc::new(nats), Some(local), feed, Some(shared))
         } else {
-            (Arc::new(local), None)
+            (Arc::new(local), None, Feed::open(marks)?, None)
         };
+        let webhooks = Webhooks::open(&config, feed.clone(), hooks)?;
         // Before any room loads: a mark left behind names bytes that must not be replayed.
         let (inflight, _left) = InFlight::open(&config.data, &*store).map_err(|e| match e {
             inflight::OpenError::Store(e) => ServerError::Store(e),
@@ -117,6 +125,7 @@ impl Server {
             store,
             _local: local,
             feed,
+            shared,
             webhooks: Arc::new(webhooks),
             stats: Stats::default(),
             inflight: Arc::new(inflight),
@@ -154,7 +163,7 @@ impl Server {
             self.inflight.clone(),
             self.feed.clone(),
         ));
-        self.start_feed(&ctx, &shutdown)?;
+        self.start_feed(&ctx, &shutdown).await?;
         if let Some(revoked) = self.store.revocations_elsewhere() {
             shutdown.spawn(close_revoked(ctx.clone(), revoked, shutdown.clone()));
         }
@@ -217,9 +226,16 @@ impl Server {
 
     /// Records what the last run owed the change feed, then starts its writer and pruner and
     /// the webhook deliveries.
-    fn start_feed(&self, ctx: &Arc<RoomContext>, shutdown: &Shutdown) -> Result<(), ServerError> {
+    async fn start_feed(
+        &self,
+        ctx: &Arc<RoomContext>,
+        shutdown: &Shutdown,
+    ) -> Result<(), ServerError> {
         let feed = &self.feed;
         shutdown.spawn(feed.clone().run(ctx.log.clone(), shutdown.clone()));
+        if let Some(shared) = &self.shared {
+            shutdown.spawn(shared.clone().mirror(feed.clone(), shutdown.clone()));
+        }
         // Deleted documents leave the trash for good after --trash-keep-days.
         shutdown.spawn(crate::room::trash::run_purger(
             ctx.clone(),
@@ -239,6 +255,7 @@ impl Server {
             let name = RoomName::parse(doc, &limits).ok()?;
             Some(store.meta(&name).ok()??.size_bytes)
         })?;
+        self.webhooks.prepare(&self.config).await;
         self.webhooks
             .start(&self.config, &ctx.metrics, shutdown)
             .map_err(|e| ServerError::Io(std::io::Error::other(e)))

@@ -13,13 +13,17 @@
 //! - `follow.rs`: a room's follower of its document's log, delivering other nodes' updates.
 //! - `nodes.rs`: the list of nodes the dashboard shows.
 //! - `peers.rs`: a room's link to the same document's rooms on other nodes (awareness).
+//! - `feed.rs`: the change feed of the whole cluster, one stream; `hooks.rs`: the webhook
+//!   queues on it, shared by the nodes.
 
 mod connect;
 mod docs;
+pub(crate) mod feed;
 pub(crate) mod follow;
 mod history;
 #[cfg(test)]
 mod history_tests;
+mod hooks;
 mod kvs;
 mod lease;
 mod meta;

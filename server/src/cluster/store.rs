@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -51,6 +51,9 @@ pub(crate) struct NatsStore {
     nodes: Arc<nodes::Directory>,
     /// The documents' version histories, in NATS too.
     history: HistoryStore,
+    /// Node-local state flushed with every flush (the change feed's marks, so a mark is
+    /// durable whenever the edits it stands for are acknowledged).
+    local: OnceLock<sled::Tree>,
 }
 
 impl NatsStore {
@@ -77,11 +80,22 @@ impl NatsStore {
             count: AtomicU64::new(0),
             nodes,
             history,
+            local: OnceLock::new(),
         };
         if let Ok(list) = store.list_untitled() {
             store.count.store(list.len() as u64, Ordering::Relaxed);
         }
         store
+    }
+
+    /// Makes every flush also flush `tree`'s database (the node's own sled store) first.
+    pub(crate) fn flush_also(&self, tree: sled::Tree) {
+        let _ = self.local.set(tree);
+    }
+
+    /// The runtime and the connection, for the cluster's other parts (the change feed).
+    pub(super) fn parts(&self) -> (&Arc<NatsRuntime>, &Arc<Nats>) {
+        (&self.rt, &self.nats)
     }
 
     /// Runs `f` on the NATS runtime and waits for it, within [`CALL_DEADLINE`].
@@ -268,6 +282,9 @@ impl Store for NatsStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        if let Some(local) = self.local.get() {
+            local.flush()?;
+        }
         let target = self.publisher.appended();
         let creating: Vec<RoomName> = Self::lock(&self.creating).drain().collect();
         let mut acked = self.publisher.acked();

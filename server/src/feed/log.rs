@@ -122,6 +122,49 @@ impl EventLog {
         Ok(())
     }
 
+    /// Removes the marks `settled` (their events are recorded elsewhere: a cluster's log).
+    pub(crate) fn settle(&self, settled: &[(u64, String)]) -> Result<(), StoreError> {
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (id, doc) in settled {
+            batch.remove(mark_key(*id, doc));
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Records `events` numbered elsewhere (a cluster's log), each under its own seq, in one
+    /// batch; the next seq expected becomes the one after the last. Storing one again is
+    /// harmless: it is the same event under the same key.
+    pub(crate) fn store(&self, events: &[Record]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for record in events {
+            let json =
+                serde_json::to_vec(record).map_err(|e| corrupt(&format!("encoding: {e}")))?;
+            batch.insert(&event_key(record.seq), json);
+        }
+        if let Some(last) = events.last() {
+            batch.insert(NEXT, &(last.seq + 1).to_be_bytes());
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The events before `first` are gone for good (the cluster's log dropped them before
+    /// this mirror saw them): they count as pruned, and the next seq expected is `first`.
+    pub(crate) fn skip_to(&self, first: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            PRUNED,
+            &first.saturating_sub(1).max(self.pruned()?).to_be_bytes(),
+        );
+        batch.insert(NEXT, &first.max(self.next_seq()?).to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Up to `limit` events after `since` and up to `upto`, in order, filtered to `doc` when
     /// given, looking at no more than `scan` events; with the last seq looked at (`since` when
     /// none).

@@ -20,12 +20,15 @@
 //!
 //! # Files
 //! `event.rs` (the events and their JSON), `log.rs` (the sled tree), `mod.rs` (the queue rooms
-//! hand events to, the writer, recovery and pruning).
+//! hand events to, the writer, recovery and pruning), `shared.rs` (a cluster's feed: one log
+//! for every node, which this node appends to and mirrors; `writer.rs` appends to it).
 
 pub(crate) mod event;
 pub(crate) mod log;
+pub(crate) mod shared;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +41,7 @@ use tracing::{error, info, warn};
 use crate::config::Durability;
 use crate::feed::event::{rfc3339, Event, Record};
 use crate::feed::log::{flags, EventLog};
+use crate::feed::shared::SharedLog;
 use crate::shutdown::Shutdown;
 use crate::store::log::DurableLog;
 use crate::store::{now_ms, StoreError};
@@ -51,7 +55,14 @@ type OwedBy = (u8, (u64, String), Vec<(u64, String)>);
 
 /// The change feed of one server.
 pub(crate) struct Feed {
+    /// The events readers read: this node's own, or in a cluster the mirror of the shared log.
     log: EventLog,
+    /// Where marks are kept: the node's own tree (the same as `log` on a single node).
+    marks: EventLog,
+    /// In a cluster, the log every node appends to (the writer appends there, not to `log`).
+    shared: Option<Arc<dyn SharedLog>>,
+    /// Prefix of this run's append ids in the shared log.
+    origin: String,
     queue: Mutex<Queue>,
     wake: Notify,
     /// The seq of the newest durable event (0: none yet).
@@ -74,6 +85,8 @@ struct Queue {
 struct Pending {
     event: Option<Event>,
     settles: Vec<(u64, String)>,
+    /// Its id in the shared log, from its first try on (so a retry is stored once).
+    id: Option<String>,
 }
 
 impl Feed {
@@ -83,10 +96,35 @@ impl Feed {
     /// When the tree cannot be read.
     pub(crate) fn open(tree: sled::Tree) -> Result<Arc<Self>, StoreError> {
         let log = EventLog::new(tree);
+        Self::with(log.clone(), log, None)
+    }
+
+    /// A cluster node's feed: marks in `marks` (a tree of the node's database), events
+    /// appended to `shared` and mirrored from it into `mirror` (another tree), which readers
+    /// read.
+    ///
+    /// # Errors
+    /// When the trees cannot be read.
+    pub(crate) fn open_shared(
+        marks: sled::Tree,
+        mirror: sled::Tree,
+        shared: Arc<dyn SharedLog>,
+    ) -> Result<Arc<Self>, StoreError> {
+        Self::with(EventLog::new(mirror), EventLog::new(marks), Some(shared))
+    }
+
+    fn with(
+        log: EventLog,
+        marks: EventLog,
+        shared: Option<Arc<dyn SharedLog>>,
+    ) -> Result<Arc<Self>, StoreError> {
         let next = log.next_seq()?;
-        let next_mark = log.marks()?.iter().map(|m| m.id + 1).max().unwrap_or(1);
+        let next_mark = marks.marks()?.iter().map(|m| m.id + 1).max().unwrap_or(1);
         Ok(Arc::new(Self {
             log,
+            marks,
+            shared,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
             queue: Mutex::default(),
             wake: Notify::new(),
             head: watch::channel(next - 1).0,
@@ -129,7 +167,7 @@ impl Feed {
     /// and the event's cannot lose the event. Returns the mark's id for [`Feed::version_created`].
     pub(crate) fn owe_version(&self, doc: &str, version: u64, authors: &[String]) -> u64 {
         let id = self.new_mark();
-        if let Err(e) = self.log.mark_version(id, doc, version, authors) {
+        if let Err(e) = self.marks.mark_version(id, doc, version, authors) {
             error!(doc, error = %e, "could not write a change-feed mark");
         }
         id
@@ -155,7 +193,7 @@ impl Feed {
     /// events to [`Feed::report`]. The mark rides on the store's next flush, with the changes.
     /// A store that refuses it is failing, and the changes with it.
     pub(crate) fn mark(&self, id: u64, doc: &str, owed: u8, text: (u64, &str)) {
-        if let Err(e) = self.log.mark(id, doc, owed, text) {
+        if let Err(e) = self.marks.mark(id, doc, owed, text) {
             error!(doc, error = %e, "could not write a change-feed mark");
         }
     }
@@ -187,6 +225,7 @@ impl Feed {
             q.items.push(Pending {
                 event: Some(event),
                 settles,
+                id: None,
             });
         }
         if let Some(settles) = settles.filter(|s| !s.is_empty()) {
@@ -194,6 +233,7 @@ impl Feed {
             q.items.push(Pending {
                 event: None,
                 settles,
+                id: None,
             });
         }
         drop(q);
@@ -209,7 +249,7 @@ impl Feed {
     /// # Errors
     /// When the marks cannot be read.
     pub(crate) fn recover(&self, size: impl Fn(&str) -> Option<u64>) -> Result<usize, StoreError> {
-        let marks = self.log.marks()?;
+        let marks = self.marks.marks()?;
         let mut owed: HashMap<String, OwedBy> = HashMap::new();
         let mut order = Vec::new();
         for mark in &marks {
@@ -251,6 +291,9 @@ impl Feed {
     /// # Errors
     /// When the store refuses the batch (the events stay queued).
     pub(crate) async fn write_pending(&self) -> Result<Option<u64>, StoreError> {
+        if let Some(shared) = &self.shared {
+            return self.append_shared(shared.as_ref()).await;
+        }
         let mut next = self.next.lock().await;
         let items = std::mem::take(&mut *lock(&self.queue)).items;
         if items.is_empty() {
@@ -270,12 +313,7 @@ impl Feed {
             }
         }
         if let Err(e) = self.log.append(*next, &records, &settles) {
-            // Back in front of anything handed over meanwhile, in order.
-            let mut q = lock(&self.queue);
-            let newer = std::mem::take(&mut q.items);
-            q.updated.clear();
-            q.items = items;
-            q.items.extend(newer);
+            self.requeue(items);
             return Err(e);
         }
         *next += records.len() as u64;
@@ -316,6 +354,15 @@ impl Feed {
                 }
             }
         }
+    }
+
+    /// Puts `items` back in front of anything handed over meanwhile, in order.
+    fn requeue(&self, items: Vec<Pending>) {
+        let mut q = lock(&self.queue);
+        let newer = std::mem::take(&mut q.items);
+        q.updated.clear();
+        q.items = items;
+        q.items.extend(newer);
     }
 
     /// Makes everything up to `last` durable, then lets readers see it.

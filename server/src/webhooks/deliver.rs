@@ -23,7 +23,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const BATCH: usize = 64;
 
 /// How the delivery of one event ended.
-enum Outcome {
+pub(super) enum Outcome {
     /// The receiver answered 2xx, or the event was given up on: move on.
     Done,
     /// A redelivery moved the cursor: start over from it.
@@ -97,7 +97,7 @@ impl Delivery {
     }
 
     /// The endpoint has been given everything up to `seq` (unless a redelivery moved it).
-    fn advance(&self, seq: u64) {
+    pub(super) fn advance(&self, seq: u64) {
         let mut s = lock(&self.endpoint.state);
         if s.rewind.is_some() {
             return;
@@ -117,7 +117,7 @@ impl Delivery {
     }
 
     /// Delivers one event, retrying until it is accepted or given up on.
-    async fn deliver(&self, record: &Record) -> Outcome {
+    pub(super) async fn deliver(&self, record: &Record) -> Outcome {
         if !self.wants(record) {
             return Outcome::Done;
         }
@@ -227,7 +227,7 @@ impl Delivery {
     }
 
     /// Sleeps `d`; true when the server is stopping.
-    async fn pause(&self, d: Duration) -> bool {
+    pub(super) async fn pause(&self, d: Duration) -> bool {
         tokio::select! {
             _ = tokio::time::sleep(d) => false,
             _ = self.shutdown.triggered() => true,

@@ -12,8 +12,12 @@
 //! moves on. A cursor is written after each delivery and made durable by the store's next
 //! flush: after a crash the last deliveries may be repeated, never skipped. The tasks only read
 //! the feed, so a slow or dead receiver never slows editing.
+//!
+//! In a cluster the outbox of an endpoint is a queue on the cluster's feed shared by every
+//! node (`queue.rs`): each event is delivered once by the cluster, by whichever node takes it.
 
 mod deliver;
+mod queue;
 pub(crate) mod sign;
 
 use std::sync::atomic::AtomicU64;
@@ -197,6 +201,7 @@ impl Webhooks {
             }
         }
         let client = builder.build().map_err(StartError::Client)?;
+        let shared = self.feed.shared();
         for endpoint in &self.endpoints {
             let task = deliver::Delivery {
                 endpoint: endpoint.clone(),
@@ -206,9 +211,26 @@ impl Webhooks {
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
             };
-            shutdown.spawn(task.run());
+            match &shared {
+                Some(shared) => shutdown.spawn(task.run_shared(shared.clone())),
+                None => shutdown.spawn(task.run()),
+            };
         }
         Ok(())
+    }
+
+    /// In a cluster, makes sure every endpoint's shared queue exists before this node serves,
+    /// so the events of the edits it takes are queued for every endpoint.
+    pub(crate) async fn prepare(&self, config: &Config) {
+        let Some(shared) = self.feed.shared() else {
+            return;
+        };
+        for e in &self.endpoints {
+            let opened = shared.queue(e.url.clone(), queue::ack_wait(config)).await;
+            if let Err(error) = opened {
+                tracing::warn!(url = %e.url, %error, "webhooks: cannot open the cluster's queue yet");
+            }
+        }
     }
 
     /// Every endpoint's status.
