@@ -9,7 +9,8 @@
 //! set, and once the flush is acknowledged its metadata is written out and its times set.
 //! Nothing is reported as moved before the destination's flush succeeded, and every moved
 //! document is then loaded back from the destination and its text compared with the source's.
-//! Version history stays behind: a cluster keeps none, and the command says so.
+//! Version history moves too: every version of each moved document, under its id, in order
+//! (its deltas refer to the versions before it).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -276,10 +277,8 @@ pub(crate) struct Report {
     pub(crate) mismatched: Vec<(String, String)>,
     /// Token revocations copied.
     pub(crate) revocations: usize,
-    /// Versions of history the source keeps and documents they belong to (not moved).
+    /// Versions of history moved, and the documents they belong to.
     pub(crate) history: (u64, u64),
-    /// Whether the destination is a cluster (which keeps no history).
-    to_cluster: bool,
 }
 
 impl Report {
@@ -330,8 +329,6 @@ pub(crate) fn migrate(
     let mut report = Report {
         from: from.to_string(),
         to: to.to_string(),
-        history: history_of(&source, &docs)?,
-        to_cluster: matches!(dest, Side::Nats(_)),
         ..Report::default()
     };
     let mut unflushed = 0u64;
@@ -355,6 +352,7 @@ pub(crate) fn migrate(
             }
         }
     }
+    report.history = copy_history(&source, &dest, &report.moved)?;
     report.revocations = copy_revocations(&source, &dest)?;
     dest.settle(&report.moved).map_err(MigrateError::Flush)?;
     for moved in &report.moved {
@@ -365,21 +363,27 @@ pub(crate) fn migrate(
     Ok(report)
 }
 
-/// How many versions of history the source keeps, and for how many documents.
-fn history_of(source: &Side, docs: &[DocMeta]) -> Result<(u64, u64), MigrateError> {
-    let Some(history) = source.store().history() else {
+/// Copies the version history of each moved document: every version under its id, oldest
+/// first. Returns how many versions, of how many documents.
+fn copy_history(source: &Side, dest: &Side, moved: &[Moved]) -> Result<(u64, u64), MigrateError> {
+    let (Some(from), Some(to)) = (source.store().history(), dest.store().history()) else {
         return Ok((0, 0));
     };
-    let (mut versions, mut with) = (0u64, 0u64);
-    for meta in docs {
-        let n = history
-            .list(&room(&meta.id)?)
-            .map_err(MigrateError::Source)?
-            .len() as u64;
-        versions += n;
-        with += u64::from(n > 0);
+    let (mut versions, mut docs) = (0u64, 0u64);
+    for m in moved {
+        let list = from.list(&m.name).map_err(MigrateError::Source)?;
+        for v in &list {
+            let body = from.body(&m.name, v.id).map_err(MigrateError::Source)?;
+            let Some(body) = body else { continue };
+            to.put(&m.name, v, &body).map_err(|e| MigrateError::Doc {
+                id: m.name.to_string(),
+                why: format!("writing version {} failed: {e}", v.id),
+            })?;
+            versions += 1;
+        }
+        docs += u64::from(!list.is_empty());
     }
-    Ok((versions, with))
+    Ok((versions, docs))
 }
 
 /// The store's name of a listed document.
@@ -556,17 +560,11 @@ impl fmt::Display for Report {
         )?;
         let (versions, docs) = self.history;
         if versions > 0 {
-            let why = if self.to_cluster {
-                " (a cluster keeps no version history)"
-            } else {
-                ""
-            };
             writeln!(
                 f,
-                "note: version history is not moved{why}: {} of {} stay in {}",
+                "and their history: {} of {}",
                 count(versions as usize, "version"),
-                count(docs as usize, "document"),
-                self.from
+                count(docs as usize, "document")
             )?;
         }
         Ok(())

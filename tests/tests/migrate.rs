@@ -128,6 +128,37 @@ async fn write_fixture(data: &Path) -> anyhow::Result<Fixture> {
 
 /// Checks through `base`'s API that the fixture's documents, titles, trash and revocation
 /// are all there.
+/// The ids and texts of `doc`'s versions through the History API.
+async fn versions_of(base: &str, doc: &str) -> anyhow::Result<Vec<(u64, String)>> {
+    let (status, body) = call(
+        base,
+        reqwest::Method::GET,
+        &format!("/api/docs/{doc}/versions"),
+        None,
+    )
+    .await?;
+    anyhow::ensure!(status.is_success(), "versions of {doc}: {status} {body}");
+    let listed: serde_json::Value = serde_json::from_str(&body)?;
+    let mut out = Vec::new();
+    for v in listed["versions"].as_array().into_iter().flatten() {
+        let id = v["id"].as_u64().unwrap_or_default();
+        let (status, text) = call(
+            base,
+            reqwest::Method::GET,
+            &format!("/api/docs/{doc}/versions/{id}/text"),
+            None,
+        )
+        .await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "version {id} of {doc}: {status} {text}"
+        );
+        out.push((id, text));
+    }
+    out.sort();
+    Ok(out)
+}
+
 async fn check_fixture(base: &str, fixture: &Fixture) -> anyhow::Result<()> {
     let text = |id: &'static str| async move {
         let (status, body) = call(
@@ -222,10 +253,15 @@ async fn documents_move_into_a_cluster_and_back() -> anyhow::Result<()> {
     assert!(out.contains("1 token revocation; 0 skipped"), "{out}");
     assert!(line_of(&out, "trashed").ends_with(", in trash"), "{out}");
     assert!(line_of(&out, "big").ends_with(" 1.1 MB"), "{out}");
-    assert!(out.contains("version history is not moved"), "{out}");
+    assert!(
+        out.contains("and their history: 3 versions of 3 documents"),
+        "{out}"
+    );
 
     let node = cluster_node(&nats).await?;
     check_fixture(&node.http_base(), &fixture).await?;
+    let in_cluster = versions_of(&node.http_base(), "notes").await?;
+    assert!(!in_cluster.is_empty(), "the history moved into the cluster");
     node.stop().await?;
 
     let (ok, out) = migrate(&nats.url(), path(&back)?, &[]).await?;
@@ -233,14 +269,16 @@ async fn documents_move_into_a_cluster_and_back() -> anyhow::Result<()> {
     assert!(ok, "out of NATS: {out}");
     assert!(out.contains("moved 4 documents"), "{out}");
     assert!(out.contains("1 token revocation; 0 skipped"), "{out}");
-    assert!(
-        !out.contains("version history"),
-        "a cluster has none: {out}"
-    );
+    assert!(out.contains("and their history: "), "{out}");
 
     let s = secret()?;
     let single_again = TestServer::start_in(&back, move |c| c.auth_secret = Some(s)).await?;
     check_fixture(&single_again.http_base(), &fixture).await?;
+    let back_again = versions_of(&single_again.http_base(), "notes").await?;
+    assert!(
+        back_again.starts_with(&in_cluster),
+        "every version came back, with its id and text: {back_again:?} vs {in_cluster:?}"
+    );
     single_again.stop().await?;
     Ok(())
 }

@@ -15,7 +15,7 @@ and --nats-tls-* authenticate with whichever side is NATS.
 
 Every document is copied with its whole content (merged into one update), its title (pinned \
 titles stay pinned), its creation and last-change times and its place in the trash, and every \
-token revocation is copied too. Version history is not: a cluster keeps none. Nothing is \
+token revocation is copied too, and each document's version history. Nothing is \
 reported as moved before the destination has made it durable, and each document is then read \
 back from the destination and its text compared with the source's.
 
