@@ -50,6 +50,36 @@ pub enum ServerError {
     Cluster(#[from] ClusterError),
 }
 
+impl Server {
+    /// What the rooms share: the store, the group commit over it, metrics and the feed.
+    fn context(&self, shutdown: &Shutdown) -> Arc<RoomContext> {
+        let metrics = Arc::new(Metrics::new());
+        let flush_metrics = metrics.clone();
+        let commit = GroupCommit::start(
+            self.store.clone(),
+            Duration::from_millis(self.config.relaxed_flush_ms),
+            move |elapsed| flush_metrics.observe_flush(elapsed),
+        );
+        Arc::new(RoomContext::new(
+            self.store.clone(),
+            commit,
+            self.config.clone(),
+            shutdown.clone(),
+            self.stats.clone(),
+            metrics,
+            self.inflight.clone(),
+            self.feed.clone(),
+        ))
+    }
+
+    /// In a cluster: closes this node's connections whose tokens another node revoked.
+    fn follow_revocations(&self, ctx: &Arc<RoomContext>, shutdown: &Shutdown) {
+        if let Some(revoked) = self.store.revocations_elsewhere() {
+            shutdown.spawn(close_revoked(ctx.clone(), revoked, shutdown.clone()));
+        }
+    }
+}
+
 /// In a cluster: applies the token revocations other nodes record, closing the connections
 /// here that hold such a token.
 async fn close_revoked(
@@ -146,27 +176,9 @@ impl Server {
     /// failed while serving or its final flush failed.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServerError> {
         let addr = listener.local_addr()?;
-        let metrics = Arc::new(Metrics::new());
-        let flush_metrics = metrics.clone();
-        let commit = GroupCommit::start(
-            self.store.clone(),
-            Duration::from_millis(self.config.relaxed_flush_ms),
-            move |elapsed| flush_metrics.observe_flush(elapsed),
-        );
-        let ctx = Arc::new(RoomContext::new(
-            self.store.clone(),
-            commit,
-            self.config.clone(),
-            shutdown.clone(),
-            self.stats.clone(),
-            metrics,
-            self.inflight.clone(),
-            self.feed.clone(),
-        ));
+        let ctx = self.context(&shutdown);
         self.start_feed(&ctx, &shutdown).await?;
-        if let Some(revoked) = self.store.revocations_elsewhere() {
-            shutdown.spawn(close_revoked(ctx.clone(), revoked, shutdown.clone()));
-        }
+        self.follow_revocations(&ctx, &shutdown);
         let dashboard = self.dashboard(&ctx);
         let address_bytes = Arc::new(socket::address_limiter(&self.config));
         shutdown.spawn(forget_quiet_addresses(

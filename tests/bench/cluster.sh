@@ -92,11 +92,12 @@ start_node() {
     NODE_URL="ws://127.0.0.1:$port/ws/{room}"
 }
 
+# Stops the Weft nodes first (they flush to NATS on the way out), then NATS.
 stop_all() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+    local i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill "${PIDS[$i]}" 2>/dev/null || true
+        wait "${PIDS[$i]}" 2>/dev/null || true
     done
     PIDS=()
 }

@@ -221,6 +221,7 @@ fn assert_documented(msg: &Value) {
         keys(msg),
         set(&[
             "server",
+            "nodes",
             "totals",
             "rooms",
             "rooms_open",

@@ -168,26 +168,40 @@ async fn log_stream(
     Ok(log)
 }
 
-/// The documents' key-value bucket. Its stream is created here with the settings a key-value
-/// bucket has (one value per key, rollups, direct gets): the client's own bucket creation first
-/// asks for account details in a form NATS 2.9 does not answer.
+/// The documents' key-value bucket.
 async fn docs_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, ClusterError> {
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{DOCS_BUCKET}"),
-        description: Some("Weft: document metadata, snapshot pointers, trash, revocations".into()),
-        subjects: vec![format!("$KV.{DOCS_BUCKET}.>")],
-        max_messages_per_subject: 1,
-        discard: stream::DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: replicas,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| ClusterError::setup(DOCS_BUCKET, e))?;
-    js.get_key_value(DOCS_BUCKET)
+    let description = "Weft: document metadata, snapshot pointers, trash, revocations";
+    Ok(kv_bucket(js, DOCS_BUCKET, description, replicas).await?.1)
+}
+
+/// Key-value bucket `bucket` and its stream. The stream is created here with the settings a
+/// key-value bucket has (one value per key, rollups, direct gets): the client's own bucket
+/// creation first asks for account details in a form NATS 2.9 does not answer.
+pub(crate) async fn kv_bucket(
+    js: &jetstream::Context,
+    bucket: &'static str,
+    description: &str,
+    replicas: usize,
+) -> Result<(stream::Stream, kv::Store), ClusterError> {
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            description: Some(description.into()),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            num_replicas: replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
         .await
-        .map_err(|e| ClusterError::setup(DOCS_BUCKET, e))
+        .map_err(|e| ClusterError::setup(bucket, e))?;
+    let kv = js
+        .get_key_value(bucket)
+        .await
+        .map_err(|e| ClusterError::setup(bucket, e))?;
+    Ok((stream, kv))
 }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use weft_protocol::RoomName;
 
-use crate::cluster::connect::Nats;
+use crate::cluster::connect::{kv_bucket, Nats};
 use crate::cluster::names::hex;
 use crate::cluster::runtime::NatsRuntime;
 use crate::cluster::{lease, ClusterError};
@@ -68,26 +68,8 @@ pub(crate) async fn setup(
     js: &jetstream::Context,
     replicas: usize,
 ) -> Result<HistoryBuckets, ClusterError> {
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: format!("KV_{HISTORY_BUCKET}"),
-            description: Some("Weft: version histories of documents, recorder leases".into()),
-            subjects: vec![format!("$KV.{HISTORY_BUCKET}.>")],
-            max_messages_per_subject: 1,
-            discard: stream::DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            num_replicas: replicas,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ClusterError::setup(HISTORY_BUCKET, e))?;
-    let kv = js
-        .get_key_value(HISTORY_BUCKET)
-        .await
-        .map_err(|e| ClusterError::setup(HISTORY_BUCKET, e))?;
+    let description = "Weft: version histories of documents, recorder leases";
+    let (stream, kv) = kv_bucket(js, HISTORY_BUCKET, description, replicas).await?;
     let bodies = js
         .create_object_store(object_store::Config {
             bucket: BODY_OBJECTS.into(),

@@ -57,13 +57,7 @@ pub(crate) async fn take(docs: &kv::Store, key: &str) -> Result<bool, String> {
 
 /// Every key starting with `prefix` (a document key) and its number, sorted by document.
 pub(crate) async fn numbers(docs: &kv::Store, prefix: &str) -> Result<Vec<(String, u64)>, String> {
-    let keys: Vec<String> = docs
-        .keys()
-        .await
-        .map_err(|e| format!("listing NATS keys failed: {e}"))?
-        .try_collect()
-        .await
-        .map_err(|e| format!("listing NATS keys failed: {e}"))?;
+    let keys = all_keys(docs).await?;
     let mut out = Vec::new();
     for key in keys.iter().filter(|k| k.starts_with(prefix)) {
         let Some(doc) = names::unhex(&key[prefix.len()..]) else {
@@ -77,15 +71,19 @@ pub(crate) async fn numbers(docs: &kv::Store, prefix: &str) -> Result<Vec<(Strin
     Ok(out)
 }
 
-/// Every refused update hash.
-pub(crate) async fn refused(docs: &kv::Store) -> Result<Vec<[u8; 32]>, String> {
-    let keys: Vec<String> = docs
-        .keys()
+/// Every key of the bucket.
+async fn all_keys(docs: &kv::Store) -> Result<Vec<String>, String> {
+    docs.keys()
         .await
         .map_err(|e| format!("listing NATS keys failed: {e}"))?
         .try_collect()
         .await
-        .map_err(|e| format!("listing NATS keys failed: {e}"))?;
+        .map_err(|e| format!("listing NATS keys failed: {e}"))
+}
+
+/// Every refused update hash.
+pub(crate) async fn refused(docs: &kv::Store) -> Result<Vec<[u8; 32]>, String> {
+    let keys = all_keys(docs).await?;
     Ok(keys
         .iter()
         .filter_map(|k| {

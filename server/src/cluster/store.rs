@@ -7,11 +7,11 @@
 //! fail with [`StoreError::Unavailable`] while it lasts, appends are kept and published once it
 //! is back, and the store takes writes again by itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use bytes::Bytes;
@@ -32,6 +32,13 @@ use crate::store::{now_ms, DocMeta, NodeStatus, PeerLink, Store, StoreError, Sto
 /// Longest a read or a metadata write waits for NATS.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long a metadata record read from NATS is served from memory. Other nodes' changes (a
+/// title, a count) show this much later; this node's own changes show at once.
+const META_FRESH: Duration = Duration::from_secs(2);
+
+/// Records cached before stale ones are dropped.
+const META_CACHE: usize = 4096;
+
 /// The cluster's document store, as one node uses it.
 pub(crate) struct NatsStore {
     rt: Arc<NatsRuntime>,
@@ -49,6 +56,8 @@ pub(crate) struct NatsStore {
     count: AtomicU64,
     /// The nodes of the cluster, for the dashboard.
     nodes: Arc<nodes::Directory>,
+    /// Metadata records read lately, and when.
+    recent: Mutex<HashMap<RoomName, (Instant, Option<MetaRecord>)>>,
     /// The documents' version histories, in NATS too.
     history: HistoryStore,
     /// Node-local state flushed with every flush (the change feed's marks, so a mark is
@@ -79,6 +88,7 @@ impl NatsStore {
             flush_deadline,
             count: AtomicU64::new(0),
             nodes,
+            recent: Mutex::default(),
             history,
             local: OnceLock::new(),
         };
@@ -104,6 +114,13 @@ impl NatsStore {
         T: Send + 'static,
         F: Future<Output = Result<T, String>> + Send + 'static,
     {
+        // While the connection is down a request would only wait for its deadline: a store
+        // call then fails at once, so nothing (a dashboard, a shutdown) queues up behind it.
+        if self.nats.client.connection_state() == State::Disconnected {
+            return Err(StoreError::Unavailable(
+                "the connection to NATS is lost; edits are kept and saved once it is back".into(),
+            ));
+        }
         let fut = f(self.nats.clone());
         match self.rt.call(CALL_DEADLINE, fut) {
             Ok(Ok(v)) => Ok(v),
@@ -117,16 +134,40 @@ impl NatsStore {
     }
 
     /// The metadata of `doc` as stored plus this node's unwritten changes.
+    /// Records read within [`META_FRESH`] are taken from a cache: the dashboard asks for
+    /// every open document's title each second.
     fn record(&self, doc: &RoomName) -> Result<Option<MetaRecord>, StoreError> {
-        let name = doc.to_string();
-        let stored = self.call(move |n| async move { meta::read(&n.docs, &name).await })?;
+        let cached = Self::lock(&self.recent)
+            .get(doc)
+            .filter(|(at, _)| at.elapsed() < META_FRESH)
+            .map(|(_, rec)| rec.clone());
+        let stored = match cached {
+            Some(rec) => rec,
+            None => {
+                let name = doc.to_string();
+                let stored = self
+                    .call(move |n| async move { meta::read(&n.docs, &name).await })?
+                    .map(|(r, _)| r);
+                // A document not there yet may be created any moment: only records are kept.
+                if stored.is_some() {
+                    let mut recent = Self::lock(&self.recent);
+                    if recent.len() >= META_CACHE {
+                        recent.retain(|_, (at, _)| at.elapsed() < META_FRESH);
+                    }
+                    recent.insert(doc.clone(), (Instant::now(), stored.clone()));
+                }
+                stored
+            }
+        };
         if stored.is_some() {
             Self::lock(&self.known).insert(doc.clone());
         }
-        Ok(meta::with_delta(
-            stored.map(|(r, _)| r),
-            self.deltas.get(doc),
-        ))
+        Ok(meta::with_delta(stored, self.deltas.get(doc)))
+    }
+
+    /// Forgets the cached record of `doc` (it was just changed here).
+    fn forget_record(&self, doc: &RoomName) {
+        Self::lock(&self.recent).remove(doc);
     }
 
     /// Changes `doc`'s record at once (compare-and-set), for what other nodes must see now.
@@ -136,7 +177,10 @@ impl NatsStore {
         f: impl Fn(&mut MetaRecord) + Send + 'static,
     ) -> Result<(), StoreError> {
         let name = doc.to_string();
-        self.call(move |n| async move { meta::modify(&n.docs, &name, f).await.map(|_| ()) })?;
+        let done =
+            self.call(move |n| async move { meta::modify(&n.docs, &name, f).await.map(|_| ()) });
+        self.forget_record(doc);
+        done?;
         Self::lock(&self.known).insert(doc.clone());
         Ok(())
     }
@@ -265,7 +309,9 @@ impl Store for NatsStore {
 
     fn delete(&self, doc: &RoomName) -> Result<bool, StoreError> {
         let name = doc.to_string();
-        let existed = self.call(move |n| async move { docs::delete(&n, &name).await })?;
+        let existed = self.call(move |n| async move { docs::delete(&n, &name).await });
+        self.forget_record(doc);
+        let existed = existed?;
         self.deltas.forget(doc);
         Self::lock(&self.known).remove(doc);
         Self::lock(&self.creating).remove(doc);

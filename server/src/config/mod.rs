@@ -550,21 +550,6 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
 }
 
 impl Config {
-    /// This node's name in a cluster: `--node-name`, else the host name and the port it
-    /// listens on.
-    pub fn node_name(&self) -> String {
-        if let Some(name) = &self.nats.node_name {
-            return name.clone();
-        }
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "weft".to_owned());
-        format!("{host}-{}", self.bind.port())
-    }
-
     /// A configuration with every default, the data directory at `data` and an ephemeral port:
     /// what tests start from.
     pub fn for_tests(data: PathBuf) -> Self {

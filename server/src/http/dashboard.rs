@@ -12,6 +12,7 @@
 //! ```json
 //! { "server":  { "version", "started_ms", "uptime_secs", "data_dir", "auth": "tokens"|"open",
 //!                "durability": "strict"|"relaxed" },
+//!   "nodes":   null | [ { "name", "connections", "rooms", "seen_secs_ago", "this" } ],  // a cluster's
 //!   "totals":  { "messages_in", "messages_out", "bytes_in", "bytes_out", "updates_applied",
 //!                "fanout", "flushes", "queue_full_disconnects", "refused": { "<reason>": n },
 //!                "disconnects": { "<close code>|dropped|peer": n } },
