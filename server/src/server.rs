@@ -135,6 +135,15 @@ impl Server {
         let (store, local, feed, shared): (Arc<dyn Store>, _, _, _) = if config.nats.enabled() {
             let node = config.node_name();
             let nats = cluster::open(&config.nats, &node, config.flush_deadline())?;
+            if nats.max_update() < config.max_message {
+                tracing::warn!(
+                    max_update = nats.max_update(),
+                    max_message = config.max_message,
+                    "NATS takes smaller messages than --max-message: larger updates are refused \
+                     as not saved; raise max_payload in the nats-server configuration (8MB \
+                     suits most uses) or lower --max-message"
+                );
+            }
             // One feed for the cluster, mirrored into a tree of its own (the node's own feed
             // of a run without --nats stays as it was).
             let shared = ClusterFeed::open(&nats, config.feed_keep())?;

@@ -314,6 +314,23 @@ async fn the_list_explains_a_missing_token_and_bad_names() -> anyhow::Result<()>
     browsers.finish(result, vec![ana]).await
 }
 
+/// Waits (bounded) until `GET /api/search?q=word` finds `doc`.
+async fn indexed(server: &TestServer, word: &str, doc: &str) -> anyhow::Result<()> {
+    let url = format!("{}/api/search?q={word}", server.http_base());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let body = reqwest::get(&url).await?.text().await?;
+        if body.contains(&format!("\"{doc}\"")) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the search index did not find {doc} for {word:?} within 20 s: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The search box finds documents by title and by text, marks the matched words in a snippet,
 /// and shows the whole list again when cleared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,6 +346,11 @@ async fn search_finds_by_title_and_by_text() -> anyhow::Result<()> {
         create(&server, &plan, "Budget for the offsite\nvenue and travel", Some("Offsite planning")).await?;
         create(&server, &notes, "Standup notes\nthe venue is booked", None).await?;
         create(&server, &doc_id("misc"), "Reading list", None).await?;
+        // The index follows the change feed a moment behind the edits: wait until it has them,
+        // so what the page shows is the search itself and not the index catching up.
+        for (word, doc) in [("offsite", &plan), ("venue", &notes)] {
+            indexed(&server, word, doc).await?;
+        }
         ana.goto(&format!("{}/", server.http_base())).await?;
         wait_row_title(&ana, "docs", &plan, "Offsite planning").await?;
         let results = "const r = document.getElementById('results');

@@ -36,6 +36,9 @@ const CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// title, a count) show this much later; this node's own changes show at once.
 const META_FRESH: Duration = Duration::from_secs(2);
 
+/// Bytes of a published message kept for its subject and headers.
+const UPDATE_HEADROOM: usize = 4096;
+
 /// Records cached before stale ones are dropped.
 const META_CACHE: usize = 4096;
 
@@ -96,6 +99,11 @@ impl NatsStore {
             store.count.store(list.len() as u64, Ordering::Relaxed);
         }
         store
+    }
+
+    /// The largest update NATS takes (its `max_payload` less room for headers).
+    pub(crate) fn max_update(&self) -> usize {
+        self.nats.max_payload.saturating_sub(UPDATE_HEADROOM)
     }
 
     /// Makes every flush also flush `tree`'s database (the node's own sled store) first.
@@ -206,7 +214,7 @@ impl Store for NatsStore {
 
     fn append(&self, doc: &RoomName, update: &[u8]) -> Result<u64, StoreError> {
         // Headers and subject ride in the same message: keep a margin below the server's limit.
-        if update.len() + 4096 > self.nats.max_payload {
+        if update.len() > self.max_update() {
             return Err(StoreError::Unavailable(
                 format!(
                     "an update of {} bytes is larger than NATS accepts (max_payload {}); raise \
