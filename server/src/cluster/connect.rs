@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, kv, object_store, stream};
 use async_nats::{Client, ConnectOptions};
 use tracing::info;
 
-use crate::cluster::history::{self, HistoryBuckets};
+use crate::cluster::buckets::{history_buckets, kv_bucket, HistoryBuckets};
 use crate::cluster::names::{DOCS_BUCKET, LOG_STREAM, LOG_SUBJECTS, SNAPSHOT_BUCKET};
 use crate::cluster::ClusterError;
 use crate::config::NatsArgs;
@@ -83,7 +83,7 @@ pub(crate) async fn connect(args: &NatsArgs, node_name: &str) -> Result<Nats, Cl
         })
         .await
         .map_err(|e| ClusterError::setup(SNAPSHOT_BUCKET, e))?;
-    let history = history::setup(&js, replicas).await?;
+    let history = history_buckets(&js, replicas).await?;
     let node = format!("{node_name}-{}", uuid::Uuid::new_v4().simple());
     info!(%urls, server = %server.server_name, version = %server.version, servers, replicas,
         max_payload = server.max_payload, "connected to NATS JetStream");
@@ -172,36 +172,4 @@ async fn log_stream(
 async fn docs_bucket(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, ClusterError> {
     let description = "Weft: document metadata, snapshot pointers, trash, revocations";
     Ok(kv_bucket(js, DOCS_BUCKET, description, replicas).await?.1)
-}
-
-/// Key-value bucket `bucket` and its stream. The stream is created here with the settings a
-/// key-value bucket has (one value per key, rollups, direct gets): the client's own bucket
-/// creation first asks for account details in a form NATS 2.9 does not answer.
-pub(crate) async fn kv_bucket(
-    js: &jetstream::Context,
-    bucket: &'static str,
-    description: &str,
-    replicas: usize,
-) -> Result<(stream::Stream, kv::Store), ClusterError> {
-    let stream = js
-        .get_or_create_stream(stream::Config {
-            name: format!("KV_{bucket}"),
-            description: Some(description.into()),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            discard: stream::DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            num_replicas: replicas,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ClusterError::setup(bucket, e))?;
-    let kv = js
-        .get_key_value(bucket)
-        .await
-        .map_err(|e| ClusterError::setup(bucket, e))?;
-    Ok((stream, kv))
 }

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use tracing::{info, warn};
 
 use crate::cluster::connect::Nats;
+use crate::cluster::hooks::record_of;
 use crate::cluster::{hooks, ClusterError, NatsStore};
 use crate::feed::event::Record;
 use crate::feed::shared::{Outgoing, SharedLog, SharedQueue};
@@ -138,14 +139,6 @@ impl ClusterFeed {
         }
         "the consumer ended".into()
     }
-}
-
-/// The event `msg` of the feed's stream holds, numbered by its place in the stream.
-pub(super) fn record_of(msg: &async_nats::jetstream::Message) -> Option<Record> {
-    let seq = msg.info().ok()?.stream_sequence;
-    let mut record: Record = serde_json::from_slice(&msg.payload).ok()?;
-    record.seq = seq;
-    Some(record)
 }
 
 /// The feed's stream, created with the update log's replicas or checked, its max age `keep`.

@@ -10,7 +10,7 @@
 //! | `b.{doc}.{id:020}.{nonce}`   | its body (deflated JSON), when small                   |
 //! | `r.{doc}`                    | the document's recorder lease (see `lease.rs`)         |
 //!
-//! Larger bodies (keyframes of big documents) go to the object store [`BODY_OBJECTS`] as
+//! Larger bodies (keyframes of big documents) go to the object store `WEFT_VERSIONS` as
 //! `{doc}.{id:020}.{nonce}`. Every body written gets a fresh nonce and the metadata names it,
 //! so two nodes racing for one id never overwrite each other's body: a new version's metadata
 //! is *created* (compare-and-set against nothing), and the node that loses removes its body.
@@ -23,24 +23,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-use async_nats::jetstream::{self, kv, object_store, stream};
+use async_nats::jetstream::{kv, object_store};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use weft_protocol::RoomName;
 
-use crate::cluster::connect::{kv_bucket, Nats};
+use crate::cluster::buckets::HISTORY_BUCKET;
+use crate::cluster::connect::Nats;
+use crate::cluster::lease;
 use crate::cluster::names::hex;
 use crate::cluster::runtime::NatsRuntime;
-use crate::cluster::{lease, ClusterError};
 use crate::store::history::{pack_body, unpack_body, HistoryBackend, VersionBody, VersionMeta};
 use crate::store::{now_ms, StoreError};
-
-/// The key-value bucket of version metadata, small bodies and recorder leases.
-pub(crate) const HISTORY_BUCKET: &str = "WEFT_HISTORY";
-/// The object store of large version bodies.
-pub(crate) const BODY_OBJECTS: &str = "WEFT_VERSIONS";
 
 /// Largest body kept in the bucket itself (also kept below half the servers' message limit).
 const INLINE_MAX: usize = 128 * 1024;
@@ -50,38 +46,6 @@ const CALL_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Longest wait for the next version while listing a document's versions.
 const READ_STALL: Duration = Duration::from_secs(5);
-
-/// The bucket and object store of the cluster's version histories.
-pub(crate) struct HistoryBuckets {
-    /// Metadata, small bodies, leases.
-    pub(crate) kv: kv::Store,
-    /// The bucket's stream: listing one document's versions, purging removed ones.
-    pub(crate) stream: stream::Stream,
-    /// Large bodies.
-    pub(crate) bodies: object_store::ObjectStore,
-}
-
-/// Creates (or opens) the history bucket and object store with `replicas` replicas. The
-/// bucket's stream is created here as `connect.rs` does for the documents' bucket: the
-/// client's own bucket creation asks NATS 2.9 for what it does not answer.
-pub(crate) async fn setup(
-    js: &jetstream::Context,
-    replicas: usize,
-) -> Result<HistoryBuckets, ClusterError> {
-    let description = "Weft: version histories of documents, recorder leases";
-    let (stream, kv) = kv_bucket(js, HISTORY_BUCKET, description, replicas).await?;
-    let bodies = js
-        .create_object_store(object_store::Config {
-            bucket: BODY_OBJECTS.into(),
-            description: Some("Weft: large version bodies (keyframes)".into()),
-            num_replicas: replicas,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ClusterError::setup(BODY_OBJECTS, e))?;
-    Ok(HistoryBuckets { kv, stream, bodies })
-}
 
 /// Where a version's body is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

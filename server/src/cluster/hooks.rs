@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use crate::cluster::feed::record_of;
+use crate::feed::event::Record;
 use crate::feed::shared::{Job, JobAck, SharedQueue};
 
 /// How often creating a consumer is tried when other nodes create or remove it meanwhile.
@@ -157,4 +157,12 @@ impl JobAck for Acker {
                 .map_err(|e| e.to_string())
         })
     }
+}
+
+/// The event `msg` of the feed's stream holds, numbered by its place in the stream.
+pub(super) fn record_of(msg: &async_nats::jetstream::Message) -> Option<Record> {
+    let seq = msg.info().ok()?.stream_sequence;
+    let mut record: Record = serde_json::from_slice(&msg.payload).ok()?;
+    record.seq = seq;
+    Some(record)
 }

@@ -16,6 +16,7 @@
 //! - `feed.rs`: the change feed of the whole cluster, one stream; `hooks.rs`: the webhook
 //!   queues on it, shared by the nodes.
 
+mod buckets;
 mod connect;
 mod docs;
 pub(crate) mod feed;
