@@ -13,6 +13,7 @@ use crate::cluster::buckets::{history_buckets, kv_bucket, HistoryBuckets};
 use crate::cluster::names::{DOCS_BUCKET, LOG_STREAM, LOG_SUBJECTS, SNAPSHOT_BUCKET};
 use crate::cluster::ClusterError;
 use crate::config::NatsArgs;
+use crate::store::StoreError;
 
 /// How long a node tries to reach NATS at start before it gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +45,24 @@ pub(crate) struct Nats {
     pub(crate) max_payload: usize,
     /// Version histories (see `history.rs`).
     pub(crate) history: HistoryBuckets,
+}
+
+impl Nats {
+    /// Fails at once while the connection is down: a request would only wait for its
+    /// deadline, and everything behind it (a dashboard, a shutdown) would queue up.
+    pub(crate) fn reachable(&self) -> Result<(), StoreError> {
+        if self.client.connection_state() == async_nats::connection::State::Disconnected {
+            return Err(connection_lost());
+        }
+        Ok(())
+    }
+}
+
+/// What a store call says while the connection to NATS is down.
+pub(crate) fn connection_lost() -> StoreError {
+    StoreError::Unavailable(
+        "the connection to NATS is lost; edits are kept and saved once it is back".into(),
+    )
 }
 
 /// Connects to the servers of `args` and creates or checks the cluster's stream and buckets.

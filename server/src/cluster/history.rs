@@ -106,6 +106,7 @@ impl NatsHistory {
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
+        self.nats.reachable()?;
         match self.rt.call(CALL_DEADLINE, f(self.nats.clone())) {
             Ok(out) => out,
             Err(e) => Err(StoreError::Unavailable(e.to_string().into())),

@@ -72,7 +72,7 @@ pub(crate) async fn numbers(docs: &kv::Store, prefix: &str) -> Result<Vec<(Strin
 }
 
 /// Every key of the bucket.
-async fn all_keys(docs: &kv::Store) -> Result<Vec<String>, String> {
+pub(crate) async fn all_keys(docs: &kv::Store) -> Result<Vec<String>, String> {
     docs.keys()
         .await
         .map_err(|e| format!("listing NATS keys failed: {e}"))?
@@ -87,11 +87,7 @@ pub(crate) async fn refused(docs: &kv::Store) -> Result<Vec<[u8; 32]>, String> {
     Ok(keys
         .iter()
         .filter_map(|k| {
-            let hex = k.strip_prefix("refused.")?;
-            let bytes: Vec<u8> = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-                .collect::<Option<_>>()?;
+            let bytes = names::hex_bytes(k.strip_prefix("refused.")?)?;
             bytes.try_into().ok()
         })
         .collect())

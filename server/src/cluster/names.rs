@@ -26,15 +26,20 @@ pub(crate) fn hex(doc: &str) -> String {
     out
 }
 
-/// The document id `hex` stands for, if it is hex of a valid room name.
-pub(crate) fn unhex(hex: &str) -> Option<RoomName> {
+/// The bytes `hex` spells (lowercase or uppercase, two digits a byte), if it is hex.
+pub(crate) fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
     if !hex.len().is_multiple_of(2) {
         return None;
     }
-    let bytes = (0..hex.len())
+    (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
+        .collect()
+}
+
+/// The document id `hex` stands for, if it is hex of a valid room name.
+pub(crate) fn unhex(hex: &str) -> Option<RoomName> {
+    let bytes = hex_bytes(hex)?;
     let limits = Limits {
         max_room_name: usize::MAX,
         ..Limits::DEFAULT
@@ -77,11 +82,7 @@ pub(crate) fn revoke_key(doc: &str) -> String {
 
 /// Key of a refused update hash.
 pub(crate) fn refused_key(hash: &[u8; 32]) -> String {
-    let mut s = String::from("refused.");
-    for b in hash {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("refused.{}", crate::store::inflight::hex(hash))
 }
 
 /// Key of the cluster-wide reservation of awareness clock offsets.

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use weft_protocol::RoomName;
 
-use crate::cluster::connect::Nats;
+use crate::cluster::connect::{connection_lost, Nats};
 use crate::cluster::history::NatsHistory;
 use crate::cluster::meta::{self, Deltas, MetaRecord};
 use crate::cluster::names::{self, meta_key};
@@ -122,13 +122,7 @@ impl NatsStore {
         T: Send + 'static,
         F: Future<Output = Result<T, String>> + Send + 'static,
     {
-        // While the connection is down a request would only wait for its deadline: a store
-        // call then fails at once, so nothing (a dashboard, a shutdown) queues up behind it.
-        if self.nats.client.connection_state() == State::Disconnected {
-            return Err(StoreError::Unavailable(
-                "the connection to NATS is lost; edits are kept and saved once it is back".into(),
-            ));
-        }
+        self.nats.reachable()?;
         let fut = f(self.nats.clone());
         match self.rt.call(CALL_DEADLINE, fut) {
             Ok(Ok(v)) => Ok(v),
@@ -360,9 +354,7 @@ impl Store for NatsStore {
 
     fn health(&self) -> Result<(), StoreError> {
         if self.nats.client.connection_state() != State::Connected {
-            return Err(StoreError::Unavailable(
-                "the connection to NATS is lost; edits are kept and saved once it is back".into(),
-            ));
+            return Err(connection_lost());
         }
         match self.publisher.failing() {
             Some((_, why)) => Err(StoreError::Unavailable(why.into())),
@@ -506,14 +498,7 @@ impl NatsStore {
 
 /// Every document's record, sorted by id.
 async fn list_records(nats: &Nats) -> Result<Vec<(RoomName, MetaRecord)>, String> {
-    let keys: Vec<String> = nats
-        .docs
-        .keys()
-        .await
-        .map_err(|e| format!("listing documents failed: {e}"))?
-        .try_collect()
-        .await
-        .map_err(|e| format!("listing documents failed: {e}"))?;
+    let keys = kvs::all_keys(&nats.docs).await?;
     let docs = nats.docs.clone();
     let mut list: Vec<(RoomName, MetaRecord)> = futures_util::stream::iter(
         keys.into_iter()
