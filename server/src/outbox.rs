@@ -8,10 +8,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tungstenite::{Message as WsMessage, Utf8Bytes};
 use weft_protocol::CloseCode;
 
 /// A data message, either way: what a handler receives and what an [`Outbox`] queues.

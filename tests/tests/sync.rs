@@ -111,6 +111,40 @@ async fn late_joiner_and_resync() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A document far larger than one WebSocket frame the server sends (it fragments messages
+/// over 32 KiB) reaches joiners whole, several at once, and their edits still converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiners_of_a_large_document_get_all_of_it() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let url = server.room_url("large");
+    let seed = Client::connect_synced(&url).await?;
+    // 24 lines of 10,000 characters: about 240 KB, eight fragments, in one step 2.
+    for i in 0..24 {
+        seed.push(&format!("{i:02}{}\n", "x".repeat(9_997)))?;
+    }
+    seed.wait_acked().await?;
+    let expected = seed.text();
+    let mut joiners = Vec::new();
+    // Connected one after another without waiting: their step 2s are in flight together.
+    for _ in 0..4 {
+        joiners.push(Client::connect(&url).await?);
+    }
+    for joiner in &joiners {
+        joiner.wait_synced().await?;
+        assert!(
+            joiner.text() == expected,
+            "a joiner's copy differs from the seed's"
+        );
+        joiner.push("!")?;
+    }
+    // A text this long in an assertion message is no help: compare lengths.
+    wait_until("the joiners' edits at the seed", WAIT, || {
+        seed.len() as usize == expected.len() + joiners.len()
+    })
+    .await?;
+    Ok(())
+}
+
 /// Awareness reaches others, echoes to the sender, and disappears from the others within a
 /// second of the owner's socket dropping without a close frame.
 #[tokio::test]

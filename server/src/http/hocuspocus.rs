@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
+use crate::net::upgrade::Upgrade as WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;

@@ -26,7 +26,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -34,7 +33,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Extension;
 use axum::Router;
+use futures_util::{SinkExt, StreamExt};
 use tracing::Level;
+use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::Message as WsMessage;
 use weft_protocol::{CloseCode, RoomName};
 
 use crate::config::Config;
@@ -47,6 +50,7 @@ use crate::net::connection::{self, Peer};
 use crate::net::echo::Echo;
 use crate::net::metered::ReadMeter;
 use crate::net::socket::{self, AddressBudget};
+use crate::net::upgrade::{Upgrade as WebSocketUpgrade, WebSocket};
 use crate::shutdown::Shutdown;
 
 /// `GET /ws/{room}`: admits the socket to its room, or refuses it as the module describes.
@@ -295,7 +299,7 @@ fn refuse_in_band(ws: WebSocketUpgrade, state: &AppState, e: ApiError, slots: Sl
         .on_upgrade(move |mut socket| {
             tracker.track(async move {
                 let frame = CloseFrame {
-                    code: code.code(),
+                    code: WsCloseCode::from(code.code()),
                     reason: e.code.into(),
                 };
                 if socket.send(WsMessage::Close(Some(frame))).await.is_ok() {
@@ -309,7 +313,7 @@ fn refuse_in_band(ws: WebSocketUpgrade, state: &AppState, e: ApiError, slots: Sl
 /// Reads until the client's close reply, skipping what it sent before it saw our close (a
 /// y-websocket client sends sync step 1 as soon as the socket opens).
 async fn close_reply(socket: &mut WebSocket) {
-    while let Some(Ok(message)) = socket.recv().await {
+    while let Some(Ok(message)) = socket.next().await {
         if matches!(message, WsMessage::Close(_)) {
             return;
         }

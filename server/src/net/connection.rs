@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocket;
+use crate::net::upgrade::WebSocket;
 use tracing::{debug, info, info_span, warn, Instrument as _};
 use weft_protocol::{decode_frame, CloseCode, Limits, Message, Role, RoomName};
 

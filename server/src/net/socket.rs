@@ -21,20 +21,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use tungstenite::error::ProtocolError;
+use tungstenite::protocol::frame::coding::{CloseCode as WsCloseCode, Data as FrameData, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, Frame};
+use tungstenite::Message as WsMessage;
 use weft_protocol::CloseCode;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::metered::ReadMeter;
+use crate::net::upgrade::{WebSocket, WRITE_BUFFER};
 use crate::outbox::{Closer, Data, Ending, Outbox, QueuedBytes};
 use crate::shutdown::Shutdown;
 
@@ -283,7 +286,7 @@ impl Reader<'_> {
     }
 
     /// Ends the connection after a read error; the peer's side of the stream is over.
-    fn failed(&self, e: &axum::Error) -> bool {
+    fn failed(&self, e: &tungstenite::Error) -> bool {
         let ending = read_failure(e);
         debug!(error = %e, ?ending, "socket read failed");
         // tungstenite fuses the stream after an error: nothing more can be read, so there is no
@@ -299,7 +302,7 @@ fn data_of(msg: WsMessage, close_received: &mut bool) -> Option<Data> {
     match msg {
         WsMessage::Binary(frame) => Some(Data::Binary(frame)),
         WsMessage::Text(text) => Some(Data::Text(text)),
-        WsMessage::Ping(_) | WsMessage::Pong(_) => None,
+        WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => None,
         WsMessage::Close(frame) => {
             debug!(?frame, "peer sent close");
             *close_received = true;
@@ -367,6 +370,11 @@ const COALESCE_FRAMES: usize = 64;
 /// Most bytes one wake-up of the writer hands the socket before flushing.
 const COALESCE_BYTES: usize = 256 * 1024;
 
+/// Largest frame the writer sends: a longer message goes out in fragments of this size, each a
+/// slice of the shared buffer, so tungstenite's per-socket write buffer (which keeps its largest
+/// size for good) never grows past [`WRITE_BUFFER`] plus one fragment.
+pub(crate) const FRAGMENT: usize = WRITE_BUFFER / 2;
+
 /// Writes `first` and whatever else is already queued (up to [`COALESCE_FRAMES`] and
 /// [`COALESCE_BYTES`]) into the socket's buffer, then flushes once: one `send` per wake-up
 /// instead of one per frame, the largest cost of a busy room (the kernel's TCP send path).
@@ -376,13 +384,13 @@ async fn write_queued(
     first: Data,
     queued: &QueuedBytes,
     metrics: Option<&Metrics>,
-) -> Result<(), axum::Error> {
+) -> Result<(), tungstenite::Error> {
     let (mut frames, mut bytes) = (0usize, 0usize);
     let mut next = Some(first);
     while let Some(data) = next.take() {
         let len = data.len();
         queued.now.fetch_sub(len, Ordering::AcqRel);
-        sink.feed(data.into_message()).await?;
+        feed(sink, data).await?;
         if let Some(m) = metrics {
             m.messages_out.inc();
             m.bytes_out.inc_by(len as u64);
@@ -394,6 +402,34 @@ async fn write_queued(
         }
     }
     sink.flush().await
+}
+
+/// Hands one message to the socket: whole when it fits in a [`FRAGMENT`], else as a run of
+/// fragments (RFC 6455 section 5.4; every WebSocket client reassembles them).
+async fn feed<S>(sink: &mut S, data: Data) -> Result<(), tungstenite::Error>
+where
+    S: Sink<WsMessage, Error = tungstenite::Error> + Unpin,
+{
+    if data.len() <= FRAGMENT {
+        return sink.feed(data.into_message()).await;
+    }
+    let (payload, first) = match data {
+        Data::Binary(b) => (b, FrameData::Binary),
+        Data::Text(t) => (Bytes::from(t), FrameData::Text),
+    };
+    let mut start = 0;
+    while start < payload.len() {
+        let end = (start + FRAGMENT).min(payload.len());
+        let opcode = OpCode::Data(if start == 0 {
+            first
+        } else {
+            FrameData::Continue
+        });
+        let frame = Frame::message(payload.slice(start..end), opcode, end == payload.len());
+        sink.feed(WsMessage::Frame(frame)).await?;
+        start = end;
+    }
+    Ok(())
 }
 
 /// Sends the close frame, after what was queued before the close was decided (an echo, a last
@@ -408,7 +444,7 @@ async fn send_close(
         rx.close();
         let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
             while let Ok(data) = rx.try_recv() {
-                if sink.feed(data.into_message()).await.is_err() {
+                if feed(sink, data).await.is_err() {
                     break;
                 }
             }
@@ -417,7 +453,7 @@ async fn send_close(
     }
     // Whatever ended the connection, a reason past 123 bytes would make the frame invalid.
     let frame = CloseFrame {
-        code: code.code(),
+        code: WsCloseCode::from(code.code()),
         reason: truncate_reason(&reason).into(),
     };
     let _ = tokio::time::timeout(
@@ -526,10 +562,7 @@ pub(crate) struct AddressBudget {
 
 /// How to end a connection whose read failed: a close frame with the RFC 6455 code when the
 /// peer broke the protocol, a plain drop when the transport itself is gone.
-fn read_failure(e: &axum::Error) -> Ending {
-    let Some(e) = tungstenite_error(e) else {
-        return Ending::Terminate("socket error");
-    };
+fn read_failure(e: &tungstenite::Error) -> Ending {
     match e {
         tungstenite::Error::Capacity(_) => {
             Ending::Close(CloseCode::TooBig, "message too big".into())
@@ -548,24 +581,68 @@ fn read_failure(e: &axum::Error) -> Ending {
     }
 }
 
-/// The tungstenite error behind an axum WebSocket error, if there is one.
-fn tungstenite_error(e: &axum::Error) -> Option<&tungstenite::Error> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(e) = err.downcast_ref::<tungstenite::Error>() {
-            return Some(e);
-        }
-        source = err.source();
-    }
-    None
-}
-
 /// Close reasons are cut where the outbox cuts them (shared with the room).
 pub(crate) use crate::outbox::truncate_reason;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::WebSocketStream;
+    use tungstenite::protocol::{Role, WebSocketConfig};
+
+    /// Reads server frames (unmasked) off `raw` until one is final: (opcode, final, length).
+    async fn read_frames(raw: &mut tokio::io::DuplexStream) -> Vec<(u8, bool, usize)> {
+        let mut frames = Vec::new();
+        loop {
+            let mut head = [0u8; 2];
+            raw.read_exact(&mut head).await.expect("frame header");
+            let len = match head[1] & 0x7f {
+                126 => usize::from(raw.read_u16().await.expect("length")),
+                127 => usize::try_from(raw.read_u64().await.expect("length")).expect("fits"),
+                n => usize::from(n),
+            };
+            let mut payload = vec![0u8; len];
+            raw.read_exact(&mut payload).await.expect("payload");
+            let fin = head[0] & 0x80 != 0;
+            frames.push((head[0] & 0x0f, fin, len));
+            if fin {
+                return frames;
+            }
+        }
+    }
+
+    /// A message over one fragment leaves as a binary frame and continuations of at most
+    /// [`FRAGMENT`] bytes each, the last one final; a small one leaves whole.
+    #[tokio::test]
+    async fn large_messages_leave_in_fragments() {
+        let (server, mut raw) = tokio::io::duplex(1 << 20);
+        let config = WebSocketConfig::default().write_buffer_size(WRITE_BUFFER);
+        let mut ws = WebSocketStream::from_raw_socket(server, Role::Server, Some(config)).await;
+        let big = Bytes::from(vec![7u8; 3 * FRAGMENT + 10]);
+        let reader = tokio::spawn(async move {
+            let big = read_frames(&mut raw).await;
+            let small = read_frames(&mut raw).await;
+            (big, small)
+        });
+        feed(&mut ws, Data::Binary(big)).await.expect("feed");
+        feed(&mut ws, Data::Binary(Bytes::from_static(b"small")))
+            .await
+            .expect("feed");
+        ws.flush().await.expect("flush");
+        let (big, small) = reader.await.expect("reader");
+        let (binary, continuation) = (0x2, 0x0);
+        assert_eq!(
+            big,
+            vec![
+                (binary, false, FRAGMENT),
+                (continuation, false, FRAGMENT),
+                (continuation, false, FRAGMENT),
+                (continuation, true, 10),
+            ]
+        );
+        assert_eq!(small, vec![(binary, true, 5)]);
+    }
 
     /// Close reasons never exceed the 123 bytes RFC 6455 allows, even mid-character.
     #[test]
@@ -580,7 +657,7 @@ mod tests {
     /// peer is dropped without a close frame.
     #[test]
     fn read_failures_map_to_rfc_close_codes() {
-        let code = |e: tungstenite::Error| match read_failure(&axum::Error::new(e)) {
+        let code = |e: tungstenite::Error| match read_failure(&e) {
             Ending::Close(code, _) => Some(code),
             Ending::Terminate(_) => None,
         };

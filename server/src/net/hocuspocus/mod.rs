@@ -29,7 +29,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocket;
+use crate::net::upgrade::WebSocket;
 use bytes::Bytes;
 use tracing::{debug, info_span, Instrument as _};
 use weft_protocol::hocuspocus::{self, Body, Envelope};
