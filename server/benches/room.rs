@@ -3,7 +3,8 @@
 //! one member, only the writer gets its echo: that is the apply cost), and a fresh member
 //! joining a ~100k-character document (its sync step 1 answered with the whole document as
 //! step 2), both while the room can reuse the last encoding and right after an edit, when it
-//! cannot; and planning `PUT text`'s edits for large rewrites (bounded in time, off the room).
+//! cannot; a keystroke into a document with thousands of past clients (the write guards' clock
+//! lookups); and planning `PUT text`'s edits for large rewrites (bounded in time, off the room).
 //! Run with `cargo bench -p weft-server`.
 //!
 //! The room runs in-process through `weft_server::bench` (the actor's code without its task or
@@ -164,6 +165,47 @@ fn keystroke(c: &mut Criterion) {
     group.finish();
 }
 
+/// A document that `clients` clients each wrote one character into (ids from 10,000), as one
+/// update: a long-lived document's state vector has an entry for every client it ever had.
+fn many_clients(clients: u64) -> Vec<u8> {
+    let updates: Vec<Vec<u8>> = (0..clients)
+        .map(|i| {
+            let doc = client(10_000 + i);
+            let text = doc.get_or_insert_text("content");
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, 0, "x");
+            txn.encode_update_v1()
+        })
+        .collect();
+    yrs::merge_updates_v1(updates).expect("updates merge")
+}
+
+/// A keystroke into a document with many past clients: what the write guards cost when they
+/// look clocks up (before, each update built the whole state vector).
+fn keystroke_past_clients(c: &mut Criterion) {
+    let mut group = c.benchmark_group("room keystroke, past clients");
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(1));
+    for clients in [10, 1_000, 5_000] {
+        let state = many_clients(clients);
+        let (mut room, ids) = room_with(&state, 1);
+        let mut typist = Typist::new(&state);
+        group.bench_function(BenchmarkId::new("clients", clients), |b| {
+            b.iter_batched(
+                || typist.keystroke(),
+                |update| {
+                    room.send(ids[0], vec![Message::Update(update)]);
+                    room.finish_batch();
+                    black_box(room.drain_all())
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 /// A fresh member joins with nothing (sync step 1 with an empty state vector), gets what the
 /// room sends it, and leaves.
 fn join_once(room: &mut BenchRoom) -> weft_server::bench::Delivered {
@@ -262,5 +304,11 @@ fn put_text_plan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, keystroke, join, put_text_plan);
+criterion_group!(
+    benches,
+    keystroke,
+    keystroke_past_clients,
+    join,
+    put_text_plan
+);
 criterion_main!(benches);

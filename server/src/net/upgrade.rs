@@ -209,7 +209,7 @@ mod tests {
     fn accept_key_matches_the_rfc_example() {
         assert_eq!(
             derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBWK1xJ8Ph8ryHRBxlE3+o="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 }

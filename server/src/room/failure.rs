@@ -78,6 +78,7 @@ impl Room {
             }
         }
         self.doc = new_doc();
+        self.known.reset();
         self.full_state = None;
         self.queued.clear();
         self.unsaved = None;

@@ -12,8 +12,9 @@ use weft_protocol::RoomName;
 use yrs::{Doc, GetString, ReadTxn, Transact};
 
 use crate::room::failure::store_reason;
+use crate::room::known_clocks::KnownClocks;
 use crate::room::registry::RoomContext;
-use crate::room::yrs_guards::{contain, decode_update_with_parents, out_of_order, parents_known};
+use crate::room::yrs_guards::{admissible, contain, decode_update_with_parents, held_back};
 use crate::room::{new_doc, Room};
 use crate::store::inflight::{self, Applying};
 
@@ -31,6 +32,8 @@ pub(crate) struct Loaded {
     pub(super) stored_bytes: u64,
     /// Whether the store knows the document (metadata or content).
     pub(super) exists: bool,
+    /// The document's clocks, as the replay left them.
+    pub(super) clocks: KnownClocks,
 }
 
 /// Rebuilds a document from its snapshot and log. An update that fails (or panics), or whose
@@ -42,8 +45,9 @@ pub(crate) fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, Str
         || !stored.updates.is_empty()
         || matches!(ctx.store.meta(name), Ok(Some(_)));
     let doc = new_doc();
+    let mut clocks = KnownClocks::default();
     if let Some(snapshot) = &stored.snapshot {
-        apply_stored(ctx, name, Applying::Snapshot, &doc, snapshot)
+        apply_stored(ctx, name, Applying::Snapshot, (&doc, &mut clocks), snapshot)
             .map_err(|e| format!("snapshot does not load: {e}"))?;
     }
     let mut loaded = Loaded {
@@ -53,10 +57,12 @@ pub(crate) fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, Str
         log_bytes: 0,
         stored_bytes: stored.snapshot.as_ref().map_or(0, |s| s.len() as u64),
         exists,
+        clocks,
     };
     for (seq, update) in &stored.updates {
         loaded.last_seq = *seq;
-        match apply_stored(ctx, name, Applying::Stored(*seq), &loaded.doc, update) {
+        let doc = (&loaded.doc, &mut loaded.clocks);
+        match apply_stored(ctx, name, Applying::Stored(*seq), doc, update) {
             Ok(()) => {
                 loaded.log_len += 1;
                 loaded.log_bytes += update.len() as u64;
@@ -80,7 +86,7 @@ fn apply_stored(
     ctx: &RoomContext,
     name: &RoomName,
     applying: Applying,
-    doc: &Doc,
+    (doc, clocks): (&Doc, &mut KnownClocks),
     bytes: &[u8],
 ) -> Result<(), String> {
     let hash = inflight::hash(bytes);
@@ -100,11 +106,22 @@ fn apply_stored(
         let mut txn = doc.transact_mut();
         // Stored before the write path refused such updates; applying one would make this
         // document differ from its own encoding. (A snapshot is such an encoding already.)
-        if matches!(applying, Applying::Stored(_)) {
-            out_of_order(&txn, &update)?;
-            parents_known(&txn, &update, &parents)?;
+        let inserted = match applying {
+            Applying::Stored(_) => {
+                let inserted = update.insertions(true);
+                clocks.check(&txn, |known| {
+                    admissible(&txn, &update, &parents, &inserted, known)
+                })?;
+                Some(inserted)
+            }
+            _ => None,
+        };
+        txn.apply_update(update).map_err(|e| e.to_string())?;
+        match inserted {
+            Some(inserted) => clocks.applied(&inserted, held_back(&txn)),
+            None => clocks.reset(),
         }
-        txn.apply_update(update).map_err(|e| e.to_string())
+        Ok(())
     })
     .unwrap_or_else(|_| Err("yrs panicked".into()))
 }
@@ -127,6 +144,7 @@ impl Room {
             Ok(loaded) => {
                 self.full_state = None;
                 self.doc = loaded.doc;
+                self.known = loaded.clocks;
                 self.last_seq = loaded.last_seq;
                 self.log_len = loaded.log_len;
                 self.log_bytes = loaded.log_bytes;

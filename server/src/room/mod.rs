@@ -71,6 +71,7 @@ mod handle;
 pub(crate) mod history;
 mod hocuspocus;
 mod inbox;
+mod known_clocks;
 mod load;
 mod members;
 mod ops;
@@ -103,6 +104,7 @@ use crate::room::batch::{saved, Unsaved};
 use crate::room::fanout::{Member, Target};
 use crate::room::feed::{window_closed, FeedState};
 use crate::room::hocuspocus::Acks;
+use crate::room::known_clocks::KnownClocks;
 use crate::room::presence::Presence;
 use crate::room::registry::{Registration, RoomContext, Stopped};
 use crate::room::versions::Versions;
@@ -149,6 +151,8 @@ pub(crate) struct Room {
     /// Its entry in the registry, given up when the room stops.
     registration: Registration,
     doc: Doc,
+    /// The document's clocks per client, for the write guards (see `known_clocks`).
+    known: KnownClocks,
     presence: Presence,
     /// Awareness changes waiting for the room's next awareness frame.
     awareness: AwarenessTick,
@@ -260,6 +264,7 @@ impl Room {
             ctx,
             registration,
             doc: loaded.doc,
+            known: loaded.clocks,
             awareness: AwarenessTick::default(),
             members: HashMap::new(),
             last_seq: loaded.last_seq,

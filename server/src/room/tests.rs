@@ -196,6 +196,19 @@ fn joiners_share_the_encoded_document_until_it_changes() {
     let (second, again) = step2_for_empty_state(&mut d, 11);
     assert_eq!((first.as_str(), second.as_str()), ("a", "a"));
     assert_eq!(at, again, "the second joiner got a new encoding");
+    // A member's empty step 2 (every joiner's answer to the room's step 1) changes nothing.
+    let empty = Doc::new()
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    d.room
+        .handle(Command::Messages(1, vec![Message::SyncStep2(empty)]));
+    d.rt.block_on(d.room.finish_batch());
+    let (third, still) = step2_for_empty_state(&mut d, 14);
+    assert_eq!(
+        (third.as_str(), still),
+        ("a", at),
+        "an empty step 2 dropped the cache"
+    );
 
     send_updates(&mut d, &[&b]);
     assert_eq!(step2_for_empty_state(&mut d, 12).0, "ab");

@@ -8,13 +8,14 @@ use base64::Engine as _;
 use bytes::Bytes;
 use tracing::{error, warn};
 use weft_protocol::{encode_sync, CloseCode, Control, Message, Role, SYNC_UPDATE};
-use yrs::{Doc, ReadTxn, Transact};
+use yrs::{Doc, Transact};
 
 use crate::feed::log::flags;
 use crate::room::failure::store_reason;
 use crate::room::fanout::Target;
+use crate::room::known_clocks::KnownClocks;
 use crate::room::yrs_guards::{
-    contain, decode_update, decode_update_with_parents, out_of_order, parents_known, Panicked,
+    admissible, contain, decode_update, decode_update_with_parents, held_back, Panicked,
 };
 use crate::room::{ApiOpError, ConnId, Room};
 use crate::store::inflight::{self, Applying};
@@ -168,11 +169,15 @@ impl Room {
                 .mark(self.name.as_str(), Applying::Remote, &hash, update.len());
         #[cfg(feature = "fault-injection")]
         crate::testing::fault::before_apply(&update);
-        // From here even an update that fails may have changed the document (or its pending
-        // part); one refused above changed nothing, so a flood of those keeps the cache.
-        self.full_state = None;
-        let applied = apply_remote(&self.doc, &update);
+        let applied = apply_remote(&self.doc, &mut self.known, &update);
         drop(mark);
+        // Even an update that fails may have changed the document (or its pending part). One
+        // that changed nothing keeps the cached encoding: every joiner answers the room's step 1
+        // with such an empty step 2, and dropping the cache for each made a storm of joiners of
+        // a large document encode it again for nearly every one (and hold each copy).
+        if !matches!(applied, Ok(Ok(false))) {
+            self.full_state = None;
+        }
         match applied {
             Ok(Ok(true)) => {}
             // Nothing new: the empty step 2 every client answers the server's step 1 with, or a
@@ -258,22 +263,29 @@ fn refusal(control: bool, code: &str, message: &str) -> Bytes {
     Bytes::from(frame.encode())
 }
 
-/// Validates and applies `update`: whether it changed the document or is held back for
-/// missing dependencies (false: nothing to store), why it was refused, or a yrs panic.
-fn apply_remote(doc: &Doc, update: &[u8]) -> Result<Result<bool, String>, Panicked> {
+/// Validates and applies `update` (the guards read the document's clocks from `known`):
+/// whether it changed the document or is held back for missing dependencies (false: nothing
+/// to store), why it was refused, or a yrs panic.
+fn apply_remote(
+    doc: &Doc,
+    known: &mut KnownClocks,
+    update: &[u8],
+) -> Result<Result<bool, String>, Panicked> {
     contain(|| {
         let (decoded, parents) = decode_update_with_parents(update)?;
         if decoded.is_empty() {
             return Ok(false);
         }
         let mut txn = doc.transact_mut();
-        out_of_order(&txn, &decoded)?;
-        parents_known(&txn, &decoded, &parents)?;
+        let inserted = decoded.insertions(true);
+        known.check(&txn, |clocks| {
+            admissible(&txn, &decoded, &parents, &inserted, clocks)
+        })?;
         txn.apply_update(decoded).map_err(|e| e.to_string())?;
         // An update waiting for missing dependencies changes nothing yet but must be kept,
         // or a restart would lose it once they arrive.
-        let store = txn.store();
-        let pending = store.pending_update().is_some() || store.pending_ds().is_some();
+        let pending = held_back(&txn);
+        known.applied(&inserted, pending);
         Ok(txn.has_changes() || pending)
     })
 }

@@ -62,7 +62,7 @@ use yrs::block::{
 };
 use yrs::encoding::read::{Cursor, Error as ReadError, Read};
 use yrs::updates::decoder::{Decode, Decoder, DecoderV1};
-use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, TransactionMut, Update, ID};
+use yrs::{Doc, IdSet, OffsetKind, Options, ReadTxn, StateVector, TransactionMut, Update, ID};
 
 /// Bits of a client id Yjs uses; yrs keeps only these.
 const CLIENT_BITS: u32 = 53;
@@ -240,16 +240,7 @@ fn struct_len(d: &mut DecoderV1<'_>, parents: &mut Vec<ID>) -> Result<u32, ReadE
 /// as its origin and without its parent: a joiner or a restart (the store's snapshot is that
 /// encoding) puts it into the text of the origin's parent, where the room shows nothing. Weft's
 /// document is one root text, so a nested parent that is nowhere is a mutated or hostile update.
-pub(super) fn parents_known(
-    txn: &TransactionMut<'_>,
-    update: &Update,
-    parents: &[ID],
-) -> Result<(), String> {
-    if parents.is_empty() {
-        return Ok(());
-    }
-    let known = txn.state_vector();
-    let inserted = update.insertions(true);
+fn parents_known(parents: &[ID], inserted: &IdSet, known: &StateVector) -> Result<(), String> {
     for parent in parents {
         if parent.clock >= known.get(&parent.client) && !inserted.contains(parent) {
             return Err(format!(
@@ -270,7 +261,15 @@ pub(super) fn parents_known(
 /// - deletions of clocks of the room's own client id that the room has not written yet
 ///   (guard 5): nobody else can know them, and yrs would hold them back and apply them to every
 ///   replay of the room's later server-side edits but never to the edits themselves.
-pub(super) fn out_of_order(txn: &TransactionMut<'_>, update: &Update) -> Result<(), String> {
+///
+/// `inserted` is the update's insertions (deleted ones included); `known` the document's
+/// clocks, or a cache of them that may lag (see `known_clocks`).
+fn out_of_order(
+    txn: &TransactionMut<'_>,
+    update: &Update,
+    inserted: &IdSet,
+    known: &StateVector,
+) -> Result<(), String> {
     let own = txn.doc().client_id();
     let written = txn.store().get_local_state();
     if let Some(ranges) = update.delete_set().get(&own) {
@@ -280,11 +279,6 @@ pub(super) fn out_of_order(txn: &TransactionMut<'_>, update: &Update) -> Result<
             ));
         }
     }
-    let inserted = update.insertions(true);
-    if inserted.is_empty() {
-        return Ok(());
-    }
-    let known = txn.state_vector();
     for (client, ranges) in inserted.iter() {
         let mut covered = known.get(client);
         for r in ranges.iter() {
@@ -298,6 +292,26 @@ pub(super) fn out_of_order(txn: &TransactionMut<'_>, update: &Update) -> Result<
         }
     }
     Ok(())
+}
+
+/// Whether yrs holds back part of what was applied in `txn` (items or deletions waiting for
+/// ones the document does not have yet).
+pub(super) fn held_back(txn: &TransactionMut<'_>) -> bool {
+    let store = txn.store();
+    store.pending_update().is_some() || store.pending_ds().is_some()
+}
+
+/// Both guards above, against `known` (see `known_clocks`): whether `update` (inserting
+/// `inserted`, into `parents`) may be applied in `txn`.
+pub(super) fn admissible(
+    txn: &TransactionMut<'_>,
+    update: &Update,
+    parents: &[ID],
+    inserted: &IdSet,
+    known: &StateVector,
+) -> Result<(), String> {
+    out_of_order(txn, update, inserted, known)?;
+    parents_known(parents, inserted, known)
 }
 
 #[cfg(test)]
