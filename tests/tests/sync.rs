@@ -131,10 +131,18 @@ async fn joiners_of_a_large_document_get_all_of_it() -> anyhow::Result<()> {
     }
     for joiner in &joiners {
         joiner.wait_synced().await?;
+    }
+    // Every copy is checked before anyone types: an edit would reach the others at once.
+    for joiner in &joiners {
+        let got = joiner.text();
         assert!(
-            joiner.text() == expected,
-            "a joiner's copy differs from the seed's"
+            got == expected,
+            "a joiner's copy differs from the seed's ({} characters against {})",
+            got.len(),
+            expected.len()
         );
+    }
+    for joiner in &joiners {
         joiner.push("!")?;
     }
     // A text this long in an assertion message is no help: compare lengths.

@@ -36,8 +36,10 @@
 //!   (1,000 edits per update), then 10 sequential and 20 simultaneous fresh joins are timed
 //!   (connect → synced with the full text). Building the history takes about 3 minutes (yrs
 //!   finds text positions by walking blocks); `--big-doc-cache FILE` stores it for later runs;
-//! - `saturation`: 1 room × 50 clients at 4, 8, 16 and 32 inserts/s each, one report per step;
-//!   delivered/expected must be 1.000;
+//! - `saturation`: 1 room × 50 clients at 4, 8, 16, 32, 64 and 128 inserts/s each, one report
+//!   per step (at 64/s a room asks for about 157k deliveries a second, near what a null relay
+//!   forwards on one core: the steps reach past the servers' knees); delivered/expected must be
+//!   1.000;
 //! - `overload`: 2,000 idle connections, then 20 rooms × 2 typists measured alone and while five
 //!   abusive clients flood, spam and stall (see `weft-bench/overload.rs`). Run it against a
 //!   server with its default limits: that is what it tests. `--attack-cpu N` runs the abusers in
@@ -139,7 +141,7 @@ const IDLE_CONNECTIONS: usize = 2_000;
 const IDLE_ROOMS: usize = 200;
 
 /// Per-client rates of the `saturation` steps, inserts per second.
-const SATURATION_RATES: [f64; 4] = [4.0, 8.0, 16.0, 32.0];
+const SATURATION_RATES: [f64; 6] = [4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 /// The load shapes `--scenario` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
