@@ -29,17 +29,32 @@ pub(crate) async fn history_buckets(
 ) -> Result<HistoryBuckets, ClusterError> {
     let description = "Weft: version histories of documents, recorder leases";
     let (stream, kv) = kv_bucket(js, HISTORY_BUCKET, description, replicas).await?;
-    let bodies = js
-        .create_object_store(object_store::Config {
-            bucket: BODY_OBJECTS.into(),
-            description: Some("Weft: large version bodies (keyframes)".into()),
-            num_replicas: replicas,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ClusterError::setup(BODY_OBJECTS, e))?;
+    let bodies = file_object_store(
+        js,
+        BODY_OBJECTS,
+        "Weft: large version bodies (keyframes)",
+        replicas,
+    )
+    .await?;
     Ok(HistoryBuckets { kv, stream, bodies })
+}
+
+/// Creates (or opens) the file-backed object store `bucket` with `replicas` replicas.
+pub(crate) async fn file_object_store(
+    js: &jetstream::Context,
+    bucket: &'static str,
+    description: &str,
+    replicas: usize,
+) -> Result<object_store::ObjectStore, ClusterError> {
+    js.create_object_store(object_store::Config {
+        bucket: bucket.into(),
+        description: Some(description.into()),
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ClusterError::setup(bucket, e))
 }
 
 /// Key-value bucket `bucket` and its stream. The stream is created here with the settings a

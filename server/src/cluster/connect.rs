@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, kv, object_store, stream};
 use async_nats::{Client, ConnectOptions};
 use tracing::info;
 
-use crate::cluster::buckets::{history_buckets, kv_bucket, HistoryBuckets};
+use crate::cluster::buckets::{file_object_store, history_buckets, kv_bucket, HistoryBuckets};
 use crate::cluster::names::{DOCS_BUCKET, LOG_STREAM, LOG_SUBJECTS, SNAPSHOT_BUCKET};
 use crate::cluster::ClusterError;
 use crate::config::NatsArgs;
@@ -92,16 +92,13 @@ pub(crate) async fn connect(args: &NatsArgs, node_name: &str) -> Result<Nats, Cl
         .build(client.clone());
     let log = log_stream(&js, replicas, args.replicas.is_some()).await?;
     let docs = docs_bucket(&js, replicas).await?;
-    let snapshots = js
-        .create_object_store(object_store::Config {
-            bucket: SNAPSHOT_BUCKET.into(),
-            description: Some("Weft: compaction snapshots of documents".into()),
-            num_replicas: replicas,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ClusterError::setup(SNAPSHOT_BUCKET, e))?;
+    let snapshots = file_object_store(
+        &js,
+        SNAPSHOT_BUCKET,
+        "Weft: compaction snapshots of documents",
+        replicas,
+    )
+    .await?;
     let history = history_buckets(&js, replicas).await?;
     let node = format!("{node_name}-{}", uuid::Uuid::new_v4().simple());
     info!(%urls, server = %server.server_name, version = %server.version, servers, replicas,

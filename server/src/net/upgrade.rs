@@ -101,9 +101,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
             .extensions
             .remove::<OnUpgrade>()
             .ok_or(UpgradeRejection::NotUpgradable)?;
-        let config = WebSocketConfig::default()
-            .write_buffer_size(WRITE_BUFFER)
-            .accept_unmasked_frames(false);
+        let config = WebSocketConfig::default().write_buffer_size(WRITE_BUFFER);
         Ok(Self {
             key,
             on_upgrade,

@@ -14,7 +14,7 @@ use yrs::{Doc, GetString, ReadTxn, Transact};
 use crate::room::failure::store_reason;
 use crate::room::known_clocks::KnownClocks;
 use crate::room::registry::RoomContext;
-use crate::room::yrs_guards::{admissible, contain, decode_update_with_parents, held_back};
+use crate::room::yrs_guards::{apply_guarded, contain, decode_update_with_parents};
 use crate::room::{new_doc, Room};
 use crate::store::inflight::{self, Applying};
 
@@ -47,7 +47,7 @@ pub(crate) fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, Str
     let doc = new_doc();
     let mut clocks = KnownClocks::default();
     if let Some(snapshot) = &stored.snapshot {
-        apply_stored(ctx, name, Applying::Snapshot, (&doc, &mut clocks), snapshot)
+        apply_stored(ctx, name, Applying::Snapshot, &doc, &mut clocks, snapshot)
             .map_err(|e| format!("snapshot does not load: {e}"))?;
     }
     let mut loaded = Loaded {
@@ -61,8 +61,8 @@ pub(crate) fn load_doc(ctx: &RoomContext, name: &RoomName) -> Result<Loaded, Str
     };
     for (seq, update) in &stored.updates {
         loaded.last_seq = *seq;
-        let doc = (&loaded.doc, &mut loaded.clocks);
-        match apply_stored(ctx, name, Applying::Stored(*seq), doc, update) {
+        let (doc, clocks) = (&loaded.doc, &mut loaded.clocks);
+        match apply_stored(ctx, name, Applying::Stored(*seq), doc, clocks, update) {
             Ok(()) => {
                 loaded.log_len += 1;
                 loaded.log_bytes += update.len() as u64;
@@ -86,7 +86,8 @@ fn apply_stored(
     ctx: &RoomContext,
     name: &RoomName,
     applying: Applying,
-    (doc, clocks): (&Doc, &mut KnownClocks),
+    doc: &Doc,
+    clocks: &mut KnownClocks,
     bytes: &[u8],
 ) -> Result<(), String> {
     let hash = inflight::hash(bytes);
@@ -106,22 +107,13 @@ fn apply_stored(
         let mut txn = doc.transact_mut();
         // Stored before the write path refused such updates; applying one would make this
         // document differ from its own encoding. (A snapshot is such an encoding already.)
-        let inserted = match applying {
-            Applying::Stored(_) => {
-                let inserted = update.insertions(true);
-                clocks.check(&txn, |known| {
-                    admissible(&txn, &update, &parents, &inserted, known)
-                })?;
-                Some(inserted)
+        match applying {
+            Applying::Stored(_) => apply_guarded(&mut txn, update, &parents, clocks).map(|_| ()),
+            _ => {
+                clocks.reset();
+                txn.apply_update(update).map_err(|e| e.to_string())
             }
-            _ => None,
-        };
-        txn.apply_update(update).map_err(|e| e.to_string())?;
-        match inserted {
-            Some(inserted) => clocks.applied(&inserted, held_back(&txn)),
-            None => clocks.reset(),
         }
-        Ok(())
     })
     .unwrap_or_else(|_| Err("yrs panicked".into()))
 }

@@ -15,7 +15,7 @@ use crate::room::failure::store_reason;
 use crate::room::fanout::Target;
 use crate::room::known_clocks::KnownClocks;
 use crate::room::yrs_guards::{
-    admissible, contain, decode_update, decode_update_with_parents, held_back, Panicked,
+    apply_guarded, contain, decode_update, decode_update_with_parents, Panicked,
 };
 use crate::room::{ApiOpError, ConnId, Room};
 use crate::store::inflight::{self, Applying};
@@ -277,15 +277,9 @@ fn apply_remote(
             return Ok(false);
         }
         let mut txn = doc.transact_mut();
-        let inserted = decoded.insertions(true);
-        known.check(&txn, |clocks| {
-            admissible(&txn, &decoded, &parents, &inserted, clocks)
-        })?;
-        txn.apply_update(decoded).map_err(|e| e.to_string())?;
+        let pending = apply_guarded(&mut txn, decoded, &parents, known)?;
         // An update waiting for missing dependencies changes nothing yet but must be kept,
         // or a restart would lose it once they arrive.
-        let pending = held_back(&txn);
-        known.applied(&inserted, pending);
         Ok(txn.has_changes() || pending)
     })
 }

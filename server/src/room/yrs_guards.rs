@@ -64,6 +64,8 @@ use yrs::encoding::read::{Cursor, Error as ReadError, Read};
 use yrs::updates::decoder::{Decode, Decoder, DecoderV1};
 use yrs::{Doc, IdSet, OffsetKind, Options, ReadTxn, StateVector, TransactionMut, Update, ID};
 
+use crate::room::known_clocks::KnownClocks;
+
 /// Bits of a client id Yjs uses; yrs keeps only these.
 const CLIENT_BITS: u32 = 53;
 
@@ -296,22 +298,29 @@ fn out_of_order(
 
 /// Whether yrs holds back part of what was applied in `txn` (items or deletions waiting for
 /// ones the document does not have yet).
-pub(super) fn held_back(txn: &TransactionMut<'_>) -> bool {
+fn held_back(txn: &TransactionMut<'_>) -> bool {
     let store = txn.store();
     store.pending_update().is_some() || store.pending_ds().is_some()
 }
 
-/// Both guards above, against `known` (see `known_clocks`): whether `update` (inserting
-/// `inserted`, into `parents`) may be applied in `txn`.
-pub(super) fn admissible(
-    txn: &TransactionMut<'_>,
-    update: &Update,
+/// Applies `update` (whose items name `parents`) in `txn` once both guards above admit it
+/// against the document's clocks as `known` caches them, and tells `known` what it inserted.
+/// Returns whether yrs holds part of it back, or why it was refused or failed.
+pub(super) fn apply_guarded(
+    txn: &mut TransactionMut<'_>,
+    update: Update,
     parents: &[ID],
-    inserted: &IdSet,
-    known: &StateVector,
-) -> Result<(), String> {
-    out_of_order(txn, update, inserted, known)?;
-    parents_known(parents, inserted, known)
+    known: &mut KnownClocks,
+) -> Result<bool, String> {
+    let inserted = update.insertions(true);
+    known.check(&*txn, |clocks| {
+        out_of_order(txn, &update, &inserted, clocks)?;
+        parents_known(parents, &inserted, clocks)
+    })?;
+    txn.apply_update(update).map_err(|e| e.to_string())?;
+    let pending = held_back(txn);
+    known.applied(&inserted, pending);
+    Ok(pending)
 }
 
 #[cfg(test)]
