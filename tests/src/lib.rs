@@ -852,7 +852,10 @@ impl WeftProcess {
             .arg("--data")
             .arg(data)
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("WEFT_CHILD_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())

@@ -663,6 +663,7 @@ async fn kill_weft_node(
 async fn kill_nats_leader(
     ledger: &mut Ledger,
     cluster: &NatsCluster,
+    weft_a: &WeftProcess,
     weft_b: &WeftProcess,
 ) -> anyhow::Result<Duration> {
     let (victim, role) = match log_stream_leader(cluster).await {
@@ -701,7 +702,8 @@ async fn kill_nats_leader(
     }
     bail!(
         "within {RESUME_POLL:?} of killing NATS server {victim} ({role}), node B acknowledged \
-         an edit after {on_b:?} and node A followed one after {on_a:?}; node B log:\n{}",
+         an edit after {on_b:?} and node A followed one after {on_a:?}; node A log:\n{}\nnode B log:\n{}",
+        weft_a.log(),
         weft_b.log()
     )
 }
@@ -738,7 +740,7 @@ async fn killed_weft_and_nats_nodes_lose_nothing_acknowledged() -> anyhow::Resul
     let seen_on_a = std::mem::take(&mut ledger.watch_a.seen);
     ledger.watch_a = Observer::start(&weft_a.room_url(LEDGER), true).await?;
     ledger.watch_a.seen.extend(seen_on_a);
-    kill_nats_leader(&mut ledger, &cluster, &weft_b).await?;
+    kill_nats_leader(&mut ledger, &cluster, &weft_a, &weft_b).await?;
 
     // A little more typing, then every typist's last edits settle.
     for _ in 0..20 {

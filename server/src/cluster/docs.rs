@@ -6,21 +6,17 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tracing::{debug, warn};
 use weft_protocol::RoomName;
 
 use crate::cluster::connect::Nats;
+use crate::cluster::cursor::LogCursor;
 use crate::cluster::names::{log_subject, meta_key, snap_key, snapshot_object};
 use crate::store::StoredDoc;
-
-/// Longest a follower's pull request waits; its idle heartbeat is half of it.
-const FOLLOW_EXPIRES: Duration = Duration::from_secs(5);
 
 /// Longest wait for the next message of a log being read to its end.
 const READ_STALL: Duration = Duration::from_secs(5);
@@ -146,42 +142,17 @@ async fn read_log(nats: &Nats, doc: &str, from: u64) -> Result<Vec<(u64, Bytes)>
     if last <= from {
         return Ok(out);
     }
-    let mut messages = ordered(nats, doc, from + 1).await?;
+    let mut cursor = LogCursor::open(nats, doc, from + 1).await?;
     while out.last().is_none_or(|(seq, _)| *seq < last) {
-        let next = tokio::time::timeout(READ_STALL, messages.next()).await;
-        let msg = match next {
-            Ok(Some(Ok(msg))) => msg,
-            Ok(Some(Err(e))) => return Err(format!("reading the log failed: {e}")),
-            Ok(None) => return Err("the log ended early".into()),
+        let msg = match tokio::time::timeout(READ_STALL, cursor.next()).await {
+            Ok(Ok(msg)) => msg,
+            Ok(Err(e)) => return Err(format!("reading the log failed: {e}")),
             Err(_) => return Err(format!("reading the log stalled for {READ_STALL:?}")),
         };
         let seq = msg.info().map_err(|e| e.to_string())?.stream_sequence;
         out.push((seq, msg.payload.clone()));
     }
     Ok(out)
-}
-
-/// An ordered consumer of `doc`'s log from sequence `start`: messages in stream order, with
-/// gaps and lost consumers recovered by the client.
-pub(crate) async fn ordered(nats: &Nats, doc: &str, start: u64) -> Result<pull::Ordered, String> {
-    let consumer = nats
-        .log
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: log_subject(doc),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: start.max(1),
-            },
-            // Pull requests expire, and idle heartbeats come, within this: a consumer lost
-            // with its server is noticed after a few seconds, not the client's default 30.
-            max_expires: FOLLOW_EXPIRES,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("following the log failed: {e}"))?;
-    consumer
-        .messages()
-        .await
-        .map_err(|e| format!("following the log failed: {e}"))
 }
 
 /// Stores `snapshot` as covering `doc`'s log up to `upto`, unless a snapshot at least as new is

@@ -1,6 +1,6 @@
 //! Following a document's log for a room: every update other nodes append is delivered to the
-//! room in log order, with no gaps (the ordered consumer re-creates itself from the last
-//! position it delivered when it misses a message or loses its server) and no duplicates (a
+//! room in log order, with no gaps (a cursor that misses a message, or whose consumer is lost
+//! or silent, is replaced by one from the last position delivered) and no duplicates (a
 //! position already delivered is never delivered again). The updates this room appended itself
 //! are already in its document: only their positions are delivered, so the room knows how far
 //! its document covers the log, which is what compaction may purge. "Itself" means this node
@@ -12,13 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::header::NATS_MESSAGE_ID;
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use weft_protocol::RoomName;
 
 use crate::cluster::connect::Nats;
-use crate::cluster::docs;
+use crate::cluster::cursor::LogCursor;
 use crate::cluster::names::NODE_HEADER;
 use crate::store::log::Followed;
 
@@ -85,8 +84,8 @@ async fn run(
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !tx.is_closed() {
         let connected = connects(&nats);
-        match docs::ordered(&nats, doc.as_str(), after + 1).await {
-            Ok(mut messages) => loop {
+        match LogCursor::open(&nats, doc.as_str(), after + 1).await {
+            Ok(mut cursor) => loop {
                 let next = tokio::select! {
                     _ = tx.closed() => return,
                     _ = check.tick() => {
@@ -96,15 +95,14 @@ async fn run(
                         debug!(room = %doc, "reconnected to NATS; following the log again");
                         break;
                     }
-                    next = messages.next() => next,
+                    next = cursor.next() => next,
                 };
                 let msg = match next {
-                    Some(Ok(msg)) => msg,
-                    Some(Err(e)) => {
-                        debug!(room = %doc, error = %e, "log follower lost its consumer; following again");
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        info!(room = %doc, error = %e, after, "following the log again");
                         break;
                     }
-                    None => break,
                 };
                 let Ok(info) = msg.info() else { continue };
                 let seq = info.stream_sequence;

@@ -10,7 +10,8 @@
 //!   records (trash, revocations, refusals, clock offsets).
 //! - `history.rs`: documents' version histories, shared by every node; `lease.rs`: which node
 //!   records a document's versions.
-//! - `follow.rs`: a room's follower of its document's log, delivering other nodes' updates.
+//! - `follow.rs`: a room's follower of its document's log, delivering other nodes' updates;
+//!   `cursor.rs` reads a log in order from a position (for following and loading).
 //! - `nodes.rs`: the list of nodes the dashboard shows.
 //! - `peers.rs`: a room's link to the same document's rooms on other nodes (awareness).
 //! - `feed.rs`: the change feed of the whole cluster, one stream; `hooks.rs`: the webhook
@@ -18,6 +19,7 @@
 
 mod buckets;
 mod connect;
+mod cursor;
 mod docs;
 pub(crate) mod feed;
 pub(crate) mod follow;
