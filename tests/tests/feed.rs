@@ -538,3 +538,66 @@ async fn recorded_versions_are_announced() -> anyhow::Result<()> {
     assert!(ids.contains(&first) && ids.contains(&second), "{ids:?}");
     Ok(())
 }
+
+/// Group-commit flushes since the server started, from `/metrics`.
+async fn flushes(base: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| {
+            let rest = l
+                .strip_prefix("weft_flushes_total ")
+                .or_else(|| l.strip_prefix("weft_flushes "))?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .with_context(|| format!("no weft_flushes sample in /metrics:\n{text}"))
+}
+
+/// In relaxed mode the feed's events ride on the store's periodic flush: ten documents edited
+/// at once cost a flush per interval, not one per event handed over (which made a server of
+/// 100 busy documents fsync 230 times a second), and every event still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_ride_on_the_periodic_flush() -> anyhow::Result<()> {
+    const INTERVAL_MS: u64 = 1000;
+    let server = TestServer::start_with(|c| {
+        c.durability = weft_server::Durability::Relaxed;
+        c.relaxed_flush_ms = INTERVAL_MS;
+        c.feed_debounce_ms = 1;
+    })
+    .await?;
+    let base = server.http_base();
+    let mut clients = Vec::new();
+    for i in 0..10 {
+        clients.push(Client::connect_synced(&server.room_url(&format!("busy-{i}"))).await?);
+    }
+    let before = flushes(&base).await?;
+    let started = tokio::time::Instant::now();
+    for round in 0..8 {
+        for c in &clients {
+            c.push(&format!("{round}"))?;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let events = feed_until(&base, "every document's last edit in the feed", |events| {
+        (0..10).all(|i| {
+            of(events, &format!("busy-{i}"), "document.updated")
+                .last()
+                .is_some_and(|e| e["text_length"] == 8)
+        })
+    })
+    .await?;
+    let handed_over = events.len();
+    let spent = flushes(&base).await? - before;
+    // One flush per interval that passed, and one for a tick already due when typing began.
+    let ticks = (started.elapsed().as_millis() as f64 / INTERVAL_MS as f64).ceil() + 1.0;
+    assert!(
+        spent <= ticks,
+        "{spent} flushes for {handed_over} events in {:?}: more than one per {INTERVAL_MS} ms",
+        started.elapsed()
+    );
+    assert!(handed_over >= 20, "{handed_over} events: too few to tell");
+    Ok(())
+}

@@ -366,8 +366,13 @@ impl Feed {
     }
 
     /// Makes everything up to `last` durable, then lets readers see it.
+    ///
+    /// The events ride on the store's next flush (a room's, or the periodic one within
+    /// `--relaxed-flush-ms`) rather than forcing one each: what they say is already durable in
+    /// the rooms' marks, which a restart turns into the same events. A flush per handover made
+    /// a server of 100 busy rooms fsync 230 times a second in relaxed mode instead of 20.
     async fn announce(&self, log: &Arc<dyn DurableLog>, last: u64) -> Result<(), String> {
-        log.durable(Durability::Strict)
+        log.durable(Durability::Relaxed)
             .await
             .map_err(|e| format!("flushing events failed: {e}"))?;
         self.head.send_replace(last);
