@@ -21,6 +21,7 @@ use tracing_subscriber::EnvFilter;
 /// # Errors
 /// Whatever stopped the server or the subcommand, with its context, for the binary to print.
 pub fn run() -> anyhow::Result<()> {
+    crate::arenas::cap_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -21,7 +21,8 @@
 //!   them to a room, and the echo handler for the conformance run.
 //! - `http/`: the axum `Router` built in one place, the JSON API, the dashboard and `/metrics`,
 //!   the embedded editor pages, and the access policy (which token covers what).
-//! - `server` and [`cli`]: wiring, the binaries' entry point; `backup`: the `weft backup` and
+//! - `server` and [`cli`]: wiring, the binaries' entry point (`arenas`: the binary restarts
+//!   itself once with glibc's malloc arenas capped); `backup`: the `weft backup` and
 //!   `weft restore` commands; `migrate`: `weft migrate`, between a data directory and a cluster.
 //! - `testing/`: fuzz harnesses, bench hooks and fault injection, behind features.
 //!
@@ -34,6 +35,7 @@ pub mod config;
 pub mod shutdown;
 pub mod token;
 
+mod arenas;
 mod backup;
 mod cluster;
 mod error;

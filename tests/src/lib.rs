@@ -919,6 +919,12 @@ impl WeftProcess {
         rest.split_whitespace().next()?.parse().ok()
     }
 
+    /// Its process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything it has printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()

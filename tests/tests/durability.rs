@@ -1,6 +1,7 @@
 //! Durability: documents survive restarts, idle unloads and SIGKILL; the log is compacted; a
 //! corrupt, foreign or locked data directory refuses to start; a stored update that no longer
-//! applies is quarantined while the rest of the document loads.
+//! applies is quarantined while the rest of the document loads; the binary runs with glibc's malloc
+//! arenas capped.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use weft_protocol::{CloseCode, Limits, RoomName};
 use weft_server::{SledStore, Store};
-use weft_tests::{run_weft, wait_until, Client, TestServer, WeftProcess, WAIT};
+use weft_tests::{run_weft, wait_until, weft_binary, Client, TestServer, WeftProcess, WAIT};
 
 /// Text written through two clients is there after a graceful restart on the same directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,6 +275,39 @@ async fn sigterm_exits_cleanly_and_keeps_data() -> anyhow::Result<()> {
     let weft = WeftProcess::spawn(dir.path(), &[]).await?;
     let c = Client::connect_synced(&weft.room_url("term")).await?;
     assert_eq!(c.text(), "before SIGTERM");
+    Ok(())
+}
+
+/// The server caps glibc's malloc arenas by starting itself again with `MALLOC_ARENA_MAX=2`,
+/// under the process id it was started with (signals and supervisors still reach it); an
+/// operator's own value is left as it is.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_with_capped_malloc_arenas_under_its_own_pid() -> anyhow::Result<()> {
+    let arenas = |weft: &WeftProcess| -> anyhow::Result<Option<String>> {
+        let environ = std::fs::read(format!("/proc/{}/environ", weft.pid()))?;
+        Ok(environ
+            .split(|b| *b == 0)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .find_map(|v| v.strip_prefix("MALLOC_ARENA_MAX="))
+            .map(str::to_owned))
+    };
+    let dir = tempfile::tempdir()?;
+    let weft = WeftProcess::spawn(dir.path(), &[]).await?;
+    assert_eq!(arenas(&weft)?.as_deref(), Some("2"), "log:\n{}", weft.log());
+    let c = Client::connect_synced(&weft.room_url("arenas")).await?;
+    c.push("served")?;
+    c.wait_acked().await?;
+    drop(c);
+    drop(weft);
+    let own = WeftProcess::spawn_bin(
+        &weft_binary()?,
+        dir.path(),
+        &[],
+        &[("MALLOC_ARENA_MAX", "5")],
+    )
+    .await?;
+    assert_eq!(arenas(&own)?.as_deref(), Some("5"), "log:\n{}", own.log());
     Ok(())
 }
 
