@@ -22,8 +22,10 @@ use crate::room::registry::RoomContext;
 use crate::room::{ApiOp, ApiOpError, ApiReply};
 use crate::shutdown::Shutdown;
 
-/// How long changes are gathered before they are indexed.
-const DEBOUNCE: Duration = Duration::from_millis(500);
+/// How long changes are gathered before they are indexed. Each round re-reads and re-indexes
+/// every changed document whole: at 500 ms the index took 12 % of the server's core in a
+/// room of 50 typists, for results fresher than anyone searching notices.
+const DEBOUNCE: Duration = Duration::from_secs(2);
 /// Feed events read per round.
 const BATCH: usize = 1000;
 
