@@ -1,6 +1,6 @@
 //! Keeps the search index in step with the documents: rebuilds it at start from every document
 //! not in the trash, then follows the change feed (created, updated, deleted, restored) and
-//! the renames the API reports. Changes are gathered for [`DEBOUNCE`] and indexed in one
+//! the renames the API reports. Changes are gathered for [`debounce`] and indexed in one
 //! commit, each changed document's text read through its room like any API read: nothing here
 //! runs in a room's loop, and a burst of edits costs one read per document.
 //!
@@ -26,6 +26,13 @@ use crate::shutdown::Shutdown;
 /// every changed document whole: at 500 ms the index took 12 % of the server's core in a
 /// room of 50 typists, for results fresher than anyone searching notices.
 const DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// How long changes are gathered: [`DEBOUNCE`], or half the idle-unload delay when that is
+/// shorter, so a changed document is read while its room is still loaded rather than loaded
+/// again just to be indexed.
+fn debounce(ctx: &RoomContext) -> Duration {
+    DEBOUNCE.min(ctx.config.idle_unload() / 2)
+}
 /// Feed events read per round.
 const BATCH: usize = 1000;
 
@@ -57,7 +64,7 @@ pub(crate) async fn run_indexer(search: Arc<Search>, ctx: Arc<RoomContext>, shut
             () = shutdown.triggered() => return,
         }
         tokio::select! {
-            () = tokio::time::sleep(DEBOUNCE) => {}
+            () = tokio::time::sleep(debounce(&ctx)) => {}
             () = shutdown.triggered() => return,
         }
         let upto = *head.borrow_and_update();
