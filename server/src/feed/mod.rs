@@ -336,7 +336,11 @@ impl Feed {
                 Ok(written) => {
                     unflushed = written.or(unflushed);
                     match unflushed {
-                        Some(last) => self.announce(&log, last).await.err(),
+                        // A failed store never flushes again, so the wait ends with the server.
+                        Some(last) => tokio::select! {
+                            announced = self.announce(&log, last) => announced.err(),
+                            () = shutdown.triggered() => return,
+                        },
                         None => None,
                     }
                 }
