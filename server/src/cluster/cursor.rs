@@ -64,15 +64,19 @@ impl LogCursor {
         Ok(Self { messages, taken: 0 })
     }
 
-    /// The next message in log order, or why this cursor cannot go on (its consumer is gone or
-    /// silent, or a message went missing on the way): open a new one from the last position.
-    pub(crate) async fn next(&mut self) -> Result<Message, String> {
+    /// The next message in log order with its stream sequence, or why this cursor cannot go on
+    /// (its consumer is gone or silent, or a message went missing on the way): open a new one
+    /// from the last position.
+    pub(crate) async fn next(&mut self) -> Result<(u64, Message), String> {
         let msg = match self.messages.next().await {
             Some(Ok(msg)) => msg,
             Some(Err(e)) => return Err(format!("the log's consumer failed: {e}")),
             None => return Err("the log's consumer ended".into()),
         };
-        let counted = msg.info().map_err(|e| e.to_string())?.consumer_sequence;
+        let (counted, seq) = {
+            let info = msg.info().map_err(|e| e.to_string())?;
+            (info.consumer_sequence, info.stream_sequence)
+        };
         if counted != self.taken + 1 {
             return Err(format!(
                 "a message of the log went missing (consumer count {counted} after {})",
@@ -80,6 +84,6 @@ impl LogCursor {
             ));
         }
         self.taken = counted;
-        Ok(msg)
+        Ok((seq, msg))
     }
 }

@@ -144,12 +144,11 @@ async fn read_log(nats: &Nats, doc: &str, from: u64) -> Result<Vec<(u64, Bytes)>
     }
     let mut cursor = LogCursor::open(nats, doc, from + 1).await?;
     while out.last().is_none_or(|(seq, _)| *seq < last) {
-        let msg = match tokio::time::timeout(READ_STALL, cursor.next()).await {
-            Ok(Ok(msg)) => msg,
+        let (seq, msg) = match tokio::time::timeout(READ_STALL, cursor.next()).await {
+            Ok(Ok(next)) => next,
             Ok(Err(e)) => return Err(format!("reading the log failed: {e}")),
             Err(_) => return Err(format!("reading the log stalled for {READ_STALL:?}")),
         };
-        let seq = msg.info().map_err(|e| e.to_string())?.stream_sequence;
         out.push((seq, msg.payload.clone()));
     }
     Ok(out)

@@ -97,15 +97,13 @@ async fn run(
                     }
                     next = cursor.next() => next,
                 };
-                let msg = match next {
-                    Ok(msg) => msg,
+                let (seq, msg) = match next {
+                    Ok(next) => next,
                     Err(e) => {
                         info!(room = %doc, error = %e, after, "following the log again");
                         break;
                     }
                 };
-                let Ok(info) = msg.info() else { continue };
-                let seq = info.stream_sequence;
                 if seq <= after {
                     continue;
                 }
