@@ -66,6 +66,8 @@ mod crowd;
 mod overload;
 #[path = "weft-bench/put_text.rs"]
 mod put_text;
+#[path = "weft-bench/ranges.rs"]
+mod ranges;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

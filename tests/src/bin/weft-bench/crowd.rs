@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use weft_protocol::{AwarenessEntry, AwarenessUpdate, Decoder, MESSAGE_AWARENESS};
 
+use super::ranges::Ranges;
 use super::*;
 
 /// Connections of `crowd-presence`.
@@ -374,12 +375,20 @@ async fn join_cheap(
     ws.send(WsMessage::binary(encode_sync(SYNC_STEP1, &sv)))
         .await?;
     let limits = Limits::DEFAULT;
+    // The seeder's characters received so far, from the step 2 and from broadcasts: a joiner
+    // that arrives while the seed is still going in gets part of it in its step 2 and the rest
+    // as updates, whose own state vector is empty (yrs counts only runs starting at clock 0).
+    let (mut got, mut frames) = (Ranges::default(), 0u32);
     // Bounded by the deadline: every read is under `timeout_at`.
     loop {
         let frame = tokio::time::timeout_at(deadline, ws.next())
             .await
-            .context("join timed out")?
+            .with_context(|| {
+                let have = got.of(seeder);
+                format!("join timed out after {frames} frames; of the seeder's 0..{want_clock}: {have:?}")
+            })?
             .context("server closed during the join")??;
+        frames += 1;
         let bytes = match frame {
             WsMessage::Binary(b) => b,
             WsMessage::Close(c) => bail!("server closed during the join: {c:?}"),
@@ -394,8 +403,8 @@ async fn join_cheap(
                     ws.send(WsMessage::binary(step2_for(&empty, &sv)?)).await?;
                 }
                 Message::SyncStep2(u) | Message::Update(u) => {
-                    let update = Update::decode_v1(&u).context("undecodable update")?;
-                    if update.state_vector().get(&ClientID::new(seeder)) >= want_clock {
+                    got.add(&u)?;
+                    if got.covers(seeder, want_clock) {
                         return Ok((ws, start.elapsed()));
                     }
                 }
@@ -454,12 +463,12 @@ async fn storm_seed(url: &str, shared: &Shared) -> anyhow::Result<(u64, u32)> {
     // The seed is in once a fresh client gets all of it (bounded retries).
     let mut ok = false;
     for i in 0..60 {
-        if join_cheap(url, CLIENT_BASE - 6 - i, seeder_id, clock)
-            .await
-            .is_ok()
-        {
-            ok = true;
-            break;
+        match join_cheap(url, CLIENT_BASE - 6 - i, seeder_id, clock).await {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(e) => eprintln!("[join-storm] checking the seed: {e:#}"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
