@@ -34,7 +34,9 @@
 //!   connects per second;
 //! - `big-doc`: one client seeds a ~260k-edit, ~110k-character history in batched transactions
 //!   (1,000 edits per update), then 10 sequential and 20 simultaneous fresh joins are timed
-//!   (connect → synced with the full text). Building the history takes about 3 minutes (yrs
+//!   (connect → every clock of the history received, read from the updates' struct sections
+//!   without integrating them, as `join-storm` does: integrating a 260k-edit document in yrs
+//!   took the generator longer than the server took to send it). Building the history takes about 3 minutes (yrs
 //!   finds text positions by walking blocks); `--big-doc-cache FILE` stores it for later runs;
 //! - `saturation`: 1 room × 50 clients at 4, 8, 16, 32, 64 and 128 inserts/s each, one report
 //!   per step (at 64/s a room asks for about 157k deliveries a second, near what a null relay
@@ -991,6 +993,21 @@ fn big_doc_batches(doc: &Doc) -> Vec<Vec<u8>> {
     out
 }
 
+/// The client id whose edits make the `big-doc` history.
+const BIG_DOC_WRITER: u64 = CLIENT_BASE - 1;
+
+/// Every clock the `big-doc` history writes is below this; an error if its updates leave a gap.
+fn seed_clock(batches: &[Vec<u8>]) -> anyhow::Result<u32> {
+    let mut all = ranges::Ranges::default();
+    for b in batches {
+        all.add(b)?;
+    }
+    match all.of(BIG_DOC_WRITER) {
+        [r] if r.start == 0 => Ok(r.end),
+        other => bail!("the seed history's clocks are not one run from 0: {other:?}"),
+    }
+}
+
 /// First bytes of a `--big-doc-cache` file.
 const CACHE_MAGIC: &[u8; 8] = b"WEFTBD1\n";
 
@@ -1004,7 +1021,7 @@ fn big_doc_seed(cache: Option<&std::path::Path>) -> anyhow::Result<(Vec<Vec<u8>>
         }
     }
     eprintln!("[big-doc] building {BIG_DOC_EDITS} edits locally (minutes; see --big-doc-cache)");
-    let doc = Doc::with_client_id(CLIENT_BASE - 1);
+    let doc = Doc::with_client_id(BIG_DOC_WRITER);
     let batches = big_doc_batches(&doc);
     let len = doc.get_or_insert_text("content").len(&doc.transact());
     if let Some(p) = cache {
@@ -1070,6 +1087,13 @@ async fn big_doc_phase(target: &Target, cache: Option<&std::path::Path>) -> Repo
         batches.len(),
         built.elapsed().as_secs_f64()
     );
+    let clock = match seed_clock(&batches) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.error(format!("seed history: {e:#}"));
+            return finish(rep, &shared, false);
+        }
+    };
     rep.put("seed_edits", BIG_DOC_EDITS);
     rep.put("seed_chars", u64::from(want_len));
     rep.put("seed_update_bytes", bytes as u64);
@@ -1093,16 +1117,13 @@ async fn big_doc_phase(target: &Target, cache: Option<&std::path::Path>) -> Repo
             break;
         }
     }
-    // The seed is in once a fresh client sees the whole text (bounded retries).
+    // The seed is in once a fresh client gets all of it (bounded retries).
     let mut seeded = false;
-    for _ in 0..30 {
-        match connect(&url, CLIENT_BASE - 3, None).await {
-            Ok(c) => {
-                let n = c.doc.get_or_insert_text("content").len(&c.doc.transact());
-                if n >= want_len {
-                    seeded = true;
-                    break;
-                }
+    for i in 0..30 {
+        match crowd::join_cheap(&url, CLIENT_BASE - 3 - i, BIG_DOC_WRITER, clock).await {
+            Ok(_) => {
+                seeded = true;
+                break;
             }
             Err(e) => shared.error(format!("seed check: {e:#}")),
         }
@@ -1115,9 +1136,9 @@ async fn big_doc_phase(target: &Target, cache: Option<&std::path::Path>) -> Repo
     let before = proc_sample(target.pid);
     let mut seq = histogram();
     for i in 0..BIG_DOC_SEQUENTIAL_JOINS {
-        match connect(&url, CLIENT_BASE + 10 + i as u64, Some(want_len)).await {
-            Ok(c) => {
-                let _ = seq.record(u64::try_from(c.handshake.as_micros()).unwrap_or(1).max(1));
+        match crowd::join_cheap(&url, CLIENT_BASE + 10 + i as u64, BIG_DOC_WRITER, clock).await {
+            Ok((_, took)) => {
+                let _ = seq.record(u64::try_from(took.as_micros()).unwrap_or(1).max(1));
             }
             Err(e) => shared.error(format!("sequential join {i}: {e:#}")),
         }
@@ -1127,12 +1148,14 @@ async fn big_doc_phase(target: &Target, cache: Option<&std::path::Path>) -> Repo
     let sim_start = Instant::now();
     for i in 0..BIG_DOC_SIMULTANEOUS_JOINS {
         let url = url.clone();
-        set.spawn(async move { connect(&url, CLIENT_BASE + 100 + i as u64, Some(want_len)).await });
+        set.spawn(async move {
+            crowd::join_cheap(&url, CLIENT_BASE + 100 + i as u64, BIG_DOC_WRITER, clock).await
+        });
     }
     while let Some(r) = set.join_next().await {
         match r {
-            Ok(Ok(c)) => {
-                let _ = sim.record(u64::try_from(c.handshake.as_micros()).unwrap_or(1).max(1));
+            Ok(Ok((_, took))) => {
+                let _ = sim.record(u64::try_from(took.as_micros()).unwrap_or(1).max(1));
             }
             Ok(Err(e)) => shared.error(format!("simultaneous join: {e:#}")),
             Err(e) => shared.error(format!("join task: {e}")),

@@ -356,9 +356,10 @@ fn crowd_figures(rep: &mut Report, results: &[CrowdResult], crowd: &Crowd, conne
     }
 }
 
-/// Joins `url` as a fresh client and waits until the server has sent it the seeder's text up
-/// to `want_clock`, reading client ranges only; returns the socket and the time it took.
-async fn join_cheap(
+/// Joins `url` as a fresh client and waits until the server has sent it every clock of
+/// `seeder` below `want_clock`, reading client ranges only (`ranges.rs`); returns the socket and
+/// the time it took. Used by `join-storm` and `big-doc`.
+pub(super) async fn join_cheap(
     url: &str,
     client_id: u64,
     seeder: u64,
