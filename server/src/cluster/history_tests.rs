@@ -1,7 +1,8 @@
 //! The cluster's version history against a real NATS server (skipped, saying so, when
 //! `nats-server` is not installed): two nodes' histories over one bucket, ids taken by
 //! compare-and-set, bodies in the bucket and in the object store, rewrites and removals, a
-//! document's deletion, and the recorder lease passing between the nodes.
+//! document's deletion, and the recorder lease passing between the nodes. Also two nodes
+//! compacting a document at the same position (`docs::compact`), which shares this harness.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -227,4 +228,56 @@ fn lease_passes(two: &Two) {
     assert!(stale, "a lease not renewed for 30 s is taken over");
     hb.release(doc).expect("release");
     assert!(!hb.claim(doc, false).expect("claim"), "B lost it meanwhile");
+}
+
+/// Two nodes compact the same document at the same log position at once (as two nodes whose
+/// rooms unload together do): one pointer update wins, and the document still loads, with
+/// what the snapshot holds.
+#[test]
+fn two_nodes_compacting_at_the_same_position_leave_a_loadable_document() {
+    use super::docs;
+    use yrs::updates::decoder::Decode;
+    use yrs::{GetString, ReadTxn, Text, Transact};
+    let Some(server) = nats_server() else {
+        return;
+    };
+    let (rt_a, a) = node(&server.url, "a");
+    let (_rt_b, b) = node(&server.url, "b");
+    let doc = RoomName::parse("raced", &weft_protocol::Limits::DEFAULT).expect("valid");
+    for round in 1..=5u64 {
+        let ydoc = yrs::Doc::new();
+        let text = ydoc.get_or_insert_text("content");
+        text.insert(&mut ydoc.transact_mut(), 0, &"x".repeat(round as usize));
+        let snapshot = ydoc
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        let (na, nb, name) = (a.clone(), b.clone(), doc.as_str().to_owned());
+        let won = rt_a
+            .call(Duration::from_secs(20), async move {
+                let (x, y) = tokio::join!(
+                    docs::compact(&na, &name, &snapshot, round * 10),
+                    docs::compact(&nb, &name, &snapshot, round * 10)
+                );
+                (x, y)
+            })
+            .expect("call");
+        let winners = [&won.0, &won.1]
+            .iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count();
+        assert_eq!(winners, 1, "round {round}: {won:?}");
+        let (na, loaded_doc) = (a.clone(), doc.clone());
+        let loaded = rt_a
+            .call(Duration::from_secs(20), async move {
+                docs::load(&na, &loaded_doc).await
+            })
+            .expect("call")
+            .unwrap_or_else(|e| panic!("round {round}: the document no longer loads: {e}"));
+        let snapshot = loaded.snapshot.expect("a snapshot");
+        let update = yrs::Update::decode_v1(&snapshot).expect("decodes");
+        let check = yrs::Doc::new();
+        check.transact_mut().apply_update(update).expect("applies");
+        let text = check.get_or_insert_text("content");
+        assert_eq!(text.get_string(&check.transact()).len(), round as usize);
+    }
 }

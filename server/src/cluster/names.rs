@@ -88,9 +88,12 @@ pub(crate) fn refused_key(hash: &[u8; 32]) -> String {
 /// Key of the cluster-wide reservation of awareness clock offsets.
 pub(crate) const OFFSETS_KEY: &str = "awareness.offsets";
 
-/// Name of the snapshot object of `doc` covering the log up to `seq`.
+/// A fresh name for a snapshot object of `doc` covering the log up to `seq`. Unique per
+/// write: two nodes compacting at the same position each write their own object, so the one
+/// whose pointer update loses removes only its own (with one name for both, it removed the
+/// winner's, and the document could no longer load).
 pub(crate) fn snapshot_object(doc: &str, seq: u64) -> String {
-    format!("{}.{seq}", hex(doc))
+    format!("{}.{seq}.{}", hex(doc), uuid::Uuid::new_v4().simple())
 }
 
 #[cfg(test)]
@@ -106,5 +109,7 @@ mod tests {
         assert!(unhex("abc").is_none());
         assert!(unhex("zz").is_none());
         assert!(log_subject("a.b").ends_with("612e62"));
+        assert_ne!(snapshot_object("a", 5), snapshot_object("a", 5));
+        assert!(snapshot_object("a", 5).starts_with("61.5."));
     }
 }
