@@ -36,8 +36,9 @@
 //!   (1,000 edits per update), then 10 sequential and 20 simultaneous fresh joins are timed
 //!   (connect → every clock of the history received, read from the updates' struct sections
 //!   without integrating them, as `join-storm` does: integrating a 260k-edit document in yrs
-//!   took the generator longer than the server took to send it). Building the history takes about 3 minutes (yrs
-//!   finds text positions by walking blocks); `--big-doc-cache FILE` stores it for later runs;
+//!   took the generator longer than the server took to send it). Building the history takes
+//!   about 3 minutes (yrs finds text positions by walking blocks); `--big-doc-cache FILE`
+//!   stores it for later runs;
 //! - `saturation`: 1 room × 50 clients at 4, 8, 16, 32, 64 and 128 inserts/s each, one report
 //!   per step (at 64/s a room asks for about 157k deliveries a second, near what a null relay
 //!   forwards on one core: the steps reach past the servers' knees); delivered/expected must be
@@ -321,14 +322,12 @@ fn apply(doc: &Doc, update: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens `url` and runs the sync handshake for a peer with yrs client id `client_id`. With
-/// `want_len`, "synced" also requires the text to have that many characters.
-async fn connect(url: &str, client_id: u64, want_len: Option<u32>) -> anyhow::Result<Conn> {
+/// Opens `url` and runs the sync handshake for a peer with yrs client id `client_id`.
+async fn connect(url: &str, client_id: u64) -> anyhow::Result<Conn> {
     let limits = Limits::DEFAULT;
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + CONNECT_TIMEOUT);
     let doc = Doc::with_client_id(client_id);
-    let text = doc.get_or_insert_text("content");
     let (mut ws, _) = tokio::time::timeout_at(deadline, tokio_tungstenite::connect_async(url))
         .await
         .context("connect timed out")?
@@ -342,7 +341,7 @@ async fn connect(url: &str, client_id: u64, want_len: Option<u32>) -> anyhow::Re
     let mut synced = false;
     // Bounded by the deadline: every read is under `timeout_at`.
     loop {
-        if synced && want_len.is_none_or(|n| text.len(&doc.transact()) >= n) {
+        if synced {
             break;
         }
         let frame = tokio::time::timeout_at(deadline, ws.next())
@@ -386,7 +385,7 @@ async fn connect_all(urls: &[String], shared: &Arc<Shared>) -> (Vec<Option<Conn>
         let sem = Arc::clone(&sem);
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            (i, connect(&url, CLIENT_BASE + i as u64, None).await)
+            (i, connect(&url, CLIENT_BASE + i as u64).await)
         });
     }
     let mut conns: Vec<Option<Conn>> = (0..urls.len()).map(|_| None).collect();
@@ -1097,7 +1096,7 @@ async fn big_doc_phase(target: &Target, cache: Option<&std::path::Path>) -> Repo
     rep.put("seed_edits", BIG_DOC_EDITS);
     rep.put("seed_chars", u64::from(want_len));
     rep.put("seed_update_bytes", bytes as u64);
-    let seeder = match connect(&url, CLIENT_BASE - 2, None).await {
+    let seeder = match connect(&url, CLIENT_BASE - 2).await {
         Ok(c) => c,
         Err(e) => {
             shared.error(format!("seeder: {e:#}"));

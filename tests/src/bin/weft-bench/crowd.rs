@@ -431,7 +431,7 @@ async fn peak_rss(pid: Option<u32>, stop: Arc<AtomicBool>) -> u64 {
 /// Seeds the `join-storm` document through one client; returns the seeder's id and last clock.
 async fn storm_seed(url: &str, shared: &Shared) -> anyhow::Result<(u64, u32)> {
     let seeder_id = CLIENT_BASE - 5;
-    let seeder = connect(url, seeder_id, None).await.context("seeder")?;
+    let seeder = connect(url, seeder_id).await.context("seeder")?;
     let (mut sink, stream) = seeder.ws.split();
     let stop = Arc::new(AtomicBool::new(false));
     let drainer = tokio::spawn(drain(stream, Arc::clone(&stop)));
